@@ -1,0 +1,52 @@
+//! `shipfeed`: normalize, verify and (with the service) ingest shipment events.
+#![forbid(unsafe_code)]
+
+mod consume;
+mod normalize;
+mod serve;
+mod shutdown;
+mod verify;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Canonical shipment events from Sendcloud, Seven Senders, HappyColis and Shipup.
+#[derive(Parser)]
+#[command(name = "shipfeed", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Normalize raw deliveries (files or stdin) into canonical JSON lines on stdout.
+    Normalize(normalize::Args),
+    /// Check a delivery's signature or credentials: prints valid/invalid and why.
+    Verify(verify::Args),
+    /// Print the JSON Schema of one canonical output line.
+    Schema,
+    /// Run the ingestion service (embedded SQLite by default) and print where to POST.
+    Serve(serve::Args),
+    /// Pull an SQS queue (Seven Senders) and print canonical JSON lines until Ctrl-C/SIGTERM.
+    Consume(consume::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Normalize(args) => normalize::run(&args),
+        Command::Verify(args) => verify::run(&args),
+        Command::Serve(args) => serve::run(&args),
+        Command::Consume(args) => consume::run(&args),
+        Command::Schema => {
+            print!("{}", shipfeed::output_schema());
+            Ok(ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|error| {
+        eprintln!("error: {error:#}");
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,84 @@
+//! The canonical shipment-tracking model of shipfeed and the contract every provider adapter
+//! implements. No I/O, no async runtime, no clock: adapters are pure functions of the bytes
+//! they are given.
+//!
+//! - [`TrackingEvent`], [`Status`] (13 values), [`Notice`], wrapped in [`Output`]: what
+//!   adapters produce.
+//! - [`Adapter`], [`RawDelivery`], [`Credentials`]: the contract.
+//! - [`current_state`]: the ordering rule (latest `occurred_at` wins, arrival order never
+//!   matters).
+//! - [`auth`], [`time`], [`carrier`], [`json`]: helpers written once for every adapter.
+//! - [`Error`]: the one public error, with a [`ErrorKind`] and a permanent/temporary class.
+//!
+//! ```
+//! use shipfeed_core::{auth, Headers, Secret};
+//!
+//! let body = br#"{"key": "value"}"#;
+//! let headers: Headers = [("Sendcloud-Signature", auth::sign_hex(&Secret::new("s3cret"), body))]
+//!     .into_iter()
+//!     .collect();
+//! auth::verify_hex_hmac(&headers, "sendcloud-signature", &Secret::new("s3cret"), body).unwrap();
+//! ```
+#![forbid(unsafe_code)]
+
+mod adapter;
+pub mod auth;
+pub mod carrier;
+mod error;
+mod event;
+pub mod json;
+mod output;
+mod provider;
+mod state;
+pub mod time;
+
+pub use adapter::{Adapter, Credentials, Headers, RawDelivery, Secret};
+pub use error::{Error, ErrorClass, ErrorKind};
+pub use event::{
+    EstimatedDelivery, EventId, Location, Mapping, RawStatus, ShipmentRef, Status, TrackingEvent,
+    UNMAPPED,
+};
+pub use output::{Notice, NoticeKind, Output};
+pub use provider::Provider;
+pub use state::{current_state, sort_timeline, ShipmentState};
+
+/// The JSON Schema of one canonical output line (an [`Output`]), pretty-printed.
+///
+/// The committed copy lives in `schema/output.schema.json`; `cargo xtask fixtures` keeps it fresh.
+pub fn output_schema() -> String {
+    let schema = schemars::schema_for!(Output);
+    let mut text = serde_json::to_string_pretty(&schema)
+        .unwrap_or_else(|e| unreachable!("a schema always serializes: {e}"));
+    text.push('\n');
+    text
+}
+
+/// Small constructors for examples and tests. Not part of the stable API.
+#[doc(hidden)]
+pub mod doc_support {
+    use crate::{EventId, Provider, RawStatus, ShipmentRef, Status, TrackingEvent};
+
+    /// A minimal event with the given id, RFC 3339 time and status.
+    pub fn event(id: &str, occurred_at: &str, status: Status) -> TrackingEvent {
+        let at = chrono::DateTime::parse_from_rfc3339(occurred_at)
+            .map(|t| t.with_timezone(&chrono::Utc))
+            .unwrap_or_default();
+        TrackingEvent {
+            event_id: EventId(id.to_owned()),
+            provider: Provider::Sendcloud,
+            status: Some(status),
+            substatus: None,
+            raw: RawStatus::default(),
+            occurred_at: at,
+            time_zone_known: true,
+            recorded_at: None,
+            received_at: at,
+            shipment: ShipmentRef::default(),
+            location: None,
+            estimated_delivery: None,
+            message: None,
+            delivery_id: None,
+            trigger: true,
+        }
+    }
+}

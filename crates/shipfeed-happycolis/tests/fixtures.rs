@@ -1,0 +1,17 @@
+//! Every HappyColis fixture (generated, captured, invalid) normalized and snapshotted as the
+//! canonical JSON, errors included.
+
+#[test]
+fn fixtures_normalize_to_their_snapshots() {
+    let adapter = shipfeed_happycolis::HappyColisAdapter::new();
+    let credentials = shipfeed_core::Credentials::Hmac(shipfeed_core::Secret::new(
+        shipfeed_testkit::FIXTURE_SECRET,
+    ));
+    insta::glob!("../../../fixtures/happycolis", "*/*.json", |path| {
+        insta::assert_json_snapshot!(shipfeed_testkit::snapshot_value(
+            &adapter,
+            &credentials,
+            path
+        ));
+    });
+}

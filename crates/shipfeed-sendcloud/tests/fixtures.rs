@@ -1,0 +1,17 @@
+//! Every Sendcloud fixture (generated, captured, invalid) normalizes to its committed snapshot.
+
+use shipfeed_core::{Credentials, Secret};
+use shipfeed_sendcloud::SendcloudAdapter;
+
+#[test]
+fn fixtures_normalize_to_their_snapshots() {
+    let adapter = SendcloudAdapter::new();
+    let credentials = Credentials::Hmac(Secret::new(shipfeed_testkit::FIXTURE_SECRET));
+    insta::glob!("../../../fixtures/sendcloud", "*/*.json", |path| {
+        insta::assert_json_snapshot!(shipfeed_testkit::snapshot_value(
+            &adapter,
+            &credentials,
+            path
+        ));
+    });
+}

@@ -1,0 +1,343 @@
+//! The shipfeed ingestion service.
+//!
+//! `POST /webhooks/{endpoint}`: verify with the endpoint's adapter (401 and nothing stored when
+//! not authentic), normalize, then commit raw delivery + deduplicated events + shipment state in
+//! one durable transaction (group-committed with concurrent requests) and only then answer 2xx.
+//! An authentic delivery that cannot be normalized is stored as a dead letter and still
+//! answered 2xx (HappyColis blocks its queue on any non-2xx; Sendcloud retries for hours). Only
+//! a store failure answers 503.
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod metrics;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::json;
+use shipfeed::registry::{self, Settings};
+use shipfeed::{Adapter, Credentials, Headers, Output, Provider, RawDelivery};
+use shipfeed_store::{Ingest, Store};
+use tokio::sync::Notify;
+
+pub use config::{Config, EndpointConfig};
+use metrics::Metrics;
+
+/// One configured inbound endpoint, ready to serve.
+struct Endpoint {
+    provider: Provider,
+    adapter: Box<dyn Adapter>,
+    credentials: Credentials,
+}
+
+/// Shared state of the service.
+pub struct Service {
+    endpoints: HashMap<String, Endpoint>,
+    store: Arc<dyn Store>,
+    metrics: Metrics,
+    new_events: Notify,
+}
+
+impl Service {
+    /// Builds the service from its configuration and an opened store.
+    ///
+    /// # Errors
+    /// An endpoint whose provider is not in this build, or whose secret file cannot be read.
+    pub fn new(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Self>> {
+        let mut endpoints = HashMap::new();
+        for endpoint in &config.endpoints {
+            endpoints.insert(
+                endpoint.name.clone(),
+                Endpoint {
+                    provider: endpoint.provider,
+                    adapter: registry::adapter(endpoint.provider, &Settings::default())?,
+                    credentials: endpoint.credentials()?,
+                },
+            );
+        }
+        Ok(Arc::new(Service {
+            endpoints,
+            store,
+            metrics: Metrics::default(),
+            new_events: Notify::new(),
+        }))
+    }
+
+    /// The HTTP routes.
+    pub fn router(self: &Arc<Self>, body_limit_bytes: usize) -> Router {
+        Router::new()
+            .route("/webhooks/{endpoint}", post(receive))
+            .route("/v1/events", get(events))
+            .route("/v1/shipments/{tracking}", get(shipments_by_tracking))
+            .route(
+                "/v1/shipments/{carrier}/{tracking}",
+                get(shipments_by_carrier),
+            )
+            .route("/v1/dead-letters", get(dead_letters))
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(ready))
+            .route("/metrics", get(metrics))
+            .layer(DefaultBodyLimit::max(body_limit_bytes))
+            .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(8),
+            ))
+            .with_state(Arc::clone(self))
+    }
+
+    /// Prints every new event as one JSON line on stdout, from the saved `stdout` cursor on:
+    /// at-least-once (the cursor is saved after printing), deduplicate on `event_id`.
+    pub async fn run_stdout_sink(self: Arc<Self>) {
+        use std::io::Write as _;
+        let mut position = self.store.cursor("stdout").await.unwrap_or(0);
+        loop {
+            let notified = self.new_events.notified();
+            match self.store.events_after(position, 500).await {
+                Ok(items) if !items.is_empty() => {
+                    let mut lines = Vec::new();
+                    for item in &items {
+                        if serde_json::to_writer(&mut lines, &item.event).is_ok() {
+                            lines.push(b'\n');
+                        }
+                        position = item.seq;
+                    }
+                    {
+                        let mut out = std::io::stdout().lock();
+                        let _ = out.write_all(&lines).and_then(|()| out.flush());
+                    }
+                    if let Err(error) = self.store.save_cursor("stdout", position).await {
+                        tracing::warn!(%error, "could not save the stdout sink cursor");
+                    }
+                    continue;
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "stdout sink cannot read the feed"),
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+}
+
+fn to_headers(headers: &HeaderMap) -> Headers {
+    headers
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+        })
+        .collect()
+}
+
+async fn receive(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(endpoint) = service.endpoints.get(&name) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no endpoint `{name}`")})),
+        )
+            .into_response();
+    };
+    let delivery = RawDelivery {
+        body: Vec::from(body),
+        headers: to_headers(&headers),
+        received_at: chrono::Utc::now(),
+    };
+    let provider = endpoint.provider.as_str();
+    if let Err(error) = endpoint.adapter.verify(&delivery, &endpoint.credentials) {
+        // Never log the body: it is unauthenticated input.
+        tracing::warn!(endpoint = %name, %error, "rejected delivery");
+        service.metrics.add(
+            "shipfeed_deliveries_total",
+            &[
+                ("endpoint", &name),
+                ("provider", provider),
+                ("outcome", "unauthorized"),
+            ],
+            1,
+        );
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": error.to_string()})),
+        )
+            .into_response();
+    }
+    let outcome = endpoint.adapter.parse(&delivery);
+    if let Ok(outputs) = &outcome {
+        for event in outputs
+            .iter()
+            .filter_map(Output::as_event)
+            .filter(|e| e.is_unmapped())
+        {
+            let code = event
+                .raw
+                .code
+                .as_deref()
+                .or(event.raw.message.as_deref())
+                .unwrap_or("");
+            service.metrics.add(
+                "shipfeed_unmapped_codes_total",
+                &[("provider", provider), ("code", code)],
+                1,
+            );
+        }
+    }
+    let started = Instant::now();
+    let ingest = Ingest {
+        endpoint: name.clone(),
+        provider: endpoint.provider,
+        delivery,
+        outcome,
+    };
+    let committed = match service.store.commit(vec![ingest]).await {
+        Ok(mut committed) if committed.len() == 1 => committed.remove(0),
+        Ok(_) | Err(_) => {
+            service.metrics.add(
+                "shipfeed_deliveries_total",
+                &[
+                    ("endpoint", &name),
+                    ("provider", provider),
+                    ("outcome", "store_unavailable"),
+                ],
+                1,
+            );
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "store unavailable; retry later"})),
+            )
+                .into_response();
+        }
+    };
+    service
+        .metrics
+        .observe_commit(started.elapsed().as_secs_f64());
+    let outcome = if committed.dead_letter.is_some() {
+        "dead_letter"
+    } else {
+        "stored"
+    };
+    service.metrics.add(
+        "shipfeed_deliveries_total",
+        &[
+            ("endpoint", &name),
+            ("provider", provider),
+            ("outcome", outcome),
+        ],
+        1,
+    );
+    service.metrics.add(
+        "shipfeed_duplicate_events_total",
+        &[("provider", provider)],
+        committed.duplicates as u64,
+    );
+    for status in &committed.new_event_statuses {
+        service.metrics.add(
+            "shipfeed_events_total",
+            &[("provider", provider), ("status", status)],
+            1,
+        );
+    }
+    if let Some(reason) = &committed.dead_letter {
+        tracing::warn!(endpoint = %name, delivery = committed.delivery_seq, %reason, "dead letter");
+    }
+    if committed.new_events > 0 {
+        service.new_events.notify_waiters();
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"status": outcome, "delivery": committed})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+fn unavailable(error: impl std::fmt::Display) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": error.to_string()})),
+    )
+        .into_response()
+}
+
+async fn events(State(service): State<Arc<Service>>, Query(page): Query<Page>) -> Response {
+    match service
+        .store
+        .events_after(page.after, page.limit.clamp(1, 1000))
+        .await
+    {
+        Ok(items) => {
+            let next = items.last().map_or(page.after, |i| i.seq);
+            Json(json!({"events": items, "next_cursor": next})).into_response()
+        }
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn shipments(service: &Service, carrier: Option<&str>, tracking: &str) -> Response {
+    match service.store.shipments(carrier, tracking).await {
+        Ok(views) if views.is_empty() => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "no such shipment"})),
+        )
+            .into_response(),
+        Ok(views) => Json(json!({"shipments": views})).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn shipments_by_tracking(
+    State(service): State<Arc<Service>>,
+    Path(tracking): Path<String>,
+) -> Response {
+    shipments(&service, None, &tracking).await
+}
+
+async fn shipments_by_carrier(
+    State(service): State<Arc<Service>>,
+    Path((carrier, tracking)): Path<(String, String)>,
+) -> Response {
+    shipments(&service, Some(&carrier), &tracking).await
+}
+
+async fn dead_letters(State(service): State<Arc<Service>>, Query(page): Query<Page>) -> Response {
+    match service
+        .store
+        .dead_letters(page.after, page.limit.clamp(1, 1000))
+        .await
+    {
+        Ok(items) => Json(json!({"dead_letters": items})).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn ready(State(service): State<Arc<Service>>) -> Response {
+    match service.store.ping().await {
+        Ok(()) => "ready".into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn metrics(State(service): State<Arc<Service>>) -> String {
+    service.metrics.render()
+}

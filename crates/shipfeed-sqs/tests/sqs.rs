@@ -1,0 +1,431 @@
+//! The SQS source against a real SQS-compatible server (`moto_server`, started per test).
+//! Bounded waits with generous limits; no timing thresholds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shipfeed_core::{ErrorKind, Status};
+use shipfeed_sqs::{DeadLetterPolicy, QueueRef, Sink, SourceStats, SqsSource};
+use support::{
+    adapter, body, config, create_queue, depth, send_all, setup_client, unique_name, wait_until,
+    HangingSink, Moto, RecordingSink,
+};
+use tokio::sync::watch;
+
+const LIMIT: Duration = Duration::from_secs(180);
+
+/// Polls until a receive returns messages; the stats of that poll.
+async fn poll_until_received(source: &SqsSource, sink: &dyn Sink) -> SourceStats {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let stats = source.poll_once(sink).await.expect("poll");
+        if stats.received > 0 {
+            return stats;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no message received within {LIMIT:?}"
+        );
+    }
+}
+
+/// Every documented status (varied case), a blank, null and absent status, an unknown status
+/// and malformed bodies: each message reaches the sink exactly once, is deleted only after the
+/// sink confirmed, and the queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed() {
+    let moto = Moto::start();
+    let client = setup_client(&moto);
+    let name = unique_name("mixed");
+    let url = create_queue(&client, &name, 60).await;
+
+    let statuses = [
+        r#""New""#,
+        r#""INFO""#,
+        r#""pickup""#,
+        r#""First Scan at LMC""#,
+        r#""hub scan at lmc""#,
+        r#""In transit""#,
+        r#""Out for Delivery""#,
+        r#""Delivery attempt failed""#,
+        r#""Delivered to pickup point""#,
+        r#""DELIVERED""#,
+        r#""Postal return""#,
+        r#""""#,
+        "null",
+        r#""Parcel beamed up""#,
+    ];
+    let mut bodies: Vec<String> = statuses
+        .iter()
+        .enumerate()
+        .map(|(n, s)| body(n, s))
+        .collect();
+    bodies.push(r#"{"id":"s900","status_time":"03.04.2024 20:22:30"}"#.to_owned()); // absent
+    bodies.push("{not json".to_owned());
+    bodies.push(r#"{"id":"s902","status":"Delivered","status_time":"2024-04-03"}"#.to_owned());
+    let total = bodies.len();
+    send_all(&client, &url, &bodies).await;
+
+    let sink = Arc::new(RecordingSink::checking(client.clone(), url.clone()));
+    // By name: exercises GetQueueUrl.
+    let source = SqsSource::connect(
+        config(&moto, QueueRef::Name(name)).with_pollers(2),
+        adapter(),
+    )
+    .await
+    .expect("connect");
+    assert_eq!(source.queue_url(), url);
+    let (stop, shutdown) = watch::channel(false);
+    let dyn_sink: Arc<dyn Sink> = sink.clone();
+    let running = tokio::spawn({
+        let source = source.clone();
+        async move { source.run(dyn_sink, shutdown).await }
+    });
+    wait_until(LIMIT, "every message in the sink", || async {
+        sink.len() >= total
+    })
+    .await;
+    wait_until(LIMIT, "an empty queue", || async {
+        depth(&client, &url).await == (0, 0)
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = running.await.unwrap().expect("run");
+
+    assert!(
+        sink.violations.lock().unwrap().is_empty(),
+        "{:?}",
+        sink.violations.lock().unwrap()
+    );
+    let counts = sink.counts();
+    assert_eq!(counts.len(), total, "distinct messages");
+    assert!(
+        counts.values().all(|c| *c == 1),
+        "each message exactly once: {counts:?}"
+    );
+    // moto, like SQS, may hand a message out twice to concurrent pollers: the copy is
+    // counted, never processed twice.
+    assert_eq!(stats.received, total as u64 + stats.duplicates);
+    assert_eq!(stats.accepted + stats.dead_lettered, total as u64);
+    assert_eq!(stats.dead_lettered, 2);
+    assert_deleted(stats, total);
+
+    let records = sink.records();
+    // received_at is the queue's SentTimestamp, not the consumer's clock.
+    for record in &records {
+        let sent = record
+            .sent_timestamp
+            .as_deref()
+            .expect("SentTimestamp attribute");
+        assert_eq!(record.received_at.timestamp_millis().to_string(), sent);
+    }
+    let status_of = |shipment: &str| {
+        let record = records
+            .iter()
+            .find(|r| r.body.contains(&format!(r#""id":"{shipment}""#)))
+            .unwrap_or_else(|| panic!("{shipment} not in the sink"));
+        let outputs = record.outputs.as_ref().expect("normalized");
+        let event = outputs[0].as_event().expect("event");
+        assert_eq!(
+            event.delivery_id.as_deref(),
+            Some(record.message_id.as_str())
+        );
+        (event.status, event.substatus.clone())
+    };
+    assert_eq!(status_of("s0"), (Some(Status::PreTransit), None));
+    assert_eq!(
+        status_of("s2"),
+        (Some(Status::InTransit), Some("in_transit.picked_up".into()))
+    );
+    assert_eq!(status_of("s9"), (Some(Status::Delivered), None));
+    assert_eq!(status_of("s10"), (Some(Status::ReturnToSender), None));
+    assert_eq!(status_of("s11"), (None, None), "blank status");
+    assert_eq!(status_of("s12"), (None, None), "null status");
+    assert_eq!(status_of("s900"), (None, None), "absent status");
+    assert_eq!(
+        status_of("s13"),
+        (Some(Status::Unknown), Some("unknown.unmapped".into()))
+    );
+    let dead: Vec<_> = records.iter().filter(|r| r.outputs.is_err()).collect();
+    assert_eq!(dead.len(), 2);
+    assert!(dead
+        .iter()
+        .all(|r| matches!(r.outputs, Err((ErrorKind::Payload, _)))));
+    assert!(dead
+        .iter()
+        .any(|r| r.outputs.as_ref().err().and_then(|e| e.1.as_deref()) == Some("status_time")));
+}
+
+/// A temporarily failing sink leaves the batch on the queue; it comes back after the
+/// visibility timeout and is then accepted and deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_sink_failure_leaves_messages_for_redelivery() {
+    let moto = Moto::start();
+    let client = setup_client(&moto);
+    let url = create_queue(&client, &unique_name("sinkfail"), 60).await;
+    let bodies: Vec<String> = (0..3).map(|n| body(n, r#""In transit""#)).collect();
+    send_all(&client, &url, &bodies).await;
+
+    let sink = Arc::new(RecordingSink::default());
+    sink.fail_first.store(1, Ordering::SeqCst);
+    let source = SqsSource::connect(
+        config(&moto, QueueRef::Url(url.clone())).with_visibility_timeout(Duration::from_secs(2)),
+        adapter(),
+    )
+    .await
+    .expect("connect");
+
+    // The first batch fails in the sink: nothing is deleted.
+    let first = poll_until_received(&source, sink.as_ref()).await;
+    assert!(first.received > 0);
+    assert_eq!(first.sink_unavailable, first.received);
+    assert_eq!(first.deleted, 0);
+    assert_eq!(sink.len(), 0);
+    let (visible, in_flight) = depth(&client, &url).await;
+    assert_eq!(
+        visible + in_flight,
+        3,
+        "nothing deleted after a failed sink"
+    );
+
+    // After the visibility timeout the messages come back and are accepted.
+    wait_until(LIMIT, "all three accepted", || {
+        let (source, sink) = (source.clone(), sink.clone());
+        async move {
+            source.poll_once(sink.as_ref()).await.expect("poll");
+            sink.len() >= 3
+        }
+    })
+    .await;
+    wait_until(LIMIT, "an empty queue", || async {
+        depth(&client, &url).await == (0, 0)
+    })
+    .await;
+    let counts = sink.counts();
+    assert_eq!(counts.len(), 3);
+    assert!(counts.values().all(|c| *c == 1));
+    let redelivered = sink
+        .records()
+        .iter()
+        .filter(|r| r.receive_count >= Some(2))
+        .count();
+    assert!(
+        redelivered >= first.received as usize,
+        "failed batch came back"
+    );
+}
+
+/// A consumer that dies between receive and the sink's confirmation loses nothing: the
+/// messages reappear after the visibility timeout and the next consumer processes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_receive_and_sink_loses_nothing() {
+    let moto = Moto::start();
+    let client = setup_client(&moto);
+    let url = create_queue(&client, &unique_name("crash"), 60).await;
+    let bodies: Vec<String> = (0..25).map(|n| body(n, r#""Out for delivery""#)).collect();
+    send_all(&client, &url, &bodies).await;
+    let make_config = || {
+        config(&moto, QueueRef::Url(url.clone()))
+            .with_pollers(2)
+            .with_visibility_timeout(Duration::from_secs(2))
+    };
+
+    let arrived = Arc::new(tokio::sync::Notify::new());
+    let hanging: Arc<dyn Sink> = Arc::new(HangingSink {
+        arrived: arrived.clone(),
+    });
+    let doomed = SqsSource::connect(make_config(), adapter())
+        .await
+        .expect("connect");
+    let (_stop, shutdown) = watch::channel(false);
+    let crashed = tokio::spawn(async move { doomed.run(hanging, shutdown).await });
+    tokio::time::timeout(LIMIT, arrived.notified())
+        .await
+        .expect("a batch reached the sink");
+    crashed.abort();
+    assert!(crashed.await.unwrap_err().is_cancelled());
+    let (visible, in_flight) = depth(&client, &url).await;
+    assert_eq!(
+        visible + in_flight,
+        25,
+        "nothing deleted by the crashed consumer"
+    );
+
+    let sink = Arc::new(RecordingSink::default());
+    let source = SqsSource::connect(make_config(), adapter())
+        .await
+        .expect("connect");
+    let (stop, shutdown) = watch::channel(false);
+    let dyn_sink: Arc<dyn Sink> = sink.clone();
+    let running = tokio::spawn(async move { source.run(dyn_sink, shutdown).await });
+    wait_until(LIMIT, "all 25 accepted", || async { sink.len() >= 25 }).await;
+    wait_until(LIMIT, "an empty queue", || async {
+        depth(&client, &url).await == (0, 0)
+    })
+    .await;
+    stop.send(true).unwrap();
+    running.await.unwrap().expect("run");
+    let counts = sink.counts();
+    assert_eq!(counts.len(), 25);
+    assert!(counts.values().all(|c| *c == 1), "{counts:?}");
+}
+
+/// 1,000 messages fed in waves (moto's cost per call grows with depth, so the depth stays at
+/// about 100): each is normalized exactly once and the queue ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_1000_messages_is_drained_exactly_once() {
+    const TOTAL: usize = 1000;
+    const WAVE: usize = 100;
+    let moto = Moto::start();
+    let client = setup_client(&moto);
+    let url = create_queue(&client, &unique_name("burst"), 300).await;
+    let sink = Arc::new(RecordingSink::default());
+    let source = SqsSource::connect(
+        config(&moto, QueueRef::Url(url.clone())).with_pollers(4),
+        adapter(),
+    )
+    .await
+    .expect("connect");
+    let (stop, shutdown) = watch::channel(false);
+    let dyn_sink: Arc<dyn Sink> = sink.clone();
+    let running = tokio::spawn(async move { source.run(dyn_sink, shutdown).await });
+
+    for wave in 0..TOTAL / WAVE {
+        let bodies: Vec<String> = (wave * WAVE..(wave + 1) * WAVE)
+            .map(|n| {
+                body(
+                    n,
+                    if n % 7 == 0 {
+                        r#""""#
+                    } else {
+                        r#""In transit""#
+                    },
+                )
+            })
+            .collect();
+        send_all(&client, &url, &bodies).await;
+        let done = (wave + 1) * WAVE;
+        wait_until(LIMIT, &format!("wave {wave} drained"), || async {
+            sink.len() >= done
+        })
+        .await;
+    }
+    wait_until(LIMIT, "an empty queue", || async {
+        depth(&client, &url).await == (0, 0)
+    })
+    .await;
+    stop.send(true).unwrap();
+    let stats = running.await.unwrap().expect("run");
+
+    let records = sink.records();
+    let counts = sink.counts();
+    let dups: Vec<_> = records
+        .iter()
+        .filter(|r| counts[&r.message_id] > 1)
+        .map(|r| (r.message_id.clone(), r.receive_count))
+        .collect();
+    assert_eq!(records.len(), TOTAL, "no duplicates: {dups:?}, {stats:?}");
+    let shipments: HashSet<String> = records
+        .iter()
+        .map(|r| {
+            let outputs = r.outputs.as_ref().expect("normalized");
+            let event = outputs[0].as_event().expect("event");
+            event.shipment.provider_shipment_id.clone().expect("id")
+        })
+        .collect();
+    assert_eq!(shipments.len(), TOTAL, "every shipment exactly once");
+    assert_eq!(stats.accepted, TOTAL as u64);
+    assert_deleted(stats, TOTAL);
+    assert_eq!(stats.delete_failed, 0);
+    // Copies the server handed out again (moto, like SQS, delivers at least once; with 4
+    // pollers it happens) are counted, not processed twice.
+    assert_eq!(stats.received, TOTAL as u64 + stats.duplicates);
+}
+
+/// `LeaveForRedrive` keeps a bad message on the queue instead of dead-lettering it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leave_for_redrive_keeps_bad_messages_on_the_queue() {
+    let moto = Moto::start();
+    let client = setup_client(&moto);
+    let url = create_queue(&client, &unique_name("redrive"), 60).await;
+    send_all(&client, &url, &["[not an object]".to_owned()]).await;
+    let sink = RecordingSink::default();
+    let source = SqsSource::connect(
+        config(&moto, QueueRef::Url(url.clone()))
+            .with_dead_letters(DeadLetterPolicy::LeaveForRedrive),
+        adapter(),
+    )
+    .await
+    .expect("connect");
+    let stats = poll_until_received(&source, &sink).await;
+    assert_eq!(stats.left_on_queue, 1);
+    assert_eq!(
+        sink.calls.load(Ordering::SeqCst),
+        0,
+        "the sink never saw it"
+    );
+    let (visible, in_flight) = depth(&client, &url).await;
+    assert_eq!(visible + in_flight, 1);
+}
+
+/// A queue name or URL that does not exist is a configuration error that says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_queues_give_clear_errors() {
+    let moto = Moto::start();
+
+    let err = SqsSource::connect(
+        config(&moto, QueueRef::Name("no-such-queue".into())),
+        adapter(),
+    )
+    .await
+    .expect_err("missing queue name");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(
+        err.to_string().contains("`no-such-queue` does not exist"),
+        "{err}"
+    );
+
+    let url = format!("{}/123456789012/no-such-queue", moto.endpoint);
+    let source = SqsSource::connect(config(&moto, QueueRef::Url(url.clone())), adapter())
+        .await
+        .expect("a URL is not checked before the first receive");
+    let (_stop, shutdown) = watch::channel(false);
+    let sink: Arc<dyn Sink> = Arc::new(RecordingSink::default());
+    let err = tokio::time::timeout(LIMIT, source.run(sink, shutdown))
+        .await
+        .expect("run stops by itself")
+        .expect_err("missing queue URL");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+/// Credentials the queue does not accept are a configuration error that says what to use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_give_a_clear_error() {
+    let moto = Moto::start_checking_credentials();
+    let err = SqsSource::connect(config(&moto, QueueRef::Name("any-queue".into())), adapter())
+        .await
+        .expect_err("unknown access key");
+    assert_eq!(err.kind(), ErrorKind::Config, "{err}");
+    assert!(
+        err.to_string().contains("rejected the credentials"),
+        "{err}"
+    );
+    assert!(err.to_string().contains("empty secret"), "{err}");
+}
+
+/// Every message was deleted once; a copy received after the sink accepted its message is
+/// deleted too, a copy received while the message was still in flight is not.
+fn assert_deleted(stats: SourceStats, total: usize) {
+    let total = total as u64;
+    assert!(
+        (total..=total + stats.duplicates).contains(&stats.deleted),
+        "{stats:?}"
+    );
+}

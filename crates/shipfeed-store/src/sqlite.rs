@@ -1,0 +1,536 @@
+//! SQLite store: one writer thread that group-commits whatever is queued (one fsync for many
+//! deliveries), WAL journal so readers never block it, `synchronous=FULL` so a commit that
+//! returned survives a power cut.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use shipfeed_core::{
+    current_state, sort_timeline, Error, Headers, Output, Provider, RawDelivery, TrackingEvent,
+};
+use tokio::sync::oneshot;
+
+use crate::{
+    shipment_key, Committed, DeadLetter, FeedItem, Ingest, ShipmentView, Store, StoreError,
+    StoredDelivery,
+};
+
+/// How many queued jobs one transaction takes at most.
+const MAX_GROUP: usize = 512;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE deliveries (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint    TEXT NOT NULL,
+    provider    TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    headers     TEXT NOT NULL,
+    body        BLOB NOT NULL,
+    dead_letter INTEGER NOT NULL DEFAULT 0,
+    error       TEXT
+);
+CREATE INDEX deliveries_dead_letters ON deliveries(seq) WHERE dead_letter = 1;
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL UNIQUE,
+    delivery_seq INTEGER NOT NULL,
+    shipment_key TEXT NOT NULL,
+    occurred_at  TEXT NOT NULL,
+    status       TEXT,
+    body         TEXT NOT NULL
+);
+CREATE INDEX events_by_shipment ON events(shipment_key);
+CREATE TABLE shipments (
+    shipment_key    TEXT PRIMARY KEY,
+    carrier         TEXT,
+    tracking_number TEXT,
+    shipment        TEXT NOT NULL,
+    state           TEXT NOT NULL
+);
+CREATE INDEX shipments_by_tracking ON shipments(tracking_number);
+CREATE TABLE notices (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_seq INTEGER NOT NULL,
+    body         TEXT NOT NULL
+);
+CREATE TABLE cursors (
+    name     TEXT PRIMARY KEY,
+    position INTEGER NOT NULL
+);
+";
+
+enum Work {
+    Commit(Vec<Ingest>),
+    Replace(i64, Provider, Result<Vec<Output>, Error>),
+    SaveCursor(String, i64),
+}
+
+enum Done {
+    Commit(Vec<Committed>),
+    Replace(Committed),
+    SaveCursor,
+}
+
+struct Job {
+    work: Work,
+    reply: oneshot::Sender<Result<Done, StoreError>>,
+}
+
+/// The embedded default store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    writer: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+fn db(error: rusqlite::Error) -> StoreError {
+    StoreError::Database(error.to_string())
+}
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+    )
+    .map_err(db)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating when needed) the database at `path`.
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the file cannot be opened or migrated.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let mut writer = open(path)?;
+        migrate(&mut writer)?;
+        let reader = open(path)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("shipfeed-sqlite-writer".into())
+            .spawn(move || write_loop(writer, rx))
+            .map_err(|e| StoreError::Database(format!("start writer thread: {e}")))?;
+        Ok(SqliteStore {
+            writer: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.writer
+            .send(Job { work, reply })
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().map_err(|_| StoreError::Closed)?;
+            query(&conn).map_err(db)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    if version != 0 {
+        return Err(StoreError::Database(format!(
+            "database schema version {version} is newer than this shipfeed ({SCHEMA_VERSION})"
+        )));
+    }
+    let tx = conn.transaction().map_err(db)?;
+    tx.execute_batch(SCHEMA).map_err(db)?;
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(db)?;
+    tx.commit().map_err(db)
+}
+
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let (replies, results) = match run_group(&mut conn, group) {
+            Ok(done) => done,
+            Err((replies, error)) => {
+                let results = replies
+                    .iter()
+                    .map(|_| Err(StoreError::Database(error.clone())))
+                    .collect();
+                (replies, results)
+            }
+        };
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The requester may have gone away (client disconnect); the data is stored anyway.
+            let _ = reply.send(result);
+        }
+    }
+}
+
+type Replies = Vec<oneshot::Sender<Result<Done, StoreError>>>;
+
+#[allow(clippy::type_complexity)]
+fn run_group(
+    conn: &mut Connection,
+    group: Vec<Job>,
+) -> Result<(Replies, Vec<Result<Done, StoreError>>), (Replies, String)> {
+    let mut replies = Vec::with_capacity(group.len());
+    let mut results = Vec::with_capacity(group.len());
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return Err((group.into_iter().map(|j| j.reply).collect(), e.to_string())),
+    };
+    for job in group {
+        replies.push(job.reply);
+        // Each job in its own savepoint: one failing job does not sink the others.
+        let result = tx.savepoint().map_err(db).and_then(|sp| {
+            let done = apply(&sp, job.work)?;
+            sp.commit().map_err(db)?;
+            Ok(done)
+        });
+        results.push(result);
+    }
+    match tx.commit() {
+        Ok(()) => Ok((replies, results)),
+        Err(e) => Err((replies, e.to_string())),
+    }
+}
+
+fn apply(tx: &Connection, work: Work) -> Result<Done, StoreError> {
+    match work {
+        Work::Commit(batch) => {
+            let mut done = Vec::with_capacity(batch.len());
+            for ingest in batch {
+                let seq = insert_delivery(tx, &ingest).map_err(db)?;
+                done.push(record_outcome(tx, seq, ingest.provider, &ingest.outcome).map_err(db)?);
+            }
+            Ok(Done::Commit(done))
+        }
+        Work::Replace(seq, provider, outcome) => Ok(Done::Replace(
+            record_outcome(tx, seq, provider, &outcome).map_err(db)?,
+        )),
+        Work::SaveCursor(name, position) => {
+            tx.execute(
+                "INSERT INTO cursors(name, position) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+                params![name, position],
+            )
+            .map_err(db)?;
+            Ok(Done::SaveCursor)
+        }
+    }
+}
+
+fn time_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn insert_delivery(tx: &Connection, ingest: &Ingest) -> rusqlite::Result<i64> {
+    let headers: Vec<(&str, &str)> = ingest.delivery.headers.iter().collect();
+    let headers = serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into());
+    tx.prepare_cached(
+        "INSERT INTO deliveries(endpoint, provider, received_at, headers, body) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        ingest.endpoint,
+        ingest.provider.as_str(),
+        time_text(ingest.delivery.received_at),
+        headers,
+        ingest.delivery.body,
+    ])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Inserts the outputs of delivery `seq` (events deduplicated by id), marks or clears its dead
+/// letter, and recomputes every shipment it touched.
+fn record_outcome(
+    tx: &Connection,
+    seq: i64,
+    provider: Provider,
+    outcome: &Result<Vec<Output>, Error>,
+) -> rusqlite::Result<Committed> {
+    let mut committed = Committed {
+        delivery_seq: seq,
+        ..Committed::default()
+    };
+    let outputs = match outcome {
+        Ok(outputs) => outputs,
+        Err(error) => {
+            let reason = error.to_string();
+            tx.prepare_cached("UPDATE deliveries SET dead_letter = 1, error = ?2 WHERE seq = ?1")?
+                .execute(params![seq, reason])?;
+            committed.dead_letter = Some(reason);
+            return Ok(committed);
+        }
+    };
+    tx.prepare_cached(
+        "UPDATE deliveries SET dead_letter = 0, error = NULL WHERE seq = ?1 AND dead_letter = 1",
+    )?
+    .execute(params![seq])?;
+    let mut touched = BTreeSet::new();
+    for output in outputs {
+        match output {
+            Output::Event(event) => {
+                let key = shipment_key(provider, &event.shipment);
+                let body = serde_json::to_string(event).unwrap_or_default();
+                let inserted = tx
+                    .prepare_cached(
+                        "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
+                    )?
+                    .execute(params![
+                        event.event_id.as_str(),
+                        seq,
+                        key,
+                        time_text(event.occurred_at),
+                        event.status.map(|s| s.as_str()),
+                        body,
+                    ])?;
+                if inserted == 1 {
+                    committed.new_events += 1;
+                    committed
+                        .new_event_statuses
+                        .push(event.status.map_or("none", |s| s.as_str()).to_owned());
+                    touched.insert(key);
+                } else {
+                    committed.duplicates += 1;
+                }
+            }
+            Output::Notice(notice) => {
+                committed.notices += 1;
+                tx.prepare_cached("INSERT INTO notices(delivery_seq, body) VALUES (?1, ?2)")?
+                    .execute(params![
+                        seq,
+                        serde_json::to_string(notice).unwrap_or_default()
+                    ])?;
+            }
+        }
+    }
+    for key in touched {
+        refresh_shipment(tx, &key)?;
+    }
+    Ok(committed)
+}
+
+fn load_events(conn: &Connection, key: &str) -> rusqlite::Result<Vec<TrackingEvent>> {
+    let mut statement = conn.prepare_cached("SELECT body FROM events WHERE shipment_key = ?1")?;
+    let rows = statement.query_map([key], |row| row.get::<_, String>(0))?;
+    let mut events = Vec::new();
+    for body in rows {
+        if let Ok(event) = serde_json::from_str::<TrackingEvent>(&body?) {
+            events.push(event);
+        }
+    }
+    Ok(events)
+}
+
+/// The state is recomputed from the whole set of the shipment's events, so arrival order can
+/// never regress it.
+fn refresh_shipment(tx: &Connection, key: &str) -> rusqlite::Result<()> {
+    let mut events = load_events(tx, key)?;
+    let Some(state) = current_state(&events) else {
+        return Ok(());
+    };
+    sort_timeline(&mut events);
+    let Some(latest) = events.last() else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(shipment_key) DO UPDATE SET carrier = excluded.carrier, tracking_number = excluded.tracking_number,
+             shipment = excluded.shipment, state = excluded.state",
+    )?
+    .execute(params![
+        key,
+        latest.shipment.carrier,
+        latest.shipment.tracking_number,
+        serde_json::to_string(&latest.shipment).unwrap_or_default(),
+        serde_json::to_string(&state).unwrap_or_default(),
+    ])?;
+    Ok(())
+}
+
+fn parse_time(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_default()
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn commit(&self, batch: Vec<Ingest>) -> Result<Vec<Committed>, StoreError> {
+        match self.submit(Work::Commit(batch)).await? {
+            Done::Commit(done) => Ok(done),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<FeedItem>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64], |row| {
+                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
+            })?;
+            let mut items = Vec::new();
+            for row in rows {
+                let (seq, body) = row?;
+                if let Ok(event) = serde_json::from_str(&body) {
+                    items.push(FeedItem { seq, event });
+                }
+            }
+            Ok(items)
+        })
+        .await
+    }
+
+    async fn shipments(
+        &self,
+        carrier: Option<&str>,
+        tracking_number: &str,
+    ) -> Result<Vec<ShipmentView>, StoreError> {
+        let carrier = carrier.map(str::to_owned);
+        let tracking = tracking_number.to_owned();
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT shipment_key, shipment, state FROM shipments
+                 WHERE tracking_number = ?1 AND (?2 IS NULL OR carrier = ?2) ORDER BY shipment_key",
+            )?;
+            let rows: Vec<(String, String, String)> = statement
+                .query_map(params![tracking, carrier], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let mut views = Vec::new();
+            for (key, shipment, state) in rows {
+                let (Ok(shipment), Ok(state)) = (
+                    serde_json::from_str(&shipment),
+                    serde_json::from_str(&state),
+                ) else {
+                    continue;
+                };
+                let mut timeline = load_events(conn, &key)?;
+                sort_timeline(&mut timeline);
+                views.push(ShipmentView {
+                    key,
+                    shipment,
+                    state,
+                    timeline,
+                });
+            }
+            Ok(views)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, endpoint, provider, received_at, COALESCE(error, '') FROM deliveries
+                 WHERE dead_letter = 1 AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64], |r| {
+                Ok(DeadLetter {
+                    delivery_seq: r.get(0)?,
+                    endpoint: r.get(1)?,
+                    provider: r.get(2)?,
+                    received_at: parse_time(&r.get::<_, String>(3)?),
+                    error: r.get(4)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn deliveries(
+        &self,
+        after: i64,
+        limit: usize,
+        dead_letters_only: bool,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
+        self.read(move |conn| {
+            let mut statement = conn.prepare_cached(
+                "SELECT seq, endpoint, provider, received_at, headers, body, dead_letter FROM deliveries
+                 WHERE seq > ?1 AND (?3 = 0 OR dead_letter = 1) ORDER BY seq LIMIT ?2",
+            )?;
+            let rows = statement.query_map(params![after, limit as i64, dead_letters_only], |r| {
+                let headers: Vec<(String, String)> = serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default();
+                Ok(StoredDelivery {
+                    seq: r.get(0)?,
+                    endpoint: r.get(1)?,
+                    provider: r.get(2)?,
+                    delivery: RawDelivery {
+                        body: r.get(5)?,
+                        headers: headers.into_iter().collect::<Headers>(),
+                        received_at: parse_time(&r.get::<_, String>(3)?),
+                    },
+                    dead_letter: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn replace_outcome(
+        &self,
+        seq: i64,
+        provider: Provider,
+        outcome: Result<Vec<Output>, Error>,
+    ) -> Result<Committed, StoreError> {
+        match self.submit(Work::Replace(seq, provider, outcome)).await? {
+            Done::Replace(done) => Ok(done),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            conn.query_row(
+                "SELECT position FROM cursors WHERE name = ?1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+        })
+        .await
+    }
+
+    async fn save_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        self.submit(Work::SaveCursor(name.to_owned(), position))
+            .await
+            .map(|_| ())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
+            .await
+            .map(|_| ())
+    }
+}

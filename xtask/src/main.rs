@@ -1,0 +1,56 @@
+//! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
+#![forbid(unsafe_code)]
+
+mod ci;
+mod fixtures;
+mod moto;
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+
+const HELP: &str = "\
+cargo xtask <command>
+
+  ci                   every check CI runs: fmt, clippy, each provider alone, core purity,
+                       fixtures fresh, all tests (installs moto_server), docs
+  fixtures [--check]   write fixtures/*/generated and schema/ (or check they are fresh)
+  moto                 install moto_server into .venv (idempotent) and print its path
+";
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["fixtures"] => fixtures::run(&workspace_root(), false),
+        ["fixtures", "--check"] => fixtures::run(&workspace_root(), true),
+
+        ["ci"] => ci::run(&workspace_root()),
+        ["moto"] => {
+            println!("{}", moto::ensure(&workspace_root())?.display());
+            Ok(())
+        }
+        [] | ["help" | "--help" | "-h"] => {
+            print!("{HELP}");
+            Ok(())
+        }
+        other => bail!("unknown arguments {other:?}\n\n{HELP}"),
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub(crate) fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Plain `cargo test` fails when generated fixtures or the schema are stale.
+    #[test]
+    fn generated_files_are_fresh() {
+        if let Err(error) = crate::fixtures::run(&crate::workspace_root(), true) {
+            panic!("{error:#}");
+        }
+    }
+}
