@@ -4,6 +4,8 @@
 //! sidecar `name.json.headers` holding `Name: value` lines (the signature header among them).
 #![forbid(unsafe_code)]
 
+pub mod corpus;
+
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
