@@ -37,6 +37,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         ],
     )?;
     crate::moto::ensure(root).context("install moto_server for the SQS tests")?;
+    crate::postgres::ensure()?;
     step(
         root,
         "tests",

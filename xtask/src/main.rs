@@ -4,6 +4,7 @@
 mod ci;
 mod fixtures;
 mod moto;
+mod postgres;
 
 use std::path::PathBuf;
 
@@ -13,7 +14,8 @@ const HELP: &str = "\
 cargo xtask <command>
 
   ci                   every check CI runs: fmt, clippy, each provider alone, core purity,
-                       fixtures fresh, all tests (installs moto_server), docs
+                       fixtures fresh, all tests (installs moto_server, starts
+                       PostgreSQL if it is down), docs
   fixtures [--check]   write fixtures/*/generated and schema/ (or check they are fresh)
   moto                 install moto_server into .venv (idempotent) and print its path
 ";

@@ -31,6 +31,8 @@ enum Command {
     Serve(serve::Args),
     /// Pull an SQS queue (Seven Senders) and print canonical JSON lines until Ctrl-C/SIGTERM.
     Consume(consume::Args),
+    /// Re-normalize stored deliveries (after a mapping fix); idempotent by event id.
+    Replay(serve::ReplayArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Verify(args) => verify::run(&args),
         Command::Serve(args) => serve::run(&args),
         Command::Consume(args) => consume::run(&args),
+        Command::Replay(args) => serve::replay(&args),
         Command::Schema => {
             print!("{}", shipfeed::output_schema());
             Ok(ExitCode::SUCCESS)

@@ -1,4 +1,5 @@
 //! `shipfeed serve`: the ingestion service on the embedded SQLite store (or a config file).
+//! `shipfeed replay`: re-normalize stored deliveries with this build's adapters.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -6,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shipfeed::Credentials;
+use shipfeed_server::ReplayFilter;
 use shipfeed_server::{Config, Service};
-use shipfeed_store::SqliteStore;
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -18,6 +19,69 @@ pub(crate) struct Args {
     /// Log as JSON lines (on stderr) instead of text.
     #[arg(long)]
     json_logs: bool,
+}
+
+#[derive(clap::Args)]
+pub(crate) struct ReplayArgs {
+    /// The service's configuration (the same file `serve` uses; default: the embedded one).
+    #[arg(long, short, env = "SHIPFEED_CONFIG")]
+    config: Option<PathBuf>,
+    /// Only deliveries that are currently dead letters.
+    #[arg(long)]
+    dead_letters: bool,
+    /// Only this provider's deliveries.
+    #[arg(long)]
+    provider: Option<shipfeed::Provider>,
+    /// Only deliveries received at or after this time (RFC 3339, e.g. 2024-06-01T00:00:00Z).
+    #[arg(long)]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")
+}
+
+async fn open_service(config: &Config) -> Result<Arc<Service>> {
+    let store = shipfeed_store::open(&config.store)
+        .await
+        .with_context(|| format!("open the store {}", config.store))?;
+    Service::new(config, store)
+}
+
+pub(crate) fn replay(args: &ReplayArgs) -> Result<ExitCode> {
+    let config = Config::load(args.config.as_deref())?;
+    let filter = ReplayFilter {
+        dead_letters_only: args.dead_letters,
+        provider: args.provider,
+        since: args.since,
+    };
+    runtime()?.block_on(async {
+        let service = open_service(&config).await?;
+        let bar = indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {elapsed} {msg}",
+            )?,
+        );
+        let summary = service
+            .replay(&filter, |s| {
+                bar.set_message(format!(
+                    "{} replayed, {} new events, {} recovered, {} dead letters",
+                    s.replayed, s.new_events, s.recovered, s.dead_letters
+                ));
+                bar.tick();
+            })
+            .await?;
+        bar.finish_and_clear();
+        eprintln!(
+            "replayed {} deliveries: {} new events, {} already stored, {} dead letters recovered, {} still dead letters",
+            summary.replayed, summary.new_events, summary.duplicates, summary.recovered, summary.dead_letters
+        );
+        println!("{}", serde_json::to_string(&summary)?);
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 pub(crate) fn run(args: &Args) -> Result<ExitCode> {
@@ -33,18 +97,12 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
         subscriber.init();
     }
     let config = Config::load(args.config.as_deref())?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("start the async runtime")?;
-    runtime.block_on(serve(config))?;
+    runtime()?.block_on(serve(config))?;
     Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(config: Config) -> Result<()> {
-    let store = SqliteStore::open(&config.database)
-        .with_context(|| format!("open {}", config.database.display()))?;
-    let service = Service::new(&config, Arc::new(store))?;
+    let service = open_service(&config).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
@@ -52,7 +110,7 @@ async fn serve(config: Config) -> Result<()> {
     // The banner goes to stderr: stdout carries the event stream.
     eprintln!(
         "shipfeed listening on http://{address} (store: {})",
-        config.database.display()
+        redact_password(&config.store)
     );
     for endpoint in &config.endpoints {
         let ready = match endpoint.credentials()? {
@@ -68,13 +126,60 @@ async fn serve(config: Config) -> Result<()> {
         );
     }
     eprintln!("  feed: http://{address}/v1/events   shipments: http://{address}/v1/shipments/<tracking>   metrics: http://{address}/metrics");
-    if config.stdout_sink {
-        tokio::spawn(Arc::clone(&service).run_stdout_sink());
+    if config.sqs_sources.is_empty() {
+        eprintln!("  Seven Senders: set SHIPFEED_SEVENSENDERS_QUEUE_URL (and _API_KEY) or add an [[sqs_source]] to pull its queue");
+    }
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let sources = service.start_sqs_sources(&stopping).await?;
+    match config.sink.as_str() {
+        "none" => {}
+        "stdout" => {
+            tokio::spawn(Arc::clone(&service).run_json_lines_sink(None));
+        }
+        path => {
+            eprintln!("  events appended to {path} as JSON lines");
+            tokio::spawn(Arc::clone(&service).run_json_lines_sink(Some(PathBuf::from(path))));
+        }
     }
     axum::serve(listener, service.router(config.body_limit_bytes))
         .with_graceful_shutdown(crate::shutdown::signal())
         .await
         .context("serve")?;
+    // HTTP has drained; let the queue pollers finish their batches in flight.
+    let _ = stop.send(true);
+    for source in sources {
+        let _ = source.await;
+    }
     eprintln!("shipfeed stopped");
     Ok(())
+}
+
+/// The store location for the banner, without a password.
+fn redact_password(store: &str) -> String {
+    match (store.find("://"), store.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &store[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &store[..scheme + 3], &store[at..]),
+                None => store.to_owned(),
+            }
+        }
+        _ => store.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn passwords_are_not_printed() {
+        assert_eq!(
+            super::redact_password("postgres://app:hunter2@db:5432/shipfeed"),
+            "postgres://app:***@db:5432/shipfeed"
+        );
+        assert_eq!(
+            super::redact_password("postgres://app@db/x"),
+            "postgres://app@db/x"
+        );
+        assert_eq!(super::redact_password("shipfeed.db"), "shipfeed.db");
+    }
 }

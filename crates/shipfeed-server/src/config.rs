@@ -3,10 +3,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use shipfeed::{Credentials, Provider, Secret};
+use shipfeed_sqs::{QueueRef, SqsConfig, SqsCredentials};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -15,18 +17,56 @@ pub struct Config {
     /// Address to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// SQLite database file.
-    #[serde(default = "default_database")]
-    pub database: PathBuf,
+    /// The store: a SQLite file path (optionally `sqlite://path`), or a `postgres://` URL for
+    /// several replicas sharing one database.
+    #[serde(default = "default_store")]
+    pub store: String,
     /// Largest accepted body, in bytes (larger → 413).
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
-    /// Print new events as JSON lines on stdout (the outbox sink).
-    #[serde(default = "default_true")]
-    pub stdout_sink: bool,
+    /// Where new events go as JSON lines, fed from the stored feed (at-least-once, deduplicate
+    /// on `event_id`): `"stdout"` (the default), `"none"`, or a file path (appended to).
+    #[serde(default = "default_sink")]
+    pub sink: String,
     /// Inbound webhook endpoints, each served at `/webhooks/<name>`.
     #[serde(default, rename = "endpoint")]
     pub endpoints: Vec<EndpointConfig>,
+    /// SQS queues to pull (Seven Senders), into the same store.
+    #[serde(default, rename = "sqs_source")]
+    pub sqs_sources: Vec<SqsSourceConfig>,
+}
+
+/// One SQS queue pulled into the store. Messages are deleted only after their commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqsSourceConfig {
+    /// Name under which its deliveries are stored (like an endpoint name).
+    pub name: String,
+    /// The provider whose messages the queue carries.
+    #[serde(default = "default_sqs_provider")]
+    pub provider: Provider,
+    /// Queue URL (Seven Senders: `https://analytics-api.7senders.com/queue.xml`).
+    pub queue_url: Option<String>,
+    /// Queue name, resolved with GetQueueUrl (instead of `queue_url`).
+    pub queue_name: Option<String>,
+    /// Endpoint instead of the region's AWS endpoint (Seven Senders' proxy, a test server).
+    pub endpoint_url: Option<String>,
+    /// Region; default `AWS_REGION`, `AWS_DEFAULT_REGION`, then eu-central-1.
+    pub region: Option<String>,
+    /// Environment variable holding the Seven Senders API key (sent as the access key id).
+    /// Without it the AWS environment credentials are used.
+    pub api_key_env: Option<String>,
+    /// Concurrent pollers.
+    #[serde(default = "default_pollers")]
+    pub pollers: usize,
+    /// Long-polling wait in seconds (0..=20).
+    #[serde(default = "default_wait_time")]
+    pub wait_time_seconds: u8,
+    /// Seconds a received message stays hidden from other consumers (default: the queue's).
+    pub visibility_timeout_seconds: Option<u64>,
+    /// IANA zone of zone-less provider times (Seven Senders `status_time`).
+    #[serde(default = "default_zone")]
+    pub source_time_zone: String,
 }
 
 /// One inbound endpoint: a provider and how its deliveries authenticate.
@@ -53,20 +93,34 @@ pub struct EndpointConfig {
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
-fn default_database() -> PathBuf {
-    PathBuf::from("shipfeed.db")
+fn default_store() -> String {
+    "shipfeed.db".to_owned()
+}
+fn default_sqs_provider() -> Provider {
+    Provider::SevenSenders
+}
+fn default_pollers() -> usize {
+    1
+}
+fn default_wait_time() -> u8 {
+    20
+}
+fn default_zone() -> String {
+    "UTC".to_owned()
 }
 fn default_body_limit() -> usize {
     1024 * 1024
 }
-fn default_true() -> bool {
-    true
+fn default_sink() -> String {
+    "stdout".to_owned()
 }
 
 impl Config {
-    /// The embedded default: SQLite in the working directory, 127.0.0.1:8080, stdout sink, and
+    /// The embedded default: SQLite in the working directory, 127.0.0.1:8080, events on stdout,
     /// one endpoint per webhook provider whose secret comes from `SHIPFEED_<PROVIDER>_SECRET`
-    /// (Shipup: the Basic password of user `shipup`).
+    /// (Shipup: the Basic password of user `shipup`), and the Seven Senders queue when
+    /// `SHIPFEED_SEVENSENDERS_QUEUE_URL` is set (API key from `SHIPFEED_SEVENSENDERS_API_KEY`,
+    /// endpoint from `SHIPFEED_SEVENSENDERS_ENDPOINT_URL`).
     pub fn embedded() -> Self {
         let endpoint = |provider: Provider, basic_user: Option<&str>| EndpointConfig {
             name: provider.as_str().to_owned(),
@@ -82,19 +136,37 @@ impl Config {
         };
         Config {
             listen: default_listen(),
-            database: default_database(),
+            store: default_store(),
             body_limit_bytes: default_body_limit(),
-            stdout_sink: true,
+            sink: default_sink(),
             endpoints: vec![
                 endpoint(Provider::Sendcloud, None),
                 endpoint(Provider::HappyColis, None),
                 endpoint(Provider::Shipup, Some("shipup")),
             ],
+            sqs_sources: std::env::var("SHIPFEED_SEVENSENDERS_QUEUE_URL")
+                .ok()
+                .filter(|url| !url.is_empty())
+                .map(|url| SqsSourceConfig {
+                    name: Provider::SevenSenders.as_str().to_owned(),
+                    provider: Provider::SevenSenders,
+                    queue_url: Some(url),
+                    queue_name: None,
+                    endpoint_url: std::env::var("SHIPFEED_SEVENSENDERS_ENDPOINT_URL").ok(),
+                    region: None,
+                    api_key_env: Some("SHIPFEED_SEVENSENDERS_API_KEY".to_owned()),
+                    pollers: default_pollers(),
+                    wait_time_seconds: default_wait_time(),
+                    visibility_timeout_seconds: None,
+                    source_time_zone: default_zone(),
+                })
+                .into_iter()
+                .collect(),
         }
     }
 
     /// Reads `path` (or the embedded default when `None`), then applies `SHIPFEED_LISTEN`,
-    /// `SHIPFEED_DATABASE` and `SHIPFEED_BODY_LIMIT_BYTES`.
+    /// `SHIPFEED_STORE` and `SHIPFEED_BODY_LIMIT_BYTES`.
     ///
     /// # Errors
     /// Unreadable file, invalid TOML, duplicate endpoint names, bad overrides.
@@ -112,18 +184,31 @@ impl Config {
                 .parse()
                 .with_context(|| format!("SHIPFEED_LISTEN={listen}"))?;
         }
-        if let Ok(database) = std::env::var("SHIPFEED_DATABASE") {
-            config.database = PathBuf::from(database);
+        if let Ok(store) = std::env::var("SHIPFEED_STORE") {
+            config.store = store;
         }
         if let Ok(limit) = std::env::var("SHIPFEED_BODY_LIMIT_BYTES") {
             config.body_limit_bytes = limit
                 .parse()
                 .with_context(|| format!("SHIPFEED_BODY_LIMIT_BYTES={limit}"))?;
         }
-        let mut names: Vec<&str> = config.endpoints.iter().map(|e| e.name.as_str()).collect();
+        let mut names: Vec<&str> = config
+            .endpoints
+            .iter()
+            .map(|e| e.name.as_str())
+            .chain(config.sqs_sources.iter().map(|s| s.name.as_str()))
+            .collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
             bail!("endpoint `{}` is configured twice", pair[0]);
+        }
+        for source in &config.sqs_sources {
+            if source.queue_url.is_some() == source.queue_name.is_some() {
+                bail!(
+                    "sqs_source `{}`: set exactly one of queue_url and queue_name",
+                    source.name
+                );
+            }
         }
         Ok(config)
     }
@@ -176,6 +261,38 @@ impl EndpointConfig {
     }
 }
 
+impl SqsSourceConfig {
+    /// The source's SQS configuration (the API key read from its environment variable).
+    pub fn sqs_config(&self) -> SqsConfig {
+        let queue = match (&self.queue_url, &self.queue_name) {
+            (Some(url), _) => QueueRef::Url(url.clone()),
+            (None, name) => QueueRef::Name(name.clone().unwrap_or_default()),
+        };
+        let api_key = self
+            .api_key_env
+            .as_deref()
+            .and_then(|var| std::env::var(var).ok())
+            .filter(|key| !key.is_empty());
+        let mut config = SqsConfig::new(queue)
+            .with_pollers(self.pollers)
+            .with_wait_time_seconds(self.wait_time_seconds)
+            .with_credentials(match api_key {
+                Some(key) => SqsCredentials::ApiKey(key.as_str().into()),
+                None => SqsCredentials::Environment,
+            });
+        if let Some(url) = &self.endpoint_url {
+            config = config.with_endpoint_url(url);
+        }
+        if let Some(region) = &self.region {
+            config = config.with_region(region);
+        }
+        if let Some(seconds) = self.visibility_timeout_seconds {
+            config = config.with_visibility_timeout(Duration::from_secs(seconds));
+        }
+        config
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,7 +316,7 @@ mod tests {
         .unwrap();
         assert_eq!(config.endpoints.len(), 2);
         assert_eq!(config.endpoints[1].provider, Provider::Shipup);
-        assert!(config.stdout_sink);
+        assert_eq!(config.sink, "stdout");
         let dir = std::env::temp_dir().join(format!("shipfeed-config-{}", std::process::id()));
         std::fs::write(&dir, "[[endpoint]]\nname='a'\nprovider='shipup'\n[[endpoint]]\nname='a'\nprovider='sendcloud'\n").unwrap();
         let err = Config::load(Some(&dir)).unwrap_err();

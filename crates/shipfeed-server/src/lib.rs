@@ -5,11 +5,34 @@
 //! one durable transaction (group-committed with concurrent requests) and only then answer 2xx.
 //! An authentic delivery that cannot be normalized is stored as a dead letter and still
 //! answered 2xx (HappyColis blocks its queue on any non-2xx; Sendcloud retries for hours). Only
-//! a store failure answers 503.
+//! a store failure answers 503. SQS sources ([`Service::start_sqs_sources`]) feed the same
+//! store and delete a message only after its commit.
+//!
+//! # Durability
+//!
+//! A 2xx answer (and an SQS delete) happens only after the transaction holding the raw
+//! delivery, its events and the shipment state has committed:
+//!
+//! - **SQLite** (the embedded default): WAL journal with `synchronous=FULL`, so a commit that
+//!   returned is in the WAL on disk and survives a process kill and a power cut. One writer
+//!   thread takes every delivery queued while the previous transaction was syncing and commits
+//!   them together (one fsync for many requests, each in its own savepoint so one bad delivery
+//!   cannot sink the others).
+//! - **PostgreSQL** (several replicas): the same grouping per replica; the writer's session
+//!   never runs with `synchronous_commit = off`, so a returned commit is in the server's WAL.
+//!   Every write transaction takes one advisory lock, so feed cursors follow commit order
+//!   across replicas and a consumer never skips an event.
+//!
+//! What is not acknowledged may or may not be stored: the provider retries it, and the
+//! retried delivery's events deduplicate by `event_id`. The workspace's `tests/crash.rs` kills
+//! the server with `kill -9` in the middle of a burst and checks every acknowledged delivery's
+//! events are in the feed, none twice, on both stores.
 #![forbid(unsafe_code)]
 
 pub mod config;
 mod metrics;
+mod replay;
+mod sqs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -25,22 +48,27 @@ use serde::Deserialize;
 use serde_json::json;
 use shipfeed::registry::{self, Settings};
 use shipfeed::{Adapter, Credentials, Headers, Output, Provider, RawDelivery};
-use shipfeed_store::{Ingest, Store};
+use shipfeed_store::{Committed, Ingest, Store};
 use tokio::sync::Notify;
 
-pub use config::{Config, EndpointConfig};
+pub use config::{Config, EndpointConfig, SqsSourceConfig};
 use metrics::Metrics;
+pub use replay::{ReplayFilter, ReplaySummary};
+pub use sqs::StoreSink;
 
-/// One configured inbound endpoint, ready to serve.
+/// One configured inbound endpoint or SQS source, ready to serve.
 struct Endpoint {
     provider: Provider,
-    adapter: Box<dyn Adapter>,
+    adapter: Arc<dyn Adapter>,
     credentials: Credentials,
 }
 
 /// Shared state of the service.
 pub struct Service {
+    /// Webhook endpoints by name.
     endpoints: HashMap<String, Endpoint>,
+    /// SQS sources by name (names are unique across endpoints and sources).
+    sources: HashMap<String, (Endpoint, SqsSourceConfig)>,
     store: Arc<dyn Store>,
     metrics: Metrics,
     new_events: Notify,
@@ -50,7 +78,8 @@ impl Service {
     /// Builds the service from its configuration and an opened store.
     ///
     /// # Errors
-    /// An endpoint whose provider is not in this build, or whose secret file cannot be read.
+    /// An endpoint whose provider is not in this build, whose secret file cannot be read, or
+    /// an SQS source with an unknown time zone.
     pub fn new(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Self>> {
         let mut endpoints = HashMap::new();
         for endpoint in &config.endpoints {
@@ -58,17 +87,109 @@ impl Service {
                 endpoint.name.clone(),
                 Endpoint {
                     provider: endpoint.provider,
-                    adapter: registry::adapter(endpoint.provider, &Settings::default())?,
+                    adapter: registry::adapter(endpoint.provider, &Settings::default())?.into(),
                     credentials: endpoint.credentials()?,
                 },
             );
         }
+        let mut sources = HashMap::new();
+        for source in &config.sqs_sources {
+            let zone: chrono_tz::Tz = source.source_time_zone.parse().map_err(|e| {
+                anyhow::anyhow!(
+                    "sqs_source `{}`: source_time_zone `{}`: {e}",
+                    source.name,
+                    source.source_time_zone
+                )
+            })?;
+            let endpoint = Endpoint {
+                provider: source.provider,
+                adapter: registry::adapter(
+                    source.provider,
+                    &Settings::with_source_time_zone(zone),
+                )?
+                .into(),
+                credentials: Credentials::None,
+            };
+            sources.insert(source.name.clone(), (endpoint, source.clone()));
+        }
         Ok(Arc::new(Service {
             endpoints,
+            sources,
             store,
             metrics: Metrics::default(),
             new_events: Notify::new(),
         }))
+    }
+
+    /// The endpoint or SQS source of this name.
+    fn endpoint_or_source(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints
+            .get(name)
+            .or_else(|| self.sources.get(name).map(|(endpoint, _)| endpoint))
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Counts what one committed delivery did, and wakes the feed sinks when it added events.
+    fn observe(&self, endpoint: &str, provider: Provider, committed: &Committed) {
+        let provider = provider.as_str();
+        let outcome = if committed.dead_letter.is_some() {
+            "dead_letter"
+        } else {
+            "stored"
+        };
+        self.metrics.add(
+            "shipfeed_deliveries_total",
+            &[
+                ("endpoint", endpoint),
+                ("provider", provider),
+                ("outcome", outcome),
+            ],
+            1,
+        );
+        self.metrics.add(
+            "shipfeed_duplicate_events_total",
+            &[("provider", provider)],
+            committed.duplicates as u64,
+        );
+        for status in &committed.new_event_statuses {
+            self.metrics.add(
+                "shipfeed_events_total",
+                &[("provider", provider), ("status", status)],
+                1,
+            );
+        }
+        if let Some(reason) = &committed.dead_letter {
+            tracing::warn!(%endpoint, delivery = committed.delivery_seq, %reason, "dead letter");
+        }
+        if committed.new_events > 0 {
+            self.new_events.notify_waiters();
+        }
+    }
+
+    /// Counts the unmapped codes among an adapter's outputs (by provider and raw code).
+    fn observe_outputs(&self, provider: Provider, outcome: &Result<Vec<Output>, shipfeed::Error>) {
+        let Ok(outputs) = outcome else { return };
+        for event in outputs
+            .iter()
+            .filter_map(Output::as_event)
+            .filter(|e| e.is_unmapped())
+        {
+            let code = event
+                .raw
+                .code
+                .as_deref()
+                .or(event.raw.message.as_deref())
+                .unwrap_or("");
+            self.metrics.add(
+                "shipfeed_unmapped_codes_total",
+                &[("provider", provider.as_str()), ("code", code)],
+                1,
+            );
+        }
     }
 
     /// The HTTP routes.
@@ -86,6 +207,7 @@ impl Service {
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
             .layer(DefaultBodyLimit::max(body_limit_bytes))
+            .layer(tower_http::trace::TraceLayer::new_for_http())
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Duration::from_secs(8),
@@ -93,11 +215,15 @@ impl Service {
             .with_state(Arc::clone(self))
     }
 
-    /// Prints every new event as one JSON line on stdout, from the saved `stdout` cursor on:
-    /// at-least-once (the cursor is saved after printing), deduplicate on `event_id`.
-    pub async fn run_stdout_sink(self: Arc<Self>) {
-        use std::io::Write as _;
-        let mut position = self.store.cursor("stdout").await.unwrap_or(0);
+    /// Writes every new event as one JSON line to stdout (`None`) or appends it to a file, from
+    /// the sink's saved cursor on: at-least-once (the cursor is saved after the lines are
+    /// flushed), so consumers deduplicate on `event_id`.
+    pub async fn run_json_lines_sink(self: Arc<Self>, file: Option<std::path::PathBuf>) {
+        let cursor = match &file {
+            Some(path) => format!("file:{}", path.display()),
+            None => "stdout".to_owned(),
+        };
+        let mut position = self.store.cursor(&cursor).await.unwrap_or(0);
         loop {
             let notified = self.new_events.notified();
             match self.store.events_after(position, 500).await {
@@ -107,21 +233,43 @@ impl Service {
                         if serde_json::to_writer(&mut lines, &item.event).is_ok() {
                             lines.push(b'\n');
                         }
-                        position = item.seq;
                     }
-                    {
-                        let mut out = std::io::stdout().lock();
-                        let _ = out.write_all(&lines).and_then(|()| out.flush());
+                    if let Err(error) = write_lines(file.as_deref(), &lines) {
+                        tracing::error!(%error, %cursor, "event sink cannot write; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
                     }
-                    if let Err(error) = self.store.save_cursor("stdout", position).await {
-                        tracing::warn!(%error, "could not save the stdout sink cursor");
+                    position = items.last().map_or(position, |item| item.seq);
+                    if let Err(error) = self.store.save_cursor(&cursor, position).await {
+                        tracing::warn!(%error, %cursor, "could not save the sink cursor");
                     }
                     continue;
                 }
                 Ok(_) => {}
-                Err(error) => tracing::warn!(%error, "stdout sink cannot read the feed"),
+                Err(error) => tracing::warn!(%error, %cursor, "event sink cannot read the feed"),
             }
             let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+}
+
+/// Writes and flushes JSON lines to stdout or appends them to `file` (synced, so the cursor
+/// saved afterwards never runs ahead of the file).
+fn write_lines(file: Option<&std::path::Path>, lines: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match file {
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(lines)?;
+            out.flush()
+        }
+        Some(path) => {
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            out.write_all(lines)?;
+            out.sync_data()
         }
     }
 }
@@ -173,25 +321,7 @@ async fn receive(
             .into_response();
     }
     let outcome = endpoint.adapter.parse(&delivery);
-    if let Ok(outputs) = &outcome {
-        for event in outputs
-            .iter()
-            .filter_map(Output::as_event)
-            .filter(|e| e.is_unmapped())
-        {
-            let code = event
-                .raw
-                .code
-                .as_deref()
-                .or(event.raw.message.as_deref())
-                .unwrap_or("");
-            service.metrics.add(
-                "shipfeed_unmapped_codes_total",
-                &[("provider", provider), ("code", code)],
-                1,
-            );
-        }
-    }
+    service.observe_outputs(endpoint.provider, &outcome);
     let started = Instant::now();
     let ingest = Ingest {
         endpoint: name.clone(),
@@ -221,38 +351,12 @@ async fn receive(
     service
         .metrics
         .observe_commit(started.elapsed().as_secs_f64());
+    service.observe(&name, endpoint.provider, &committed);
     let outcome = if committed.dead_letter.is_some() {
         "dead_letter"
     } else {
         "stored"
     };
-    service.metrics.add(
-        "shipfeed_deliveries_total",
-        &[
-            ("endpoint", &name),
-            ("provider", provider),
-            ("outcome", outcome),
-        ],
-        1,
-    );
-    service.metrics.add(
-        "shipfeed_duplicate_events_total",
-        &[("provider", provider)],
-        committed.duplicates as u64,
-    );
-    for status in &committed.new_event_statuses {
-        service.metrics.add(
-            "shipfeed_events_total",
-            &[("provider", provider), ("status", status)],
-            1,
-        );
-    }
-    if let Some(reason) = &committed.dead_letter {
-        tracing::warn!(endpoint = %name, delivery = committed.delivery_seq, %reason, "dead letter");
-    }
-    if committed.new_events > 0 {
-        service.new_events.notify_waiters();
-    }
     (
         StatusCode::OK,
         Json(json!({"status": outcome, "delivery": committed})),

@@ -1,14 +1,28 @@
 //! The durable store of the shipfeed service.
 //!
-//! One trait, [`Store`], and its embedded default, [`SqliteStore`]. A commit takes a batch of
-//! deliveries and, in **one transaction**, stores each raw delivery, inserts its canonical
-//! events with `event_id` unique (duplicates are counted, not re-inserted), records a dead
-//! letter for what could not be normalized, and recomputes the state of every touched shipment
-//! from the *set* of its events ([`shipfeed_core::current_state`]). When `commit` returns `Ok`,
-//! all of it is on disk.
+//! One trait, [`Store`], and two implementations: [`SqliteStore`], the embedded default (one
+//! file, one process), and `PostgresStore` (cargo feature `postgres`), for several
+//! `shipfeed serve` replicas sharing one PostgreSQL database. [`open`] picks one from a URL or
+//! path.
+//!
+//! A commit takes a batch of deliveries and, in **one transaction**, stores each raw delivery,
+//! inserts its canonical events with `event_id` unique (duplicates are counted, not
+//! re-inserted), records a dead letter for what could not be normalized, and recomputes the
+//! state of every touched shipment from the *set* of its events
+//! ([`shipfeed_core::current_state`]). When `commit` returns `Ok`, all of it is durable. Both
+//! stores group-commit: concurrent calls share one transaction, so one flush to disk covers
+//! many deliveries.
+//!
+//! The feed ([`Store::events_after`]) is safe to resume from a cursor: an event never becomes
+//! visible with a smaller `seq` than one already visible, so a consumer that saves the last
+//! `seq` it saw never skips an event.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -16,6 +30,8 @@ use shipfeed_core::{
     Error, Output, Provider, RawDelivery, ShipmentRef, ShipmentState, TrackingEvent,
 };
 
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// One authenticated delivery and what its adapter made of it.
@@ -206,4 +222,53 @@ pub fn shipment_key(provider: Provider, shipment: &ShipmentRef) -> String {
         (_, None, Some(id)) => format!("{provider}:id:{id}"),
         (_, None, None) => format!("{provider}:unidentified"),
     }
+}
+
+/// Opens the store named by `url_or_path`:
+///
+/// - `postgres://...` or `postgresql://...`: a `PostgresStore` (needs the `postgres` feature;
+///   without it this answers an error saying so);
+/// - `sqlite://PATH` or a plain file path: a [`SqliteStore`] on that file, created when missing.
+///
+/// Any other `scheme://` is an error rather than a file with a strange name.
+///
+/// # Errors
+/// [`StoreError::Database`] when the store cannot be opened, connected or migrated, or the URL
+/// names a backend this build does not have.
+pub async fn open(url_or_path: &str) -> Result<Arc<dyn Store>, StoreError> {
+    let scheme = url_or_path
+        .split_once("://")
+        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+    match scheme.as_deref() {
+        Some("postgres" | "postgresql") => open_postgres(url_or_path).await,
+        Some("sqlite") | None => {
+            let path = match url_or_path.split_once("://") {
+                Some((_, path)) => path.to_owned(),
+                None => url_or_path.to_owned(),
+            };
+            if path.is_empty() {
+                return Err(StoreError::Database("empty SQLite database path".into()));
+            }
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
+                .await
+                .map_err(|e| StoreError::Database(format!("open SQLite store: {e}")))??;
+            Ok(Arc::new(store))
+        }
+        Some(other) => Err(StoreError::Database(format!(
+            "unsupported store URL scheme `{other}://` (use postgres://, postgresql://, sqlite:// or a file path)"
+        ))),
+    }
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(PostgresStore::connect(url).await?))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Err(StoreError::Database(
+        "this build has no PostgreSQL support (build shipfeed-store with the `postgres` feature)"
+            .into(),
+    ))
 }

@@ -228,9 +228,20 @@ fn apply(tx: &Connection, work: Work) -> Result<Done, StoreError> {
             }
             Ok(Done::Commit(done))
         }
-        Work::Replace(seq, provider, outcome) => Ok(Done::Replace(
-            record_outcome(tx, seq, provider, &outcome).map_err(db)?,
-        )),
+        Work::Replace(seq, provider, outcome) => {
+            let exists = tx
+                .prepare_cached("SELECT 1 FROM deliveries WHERE seq = ?1")
+                .and_then(|mut statement| statement.exists([seq]))
+                .map_err(db)?;
+            if !exists {
+                return Err(StoreError::Database(format!(
+                    "no stored delivery with sequence number {seq}"
+                )));
+            }
+            Ok(Done::Replace(
+                record_outcome(tx, seq, provider, &outcome).map_err(db)?,
+            ))
+        }
         Work::SaveCursor(name, position) => {
             tx.execute(
                 "INSERT INTO cursors(name, position) VALUES (?1, ?2)
@@ -243,8 +254,10 @@ fn apply(tx: &Connection, work: Work) -> Result<Done, StoreError> {
     }
 }
 
+/// RFC 3339 with as many fractional digits as needed, so a stored delivery's `received_at`
+/// reads back exactly.
 fn time_text(at: DateTime<Utc>) -> String {
-    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+    at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
 fn insert_delivery(tx: &Connection, ingest: &Ingest) -> rusqlite::Result<i64> {
