@@ -1,6 +1,9 @@
 //! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
 #![forbid(unsafe_code)]
 
+mod bench;
+mod bench_ingest;
+mod bench_sqs;
 mod ci;
 mod fixtures;
 mod moto;
@@ -32,11 +35,12 @@ fn main() -> Result<()> {
             println!("{}", moto::ensure(&workspace_root())?.display());
             Ok(())
         }
+        ["bench", rest @ ..] => bench::run(&workspace_root(), rest),
         [] | ["help" | "--help" | "-h"] => {
-            print!("{HELP}");
+            print!("{HELP}{}", bench::HELP);
             Ok(())
         }
-        other => bail!("unknown arguments {other:?}\n\n{HELP}"),
+        other => bail!("unknown arguments {other:?}\n\n{HELP}{}", bench::HELP),
     }
 }
 

@@ -571,7 +571,8 @@ fn hc_words(step: &str, hub: &str) -> Option<(&'static str, &'static str, String
 
 fn happycolis(rng: &mut Rng, index: u64) -> Delivery {
     let len = rng.between(1, MAX_HISTORY as i64) as usize;
-    let steps = journey(len, *rng.pick(HC_TAILS));
+    let tail = rng.pick(HC_TAILS);
+    let steps = journey(len, tail);
     let &(method, prefix, url) = rng.pick(HC_METHODS);
     let &(fullname, street, number, zipcode, city, email) = rng.pick(PEOPLE);
     let shipment_id = rng.uuid();

@@ -1,0 +1,385 @@
+//! The SQS half of the benchmarks (`cargo xtask bench sqs` builds and runs this against a
+//! private `moto_server`): drain the same Seven Senders messages (a) through shipfeed —
+//! [`shipfeed_sqs::SqsSource`] normalizing each message and committing it into a durable
+//! SQLite store before deleting it — and (b) through a raw aws-sdk-sqs receive/delete loop that
+//! does nothing with the messages. Same queue server, same feeding, same concurrency.
+//!
+//! Feeding: one task sends batches of 10 while at most `--max-depth` messages are on the
+//! queue (sent and not yet consumed), because moto slows down as a queue grows; the consumer
+//! drains concurrently. A run's figure is messages / seconds from the first send to the last
+//! delete.
+//!
+//! ```sh
+//! cargo run --release -p shipfeed-server --example sqs_drain -- \
+//!     --endpoint-url http://127.0.0.1:5000 --messages 3000 --rounds 2
+//! ```
+//!
+//! Prints one `RESULT mode=<raw|shipfeed> round=<n> messages=<n> seconds=<s>` line per run (read
+//! by xtask), then a summary.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_sqs::types::{
+    DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry,
+};
+use aws_sdk_sqs::Client;
+use shipfeed::registry::{self, Settings};
+use shipfeed::{Error, Provider};
+use shipfeed_sqs::{async_trait, QueueRef, Sink, SourcedDelivery, SqsConfig, SqsSource};
+use shipfeed_store::{Ingest, SqliteStore, Store};
+use shipfeed_testkit::corpus;
+
+const API_KEY: &str = "7s-bench-api-key";
+const REGION: &str = "eu-central-1";
+
+struct Args {
+    endpoint_url: String,
+    messages: u64,
+    max_depth: u64,
+    pollers: usize,
+    rounds: usize,
+    work_dir: std::path::PathBuf,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        endpoint_url: String::new(),
+        messages: 3000,
+        max_depth: 100,
+        pollers: 2,
+        rounds: 2,
+        work_dir: std::env::temp_dir().join(format!("shipfeed-sqs-drain-{}", std::process::id())),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--endpoint-url" => args.endpoint_url = value()?,
+            "--messages" => args.messages = value()?.parse()?,
+            "--max-depth" => args.max_depth = value()?.parse()?,
+            "--pollers" => args.pollers = value()?.parse()?,
+            "--rounds" => args.rounds = value()?.parse()?,
+            "--work-dir" => args.work_dir = value()?.into(),
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if args.endpoint_url.is_empty() {
+        bail!("--endpoint-url is required (a moto_server, e.g. http://127.0.0.1:5000)");
+    }
+    if args.max_depth < 10 {
+        bail!("--max-depth must be at least 10 (one send batch)");
+    }
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    std::fs::create_dir_all(&args.work_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = runtime.block_on(run(&args));
+    let _ = std::fs::remove_dir_all(&args.work_dir);
+    result
+}
+
+async fn run(args: &Args) -> Result<()> {
+    let client = client(&args.endpoint_url);
+    let bodies: Arc<Vec<String>> = Arc::new(
+        corpus::generate(Provider::SevenSenders, 0x5eed_5175, 0..args.messages)
+            .into_iter()
+            .map(|d| String::from_utf8_lossy(&d.body).into_owned())
+            .collect(),
+    );
+    let bytes: usize = bodies.iter().map(String::len).sum();
+    eprintln!(
+        "sqs_drain: {} Seven Senders messages ({} B avg), depth ≤ {}, {} pollers, {} round(s)",
+        args.messages,
+        bytes / bodies.len().max(1),
+        args.max_depth,
+        args.pollers,
+        args.rounds
+    );
+    let mut raw_rates = Vec::new();
+    let mut shipfeed_rates = Vec::new();
+    for round in 1..=args.rounds {
+        // Alternate the order so that a server that drifts does not favour one side.
+        let modes = if round % 2 == 1 {
+            ["raw", "shipfeed"]
+        } else {
+            ["shipfeed", "raw"]
+        };
+        for mode in modes {
+            let queue = format!("bench-{mode}-{round}-{}", std::process::id());
+            let url = create_queue(&client, &queue).await?;
+            let consumed = Arc::new(AtomicU64::new(0));
+            let started = Instant::now();
+            let feeder = tokio::spawn(feed(
+                client.clone(),
+                url.clone(),
+                Arc::clone(&bodies),
+                Arc::clone(&consumed),
+                args.max_depth,
+            ));
+            let detail = match mode {
+                "raw" => raw_drain(&client, &url, args, &consumed).await?,
+                _ => shipfeed_drain(args, &url, &consumed, round).await?,
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            feeder.await.context("feeder task")??;
+            let (visible, in_flight) = depth(&client, &url).await?;
+            if visible + in_flight != 0 {
+                bail!("{mode}: queue not empty after the drain ({visible} visible, {in_flight} in flight)");
+            }
+            let rate = args.messages as f64 / seconds;
+            println!(
+                "RESULT mode={mode} round={round} messages={} seconds={seconds:.3} msgs_per_s={rate:.1} {detail}",
+                args.messages
+            );
+            match mode {
+                "raw" => raw_rates.push(rate),
+                _ => shipfeed_rates.push(rate),
+            }
+            let _ = client.delete_queue().queue_url(&url).send().await;
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "SUMMARY raw_msgs_per_s={:.1} shipfeed_msgs_per_s={:.1} ratio={:.3}",
+        mean(&raw_rates),
+        mean(&shipfeed_rates),
+        mean(&shipfeed_rates) / mean(&raw_rates)
+    );
+    Ok(())
+}
+
+fn client(endpoint_url: &str) -> Client {
+    let config = aws_sdk_sqs::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .credentials_provider(Credentials::new(API_KEY, "", None, None, "bench"))
+        .endpoint_url(endpoint_url)
+        .build();
+    Client::from_conf(config)
+}
+
+async fn create_queue(client: &Client, name: &str) -> Result<String> {
+    client
+        .create_queue()
+        .queue_name(name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "60")
+        .send()
+        .await
+        .context("CreateQueue")?
+        .queue_url
+        .context("CreateQueue returned no URL")
+}
+
+/// (visible, in flight) message counts.
+async fn depth(client: &Client, url: &str) -> Result<(u64, u64)> {
+    let out = client
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .context("GetQueueAttributes")?;
+    let attrs = out.attributes().cloned().unwrap_or_default();
+    let get = |name| {
+        attrs
+            .get(&name)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    Ok((
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
+/// Sends every body in batches of 10, keeping `sent - consumed ≤ max_depth`.
+async fn feed(
+    client: Client,
+    url: String,
+    bodies: Arc<Vec<String>>,
+    consumed: Arc<AtomicU64>,
+    max_depth: u64,
+) -> Result<()> {
+    let mut sent = 0_u64;
+    for (chunk_index, chunk) in bodies.chunks(10).enumerate() {
+        while sent + chunk.len() as u64 > consumed.load(Ordering::Acquire) + max_depth {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let mut entries: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, body)| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(format!("m{chunk_index}-{i}"))
+                    .message_body(body)
+                    .build()
+                    .context("batch entry")
+            })
+            .collect::<Result<_>>()?;
+        for attempt in 0..3 {
+            let out = client
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries.clone()))
+                .send()
+                .await
+                .context("SendMessageBatch")?;
+            let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
+            entries.retain(|e| failed.contains(&e.id()));
+            if entries.is_empty() {
+                break;
+            }
+            if attempt == 2 {
+                bail!("send failed three times: {:?}", out.failed());
+            }
+        }
+        sent += chunk.len() as u64;
+    }
+    Ok(())
+}
+
+/// `pollers` loops of receive (long poll 1 s, up to 10) → delete batch, nothing else.
+async fn raw_drain(
+    client: &Client,
+    url: &str,
+    args: &Args,
+    consumed: &Arc<AtomicU64>,
+) -> Result<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..args.pollers {
+        let (client, url, consumed, total) = (
+            client.clone(),
+            url.to_owned(),
+            Arc::clone(consumed),
+            args.messages,
+        );
+        tasks.spawn(async move {
+            while consumed.load(Ordering::Acquire) < total {
+                let out = client
+                    .receive_message()
+                    .queue_url(&url)
+                    .max_number_of_messages(10)
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .context("ReceiveMessage")?;
+                let entries: Vec<DeleteMessageBatchRequestEntry> = out
+                    .messages()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, m)| {
+                        DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .set_receipt_handle(m.receipt_handle().map(str::to_owned))
+                            .build()
+                            .ok()
+                    })
+                    .collect();
+                if entries.is_empty() {
+                    continue;
+                }
+                let out = client
+                    .delete_message_batch()
+                    .queue_url(&url)
+                    .set_entries(Some(entries))
+                    .send()
+                    .await
+                    .context("DeleteMessageBatch")?;
+                consumed.fetch_add(out.successful().len() as u64, Ordering::AcqRel);
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        joined.context("raw poller")??;
+    }
+    Ok(format!("deleted={}", consumed.load(Ordering::Acquire)))
+}
+
+/// Commits each batch into the store, like the service's SQS sink: raw message, events, shipment
+/// state and dead letters in one durable transaction; `Ok` only after it.
+struct CommitSink {
+    store: Arc<dyn Store>,
+    consumed: Arc<AtomicU64>,
+}
+
+#[async_trait]
+impl Sink for CommitSink {
+    async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
+        let count = batch.len() as u64;
+        let ingests: Vec<Ingest> = batch
+            .into_iter()
+            .map(|item| Ingest {
+                endpoint: "sevensenders".to_owned(),
+                provider: Provider::SevenSenders,
+                delivery: item.delivery,
+                outcome: item.outcome,
+            })
+            .collect();
+        self.store.commit(ingests).await.map_err(Error::from)?;
+        self.consumed.fetch_add(count, Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// `SqsSource` (same pollers, batch size and wait) into a [`CommitSink`] on a fresh SQLite file.
+async fn shipfeed_drain(
+    args: &Args,
+    url: &str,
+    consumed: &Arc<AtomicU64>,
+    round: usize,
+) -> Result<String> {
+    let db = args.work_dir.join(format!("round-{round}.db"));
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).context("open SQLite store")?);
+    let config = SqsConfig::new(QueueRef::Url(url.to_owned()))
+        .with_endpoint_url(&args.endpoint_url)
+        .with_region(REGION)
+        .with_credentials(shipfeed_sqs::SqsCredentials::ApiKey(API_KEY.into()))
+        .with_wait_time_seconds(1)
+        .with_pollers(args.pollers);
+    let adapter = registry::adapter(Provider::SevenSenders, &Settings::default())?;
+    let source = SqsSource::connect(config, adapter).await?;
+    let sink = Arc::new(CommitSink {
+        store: Arc::clone(&store),
+        consumed: Arc::clone(consumed),
+    });
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let total = args.messages;
+    let watcher_consumed = Arc::clone(consumed);
+    let watcher = tokio::spawn(async move {
+        while watcher_consumed.load(Ordering::Acquire) < total {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let _ = stop.send(true);
+    });
+    let stats = source.run(sink, shutdown).await?;
+    watcher.await.context("watcher task")?;
+    let stored = store
+        .deliveries(0, usize::try_from(total).unwrap_or(usize::MAX) + 10, false)
+        .await?;
+    let dead = stored.iter().filter(|d| d.dead_letter).count();
+    if stored.len() as u64 != total || stats.deleted != total {
+        bail!(
+            "shipfeed: {} stored, {} deleted, {total} sent ({stats:?})",
+            stored.len(),
+            stats.deleted
+        );
+    }
+    Ok(format!(
+        "stored={} dead_letters={dead} deleted={} duplicates={}",
+        stored.len(),
+        stats.deleted,
+        stats.duplicates
+    ))
+}

@@ -1,0 +1,457 @@
+//! `cargo xtask bench ingest`: `shipfeed serve` (release, SQLite, durable group commit) against
+//! a bare axum endpoint on the same stack, under the same `wrk` load in the same run.
+//!
+//! The load: pre-signed Sendcloud, HappyColis and Shipup deliveries from
+//! `shipfeed_testkit::corpus` (every one with its own ids), written as raw HTTP requests to a
+//! file that a generated Lua script hands to wrk round-robin, each wrk thread taking its own
+//! slice; 64 connections for a fixed duration. Afterwards the deliveries stored in SQLite are
+//! counted and compared with wrk's 2xx answers.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use shipfeed_testkit::corpus;
+
+use crate::bench::{self, Guard, Options, TempDir};
+
+const SECRET_ENV: &str = "SHIPFEED_BENCH_SECRET";
+
+/// What one wrk run reported.
+#[derive(Debug, Default)]
+struct Load {
+    requests: u64,
+    status_errors: u64,
+    socket_errors: u64,
+    timeouts: u64,
+    duration_s: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+    sent: u64,
+    wraps: u64,
+}
+
+impl Load {
+    fn ok(&self) -> u64 {
+        self.requests.saturating_sub(self.status_errors)
+    }
+
+    fn rate(&self) -> f64 {
+        self.ok() as f64 / self.duration_s.max(1e-9)
+    }
+}
+
+pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
+    let duration: u64 = options.get("duration", 15)?;
+    let connections: u64 = options.get("connections", 64)?;
+    let threads: u64 = options.get("threads", 2)?;
+    let requests: u64 = options.get("requests", 60_000)?;
+    bench::print_machine();
+    let wrk = ensure_wrk()?;
+    let release = bench::build_release(root, &["-p", "shipfeed-cli", "--bin", "shipfeed"])?;
+    bench::build_release(root, &["-p", "shipfeed-server", "--example", "bare_endpoint"])?;
+    let dir = TempDir::new("shipfeed-bench-ingest")?;
+
+    eprintln!("bench: generating {requests} signed deliveries (Sendcloud, HappyColis, Shipup)");
+    let deliveries = corpus::mixed(&corpus::WEBHOOK_PROVIDERS, 0x5eed_1e57, 0..requests);
+    let requests_file = dir.0.join("requests.http");
+    let mut out = std::io::BufWriter::new(std::fs::File::create(&requests_file)?);
+    let mut body_bytes = 0;
+    for delivery in &deliveries {
+        let mut head = format!(
+            "POST /webhooks/{} HTTP/1.1\r\nHost: 127.0.0.1\r\n",
+            delivery.provider.as_str()
+        );
+        for (name, value) in &delivery.headers {
+            let _ = write!(head, "{name}: {value}\r\n");
+        }
+        let _ = write!(head, "Content-Length: {}\r\n\r\n", delivery.body.len());
+        let length = head.len() + delivery.body.len();
+        writeln!(out, "{length}")?;
+        out.write_all(head.as_bytes())?;
+        out.write_all(&delivery.body)?;
+        body_bytes += delivery.body.len();
+    }
+    out.flush()?;
+    drop(out);
+    let history: usize = deliveries.iter().map(|d| d.history).sum();
+    println!(
+        "load: {requests} unique deliveries, {} B body avg, {:.1} events avg; wrk -t{threads} -c{connections} -d{duration}s",
+        body_bytes / deliveries.len().max(1),
+        history as f64 / deliveries.len().max(1) as f64
+    );
+    drop(deliveries);
+    let script = dir.0.join("load.lua");
+    std::fs::write(&script, lua_script(&requests_file, threads)?)?;
+    let wrk_args = WrkArgs {
+        wrk: &wrk,
+        script: &script,
+        threads,
+        connections,
+        duration,
+    };
+
+    // The bare endpoint.
+    let port = bench::free_port()?;
+    let mut bare = Guard(
+        Command::new(release.join("examples/bare_endpoint"))
+            .arg(format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start bare_endpoint")?,
+    );
+    bench::wait_ready(&mut bare.0, port, "/healthz", Duration::from_secs(30))?;
+    let bare_load = wrk_run(&wrk_args, port)?;
+    let bare_rss = bench::peak_rss_kib(bare.0.id());
+    bench::stop(&mut bare.0, Duration::from_secs(5));
+
+    // shipfeed serve, SQLite in the scratch directory.
+    let database = dir.0.join("bench.db");
+    let config = dir.0.join("shipfeed.toml");
+    std::fs::write(&config, config_toml())?;
+    let port = bench::free_port()?;
+    let log = std::fs::File::create(dir.0.join("serve.log"))?;
+    let mut serve = Guard(
+        Command::new(release.join("shipfeed"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env(SECRET_ENV, shipfeed_testkit::FIXTURE_SECRET)
+            .env("SHIPFEED_LISTEN", format!("127.0.0.1:{port}"))
+            // The store setting's name across config versions.
+            .env("SHIPFEED_STORE", &database)
+            .env("SHIPFEED_DATABASE", &database)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("start shipfeed serve")?,
+    );
+    if let Err(error) = bench::wait_ready(&mut serve.0, port, "/healthz", Duration::from_secs(60)) {
+        let log = std::fs::read_to_string(dir.0.join("serve.log")).unwrap_or_default();
+        bail!("shipfeed serve did not start: {error}\n{log}");
+    }
+    let serve_load = wrk_run(&wrk_args, port)?;
+    let serve_rss = bench::peak_rss_kib(serve.0.id());
+    let metrics = bench::http_get(port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    bench::stop(&mut serve.0, Duration::from_secs(10));
+    let stored = count_rows(&database)?;
+
+    report(
+        &bare_load,
+        bare_rss,
+        &serve_load,
+        serve_rss,
+        &stored,
+        &metrics,
+        connections,
+    );
+    Ok(())
+}
+
+struct WrkArgs<'a> {
+    wrk: &'a Path,
+    script: &'a Path,
+    threads: u64,
+    connections: u64,
+    duration: u64,
+}
+
+/// `wrk` on PATH, installed from Debian's packages when missing (needs root).
+fn ensure_wrk() -> Result<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|dir| dir.join("wrk"))
+                .find(|candidate| candidate.exists())
+        })
+    };
+    if let Some(path) = find() {
+        return Ok(path);
+    }
+    eprintln!("bench: wrk not found; installing it with apt-get");
+    bench::status(
+        Command::new("apt-get").args(["install", "-y", "-q", "wrk"]),
+        "apt-get install wrk",
+    )
+    .or_else(|_| {
+        bench::status(Command::new("apt-get").args(["update", "-q"]), "apt-get update")?;
+        bench::status(
+            Command::new("apt-get").args(["install", "-y", "-q", "wrk"]),
+            "apt-get install wrk",
+        )
+    })
+    .context("install wrk (Debian package `wrk`; run as root or install it yourself)")?;
+    find().context("apt-get installed wrk but it is not on PATH")
+}
+
+/// Each thread loads every `threads`-th request of the file (so no two threads send the same
+/// delivery), cycles through them, and counts what it sent; `done` prints one `BENCH` line.
+fn lua_script(requests: &Path, threads: u64) -> Result<String> {
+    let path = requests
+        .to_str()
+        .context("the scratch path is not UTF-8")?
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"");
+    Ok(format!(
+        r#"-- generated by `cargo xtask bench ingest`
+local path = "{path}"
+local stride = {threads}
+local threads = {{}}
+local created = 0
+
+function setup(thread)
+  thread:set("slot", created)
+  created = created + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  pending = {{}}
+  local f = assert(io.open(path, "rb"))
+  local n = 0
+  while true do
+    local line = f:read("*l")
+    if not line then break end
+    local data = f:read(tonumber(line))
+    if n % stride == slot then pending[#pending + 1] = data end
+    n = n + 1
+  end
+  f:close()
+  position = 0
+  sent = 0
+  wraps = 0
+end
+
+function request()
+  position = position + 1
+  if position > #pending then
+    position = 1
+    wraps = wraps + 1
+  end
+  sent = sent + 1
+  return pending[position]
+end
+
+function done(summary, latency, requests)
+  local total_sent, total_wraps = 0, 0
+  for _, thread in ipairs(threads) do
+    total_sent = total_sent + thread:get("sent")
+    total_wraps = total_wraps + thread:get("wraps")
+  end
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d status_errors=%d socket_errors=%d timeouts=%d duration_us=%d p50_us=%d p90_us=%d p99_us=%d max_us=%d sent=%d wraps=%d\n",
+    summary.requests, e.status, e.connect + e.read + e.write, e.timeout, summary.duration,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
+    total_sent, total_wraps))
+end
+"#
+    ))
+}
+
+fn wrk_run(args: &WrkArgs<'_>, port: u16) -> Result<Load> {
+    eprintln!("bench: wrk against 127.0.0.1:{port}");
+    let output = Command::new(args.wrk)
+        .arg(format!("-t{}", args.threads))
+        .arg(format!("-c{}", args.connections))
+        .arg(format!("-d{}s", args.duration))
+        .args(["--timeout", "10s", "-s"])
+        .arg(args.script)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .context("run wrk")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed ({}):\n{text}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("BENCH "))
+        .with_context(|| format!("no BENCH line in wrk's output:\n{text}"))?;
+    let field = |name: &str| -> f64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    Ok(Load {
+        requests: field("requests") as u64,
+        status_errors: field("status_errors") as u64,
+        socket_errors: field("socket_errors") as u64,
+        timeouts: field("timeouts") as u64,
+        duration_s: field("duration_us") / 1e6,
+        p50_ms: field("p50_us") / 1e3,
+        p90_ms: field("p90_us") / 1e3,
+        p99_ms: field("p99_us") / 1e3,
+        max_ms: field("max_us") / 1e3,
+        sent: field("sent") as u64,
+        wraps: field("wraps") as u64,
+    })
+}
+
+fn config_toml() -> String {
+    let mut text = String::from(
+        "# generated by `cargo xtask bench ingest`; the store and listen address come from the\n\
+         # environment\nstdout_sink = false\n",
+    );
+    for provider in corpus::WEBHOOK_PROVIDERS {
+        let _ = write!(
+            text,
+            "\n[[endpoint]]\nname = \"{0}\"\nprovider = \"{0}\"\nsecret_env = \"{SECRET_ENV}\"\n",
+            provider.as_str()
+        );
+        if provider == shipfeed_core::Provider::Shipup {
+            let _ = writeln!(text, "basic_user = \"{}\"", corpus::SHIPUP_USER);
+        }
+    }
+    text
+}
+
+/// Rows in the store after the run.
+#[derive(Debug)]
+struct Stored {
+    deliveries: u64,
+    dead_letters: u64,
+    events: u64,
+}
+
+fn count_rows(database: &Path) -> Result<Stored> {
+    let conn = rusqlite::Connection::open_with_flags(
+        database,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .with_context(|| format!("open {}", database.display()))?;
+    let count = |sql: &str| -> Result<u64> {
+        let n: i64 = conn.query_row(sql, [], |row| row.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    };
+    Ok(Stored {
+        deliveries: count("SELECT count(*) FROM deliveries")?,
+        dead_letters: count("SELECT count(*) FROM deliveries WHERE dead_letter = 1")?,
+        events: count("SELECT count(*) FROM events")?,
+    })
+}
+
+/// Sum of a counter's samples whose labels contain `filter`.
+fn metric_sum(metrics: &str, name: &str, filter: &str) -> u64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(filter))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+fn mib(kib: Option<u64>) -> String {
+    kib.map_or_else(|| "?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
+}
+
+fn verdict(holds: bool) -> &'static str {
+    if holds {
+        "holds"
+    } else {
+        "MISSED"
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report(
+    bare: &Load,
+    bare_rss: Option<u64>,
+    serve: &Load,
+    serve_rss: Option<u64>,
+    stored: &Stored,
+    metrics: &str,
+    connections: u64,
+) {
+    println!();
+    println!("| target | 2xx/s | 2xx | non-2xx | socket errors | timeouts | p50 ms | p90 ms | p99 ms | max ms | peak RSS MiB |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for (name, load, rss) in [
+        ("bare axum endpoint", bare, bare_rss),
+        ("shipfeed serve (SQLite)", serve, serve_rss),
+    ] {
+        println!(
+            "| {name} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+            load.rate(),
+            load.ok(),
+            load.status_errors,
+            load.socket_errors,
+            load.timeouts,
+            load.p50_ms,
+            load.p90_ms,
+            load.p99_ms,
+            load.max_ms,
+            mib(rss)
+        );
+    }
+    let ratio = serve.rate() / bare.rate().max(1e-9);
+    let rss_mib = serve_rss.map_or(f64::INFINITY, |k| k as f64 / 1024.0);
+    println!();
+    println!("| target | measured | verdict |");
+    println!("|---|---:|---|");
+    println!(
+        "| throughput ≥ 0.5× bare | {ratio:.3}× | {} |",
+        verdict(ratio >= 0.5)
+    );
+    println!(
+        "| p99 ≤ 25 ms | {:.2} ms | {} |",
+        serve.p99_ms,
+        verdict(serve.p99_ms <= 25.0)
+    );
+    println!(
+        "| peak RSS ≤ 64 MiB | {rss_mib:.1} MiB | {} |",
+        verdict(rss_mib <= 64.0)
+    );
+    // wrk stops at the deadline with one request in flight per connection: those can be stored
+    // (the commit was under way) without wrk counting their answer.
+    let in_flight = serve
+        .sent
+        .saturating_sub(serve.requests + serve.socket_errors + serve.timeouts);
+    let consistent = stored.deliveries >= serve.ok()
+        && stored.deliveries - serve.ok() <= in_flight.max(connections);
+    let answered_metrics = metric_sum(metrics, "shipfeed_deliveries_total", "outcome=\"stored\"")
+        + metric_sum(metrics, "shipfeed_deliveries_total", "outcome=\"dead_letter\"");
+    println!();
+    println!(
+        "integrity: {} deliveries stored ({} dead letters, {} events) for {} 2xx answers; \
+         {} requests were in flight when wrk stopped; the service counted {} stored answers in \
+         /metrics → {}",
+        stored.deliveries,
+        stored.dead_letters,
+        stored.events,
+        serve.ok(),
+        in_flight,
+        answered_metrics,
+        if consistent {
+            "consistent (every 2xx is stored; the surplus is the requests cut off in flight)"
+        } else {
+            "INCONSISTENT"
+        }
+    );
+    if serve.wraps > 0 {
+        println!(
+            "note: shipfeed got more requests than the corpus holds ({} wrap(s) over the wrk \
+             threads): the repeats were stored as deliveries with duplicate events; raise \
+             --requests",
+            serve.wraps
+        );
+    }
+    if bare.wraps > 0 {
+        println!(
+            "note: the bare endpoint cycled through the corpus {} time(s) (it stores nothing, so \
+             repeats cost it the same)",
+            bare.wraps
+        );
+    }
+}
