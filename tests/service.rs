@@ -44,6 +44,7 @@ on_both_stores!(
     an_oversize_body_is_413_and_stores_nothing,
     odd_input_never_gets_a_server_error,
     new_events_reach_the_json_lines_file_sink_once,
+    new_events_are_published_to_nats_jetstream_once,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -598,4 +599,96 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
         written[3]["shipment"]["tracking_number"],
         tracking_number(1199)
     );
+}
+
+/// Events published to NATS JetStream: each event once, `Nats-Msg-Id` = `event_id`, subject by
+/// provider and status. Needs the machine's NATS with JetStream on 127.0.0.1:4222.
+async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
+    use async_nats::jetstream::consumer::{pull, DeliverPolicy};
+    use tokio_stream::StreamExt as _;
+
+    let url = support::nats_url();
+    let nats = async_nats::connect(&url).await.unwrap_or_else(|e| {
+        panic!(
+            "NATS with JetStream at {url} is needed by this test: {e}\n\
+             start it with: nats-server -a 127.0.0.1 -p 4222 -js -sd /var/lib/nats-server &"
+        )
+    });
+    let jetstream = async_nats::jetstream::new(nats);
+    let mut stream = jetstream
+        .get_or_create_stream(async_nats::jetstream::stream::Config {
+            name: shipfeed_server::NATS_STREAM.to_owned(),
+            subjects: vec![format!("{}.>", shipfeed_server::NATS_SUBJECT_PREFIX)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let before = stream.info().await.unwrap().state.last_sequence;
+
+    let store = TestStore::new(backend);
+    let server = Server::start(&store, &format!("sink = \"{url}\"")).await;
+    let http = client();
+    let base = support::unique_parcel_base();
+    for parcel in base..base + 3 {
+        let delivery = sendcloud_status(parcel, (11, "Delivered"), 1_712_188_288_908);
+        post(&http, &server.base, &delivery).await.unwrap();
+        post(&http, &server.base, &delivery).await.unwrap();
+    }
+    let ours: BTreeSet<String> = (base..base + 3).map(tracking_number).collect();
+    let feed_ids: BTreeSet<String> = feed(&http, &server.base)
+        .await
+        .into_iter()
+        .map(|(_, e)| e["event_id"].as_str().unwrap().to_owned())
+        .collect();
+
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: before + 1,
+            },
+            filter_subject: format!("{}.sendcloud.>", shipfeed_server::NATS_SUBJECT_PREFIX),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while seen.len() < ours.len() && std::time::Instant::now() < deadline {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(100)
+            .expires(std::time::Duration::from_secs(1))
+            .messages()
+            .await
+            .unwrap();
+        while let Some(message) = batch.next().await {
+            let message = message.unwrap();
+            let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            let tracking = event["shipment"]["tracking_number"].as_str().unwrap_or("");
+            if ours.contains(tracking) {
+                let msg_id = message
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map(|v| v.as_str().to_owned());
+                assert_eq!(msg_id.as_deref(), event["event_id"].as_str());
+                assert_eq!(
+                    message.subject.as_str(),
+                    format!(
+                        "{}.sendcloud.delivered",
+                        shipfeed_server::NATS_SUBJECT_PREFIX
+                    )
+                );
+                seen.push(event["event_id"].as_str().unwrap().to_owned());
+            }
+        }
+    }
+    seen.sort();
+    let unique: BTreeSet<String> = seen.iter().cloned().collect();
+    assert_eq!(
+        seen.len(),
+        unique.len(),
+        "an event was published twice: {seen:?}"
+    );
+    assert_eq!(unique, feed_ids, "NATS carries exactly the feed's events");
 }

@@ -328,6 +328,17 @@ pub fn happycolis_signed(body: Vec<u8>) -> Delivery {
     }
 }
 
+/// NATS for the outbox tests (`SHIPFEED_TEST_NATS_URL` overrides).
+pub fn nats_url() -> String {
+    std::env::var("SHIPFEED_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_owned())
+}
+
+/// A parcel-id range no other test run uses (for shared services such as NATS).
+pub fn unique_parcel_base() -> u64 {
+    let micros = chrono::Utc::now().timestamp_micros().unsigned_abs();
+    (micros % 1_000_000_000) * 1000 + NEXT.fetch_add(1, Ordering::Relaxed) as u64 * 10
+}
+
 /// The tracking number of test parcel `parcel`.
 pub fn tracking_number(parcel: u64) -> String {
     format!("SF{parcel:010}")

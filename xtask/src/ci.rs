@@ -37,7 +37,8 @@ pub(crate) fn run(root: &Path) -> Result<()> {
         ],
     )?;
     crate::moto::ensure(root).context("install moto_server for the SQS tests")?;
-    crate::postgres::ensure()?;
+    crate::services::ensure_postgres()?;
+    crate::services::ensure_nats()?;
     step(
         root,
         "tests",

@@ -7,7 +7,7 @@ mod bench_sqs;
 mod ci;
 mod fixtures;
 mod moto;
-mod postgres;
+mod services;
 
 use std::path::PathBuf;
 
@@ -18,7 +18,7 @@ cargo xtask <command>
 
   ci                   every check CI runs: fmt, clippy, each provider alone, core purity,
                        fixtures fresh, all tests (installs moto_server, starts
-                       PostgreSQL if it is down), docs
+                       PostgreSQL and NATS if they are down), docs
   fixtures [--check]   write fixtures/*/generated and schema/ (or check they are fresh)
   moto                 install moto_server into .venv (idempotent) and print its path
 ";

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shipfeed::Credentials;
-use shipfeed_server::ReplayFilter;
 use shipfeed_server::{Config, Service};
+use shipfeed_server::{OutboxTarget, ReplayFilter};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -131,16 +131,16 @@ async fn serve(config: Config) -> Result<()> {
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let sources = service.start_sqs_sources(&stopping).await?;
-    match config.sink.as_str() {
-        "none" => {}
-        "stdout" => {
-            tokio::spawn(Arc::clone(&service).run_json_lines_sink(None));
-        }
-        path => {
-            eprintln!("  events appended to {path} as JSON lines");
-            tokio::spawn(Arc::clone(&service).run_json_lines_sink(Some(PathBuf::from(path))));
-        }
+    let outbox = OutboxTarget::parse(&config.sink);
+    match &outbox {
+        OutboxTarget::File(path) => eprintln!("  new events appended to {}", path.display()),
+        OutboxTarget::Nats(url) => eprintln!(
+            "  new events published to NATS JetStream {url}, stream {}",
+            shipfeed_server::NATS_STREAM
+        ),
+        OutboxTarget::Stdout | OutboxTarget::None => {}
     }
+    service.start_outbox(&outbox).await?;
     axum::serve(listener, service.router(config.body_limit_bytes))
         .with_graceful_shutdown(crate::shutdown::signal())
         .await

@@ -24,8 +24,10 @@ pub struct Config {
     /// Largest accepted body, in bytes (larger → 413).
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
-    /// Where new events go as JSON lines, fed from the stored feed (at-least-once, deduplicate
-    /// on `event_id`): `"stdout"` (the default), `"none"`, or a file path (appended to).
+    /// Where new events go, fed from the stored feed (at-least-once, deduplicate on
+    /// `event_id`): `"stdout"` (JSON lines, the default), `"none"`, a `nats://` URL (NATS
+    /// JetStream, stream `SHIPFEED`, `Nats-Msg-Id` = `event_id`), or a file path (JSON lines,
+    /// appended).
     #[serde(default = "default_sink")]
     pub sink: String,
     /// Inbound webhook endpoints, each served at `/webhooks/<name>`.

@@ -31,6 +31,7 @@
 
 pub mod config;
 mod metrics;
+mod outbox;
 mod replay;
 mod sqs;
 
@@ -53,6 +54,7 @@ use tokio::sync::Notify;
 
 pub use config::{Config, EndpointConfig, SqsSourceConfig};
 use metrics::Metrics;
+pub use outbox::{OutboxTarget, NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use replay::{ReplayFilter, ReplaySummary};
 pub use sqs::StoreSink;
 
@@ -213,64 +215,6 @@ impl Service {
                 Duration::from_secs(8),
             ))
             .with_state(Arc::clone(self))
-    }
-
-    /// Writes every new event as one JSON line to stdout (`None`) or appends it to a file, from
-    /// the sink's saved cursor on: at-least-once (the cursor is saved after the lines are
-    /// flushed), so consumers deduplicate on `event_id`.
-    pub async fn run_json_lines_sink(self: Arc<Self>, file: Option<std::path::PathBuf>) {
-        let cursor = match &file {
-            Some(path) => format!("file:{}", path.display()),
-            None => "stdout".to_owned(),
-        };
-        let mut position = self.store.cursor(&cursor).await.unwrap_or(0);
-        loop {
-            let notified = self.new_events.notified();
-            match self.store.events_after(position, 500).await {
-                Ok(items) if !items.is_empty() => {
-                    let mut lines = Vec::new();
-                    for item in &items {
-                        if serde_json::to_writer(&mut lines, &item.event).is_ok() {
-                            lines.push(b'\n');
-                        }
-                    }
-                    if let Err(error) = write_lines(file.as_deref(), &lines) {
-                        tracing::error!(%error, %cursor, "event sink cannot write; retrying");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                        continue;
-                    }
-                    position = items.last().map_or(position, |item| item.seq);
-                    if let Err(error) = self.store.save_cursor(&cursor, position).await {
-                        tracing::warn!(%error, %cursor, "could not save the sink cursor");
-                    }
-                    continue;
-                }
-                Ok(_) => {}
-                Err(error) => tracing::warn!(%error, %cursor, "event sink cannot read the feed"),
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
-        }
-    }
-}
-
-/// Writes and flushes JSON lines to stdout or appends them to `file` (synced, so the cursor
-/// saved afterwards never runs ahead of the file).
-fn write_lines(file: Option<&std::path::Path>, lines: &[u8]) -> std::io::Result<()> {
-    use std::io::Write as _;
-    match file {
-        None => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(lines)?;
-            out.flush()
-        }
-        Some(path) => {
-            let mut out = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)?;
-            out.write_all(lines)?;
-            out.sync_data()
-        }
     }
 }
 
