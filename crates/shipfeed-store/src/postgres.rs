@@ -131,7 +131,7 @@ impl Statements {
     async fn prepare(client: &Client) -> Result<Self, StoreError> {
         let prepare = |sql: &'static str| async move { client.prepare(sql).await.map_err(pg) };
         Ok(Statements {
-            lock: prepare("SELECT $1::bigint").await?,
+            lock: prepare("SELECT pg_advisory_xact_lock($1::bigint)").await?,
             insert_delivery: prepare(
                 "INSERT INTO deliveries (endpoint, provider, received_at, headers, body, dead_letter, error)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",

@@ -1,0 +1,850 @@
+//! Store conformance: the same scenarios against SQLite and PostgreSQL, plus what only
+//! PostgreSQL can do (several replicas on one database).
+//!
+//! The PostgreSQL half needs a server (`postgres://postgres@127.0.0.1:5432/test`, or
+//! `SHIPFEED_TEST_POSTGRES_URL`) and the `postgres` feature; it fails, never skips, when the
+//! server is down. Each test works in a schema of its own.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use shipfeed::{current_state, sort_timeline, Error, Output, Provider, RawDelivery, Status};
+use shipfeed_store::{Committed, Ingest, Store};
+use support::{event, events_of, fixture, ingest_error, ingest_events, whole_feed};
+
+/// Runs every scenario listed against a fresh SQLite store and a fresh PostgreSQL store.
+macro_rules! conformance {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            use std::sync::Arc;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let db = crate::support::sqlite().await;
+                    crate::$scenario(Arc::clone(&db.store)).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            use std::sync::Arc;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let db = crate::support::postgres().await;
+                    crate::$scenario(Arc::clone(&db.store)).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    commit_then_read_back,
+    same_delivery_ten_times_stores_its_events_once,
+    arrival_order_never_changes_the_state,
+    dead_letter_then_replay,
+    cursors_are_saved_and_read_back,
+    many_ingests_in_one_commit_and_many_concurrent_commits,
+);
+
+const DELIVERED: &str = "sendcloud/generated/v2-status-00011-delivered.json";
+const ANNOUNCED: &str = "sendcloud/generated/v2-status-00001-announced.json";
+const ATTEMPT_FAILED: &str = "sendcloud/generated/v2-status-00008-delivery-attempt-failed.json";
+const TEST_WEBHOOK: &str = "sendcloud/generated/action-test-webhook.json";
+const HISTORY: &str = "happycolis/generated/shipment-history-4.json";
+const BROKEN: &str = "sendcloud/invalid/missing-parcel.json";
+
+async fn commit_then_read_back(store: Arc<dyn Store>) {
+    let ingests = vec![
+        fixture(Provider::Sendcloud, DELIVERED),
+        fixture(Provider::Sendcloud, ANNOUNCED),
+        fixture(Provider::Sendcloud, ATTEMPT_FAILED),
+        fixture(Provider::Sendcloud, TEST_WEBHOOK),
+    ];
+    let expected: Vec<_> = ingests.iter().flat_map(events_of).collect();
+    assert_eq!(expected.len(), 3, "each status fixture is one event");
+    let raw: Vec<(String, RawDelivery)> = ingests
+        .iter()
+        .map(|i| (i.endpoint.clone(), i.delivery.clone()))
+        .collect();
+
+    let committed = store.commit(ingests).await.unwrap();
+    let counts: Vec<_> = committed
+        .iter()
+        .map(|c| {
+            (
+                c.new_events,
+                c.duplicates,
+                c.notices,
+                c.dead_letter.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            (1, 0, 0, false),
+            (1, 0, 0, false),
+            (1, 0, 0, false),
+            (0, 0, 1, false)
+        ]
+    );
+    assert!(committed
+        .windows(2)
+        .all(|w| w[0].delivery_seq < w[1].delivery_seq));
+
+    // The feed: every event, in commit order, with strictly increasing cursors.
+    let feed = store.events_after(0, 100).await.unwrap();
+    let events: Vec<_> = feed.iter().map(|item| item.event.clone()).collect();
+    assert_eq!(events, expected);
+    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
+    let last = feed.last().unwrap().seq;
+    assert!(store.events_after(last, 100).await.unwrap().is_empty());
+    // Paging from a cursor resumes exactly where the previous page ended.
+    let first_two = store.events_after(0, 2).await.unwrap();
+    assert_eq!(first_two, feed[..2]);
+    let rest = store.events_after(first_two[1].seq, 2).await.unwrap();
+    assert_eq!(rest, feed[2..]);
+    assert!(store.events_after(0, 0).await.unwrap().is_empty());
+
+    // Shipments, by tracking number alone and with the carrier.
+    let delivered = &expected[0];
+    let tracking = delivered.shipment.tracking_number.as_deref().unwrap();
+    let carrier = delivered.shipment.carrier.as_deref().unwrap();
+    let views = store.shipments(None, tracking).await.unwrap();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].state.status, Status::Delivered);
+    assert_eq!(
+        views[0].state,
+        current_state(std::slice::from_ref(delivered)).unwrap()
+    );
+    assert_eq!(views[0].timeline, std::slice::from_ref(delivered));
+    assert_eq!(views[0].shipment, delivered.shipment);
+    assert_eq!(
+        store.shipments(Some(carrier), tracking).await.unwrap(),
+        views
+    );
+    assert!(store
+        .shipments(Some("another-carrier"), tracking)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .shipments(None, "NO-SUCH-PARCEL")
+        .await
+        .unwrap()
+        .is_empty());
+
+    // A shipment with several events: the timeline comes back in timeline order.
+    let history = fixture(Provider::HappyColis, HISTORY);
+    let mut history_events = events_of(&history);
+    assert!(
+        history_events.len() >= 3,
+        "the history fixture carries a history"
+    );
+    store.commit(vec![history]).await.unwrap();
+    let tracking = history_events[0].shipment.tracking_number.clone().unwrap();
+    let views = store.shipments(None, &tracking).await.unwrap();
+    sort_timeline(&mut history_events);
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].timeline, history_events);
+    assert_eq!(views[0].state, current_state(&history_events).unwrap());
+
+    // The raw deliveries come back byte for byte, headers in order, with their arrival time.
+    let odd = RawDelivery {
+        body: vec![0x00, 0x9f, 0xff, b'{', 0xc3, 0x28, b'\n', 0x00],
+        headers: [
+            ("X-Repeated", "one"),
+            ("x-repeated", "two"),
+            ("X-Unicode", "Köln – 東京"),
+            ("X-Empty", ""),
+        ]
+        .into_iter()
+        .collect(),
+        received_at: support::at("2024-06-01T12:34:56.123456Z"),
+    };
+    store
+        .commit(vec![Ingest {
+            endpoint: "odd-endpoint".into(),
+            provider: Provider::Shipup,
+            delivery: odd.clone(),
+            outcome: Ok(Vec::new()),
+        }])
+        .await
+        .unwrap();
+    let stored = store.deliveries(0, 100, false).await.unwrap();
+    assert_eq!(stored.len(), raw.len() + 2);
+    assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
+    for (stored, (endpoint, delivery)) in stored.iter().zip(&raw) {
+        assert_eq!(&stored.endpoint, endpoint);
+        assert_eq!(stored.provider, "sendcloud");
+        assert_eq!(&stored.delivery, delivery);
+        assert!(!stored.dead_letter);
+    }
+    let last = stored.last().unwrap();
+    assert_eq!(last.delivery, odd);
+    assert_eq!(
+        (last.endpoint.as_str(), last.provider.as_str()),
+        ("odd-endpoint", "shipup")
+    );
+    // Paging over deliveries.
+    let page = store.deliveries(stored[1].seq, 2, false).await.unwrap();
+    assert_eq!(
+        page.iter().map(|d| d.seq).collect::<Vec<_>>(),
+        [stored[2].seq, stored[3].seq]
+    );
+    store.ping().await.unwrap();
+}
+
+async fn same_delivery_ten_times_stores_its_events_once(store: Arc<dyn Store>) {
+    let events = events_of(&fixture(Provider::HappyColis, HISTORY));
+    let n = events.len();
+    let first = store
+        .commit(vec![fixture(Provider::HappyColis, HISTORY)])
+        .await
+        .unwrap();
+    assert_eq!((first[0].new_events, first[0].duplicates), (n, 0));
+
+    // Four more in one batch, then five one by one: each a retry of the same delivery.
+    let batch = (0..4)
+        .map(|_| fixture(Provider::HappyColis, HISTORY))
+        .collect();
+    let mut again = store.commit(batch).await.unwrap();
+    for _ in 0..5 {
+        again.extend(
+            store
+                .commit(vec![fixture(Provider::HappyColis, HISTORY)])
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(again.len(), 9);
+    for committed in &again {
+        assert_eq!((committed.new_events, committed.duplicates), (0, n));
+        assert!(committed.new_event_statuses.is_empty());
+    }
+
+    let feed = whole_feed(&*store, 100).await;
+    assert_eq!(feed.len(), n, "one set of events in the feed");
+    let ids: BTreeSet<_> = feed.iter().map(|i| i.event.event_id.clone()).collect();
+    assert_eq!(ids, events.iter().map(|e| e.event_id.clone()).collect());
+    // Every retry is still kept as a raw delivery (for audit and replay).
+    assert_eq!(store.deliveries(0, 100, false).await.unwrap().len(), 10);
+    let tracking = events[0].shipment.tracking_number.clone().unwrap();
+    let views = store.shipments(None, &tracking).await.unwrap();
+    assert_eq!(views[0].state.event_count, n);
+    assert_eq!(views[0].timeline.len(), n);
+}
+
+async fn arrival_order_never_changes_the_state(store: Arc<dyn Store>) {
+    // One parcel's life, including an unmapped code, an event without a status change, and an
+    // in-transit scan that happened before the delivery.
+    let life = |tracking: &str| {
+        vec![
+            event(
+                tracking,
+                "1",
+                "2024-04-01T08:00:00Z",
+                Some(Status::PreTransit),
+            ),
+            event(
+                tracking,
+                "2",
+                "2024-04-01T18:00:00Z",
+                Some(Status::InTransit),
+            ),
+            event(
+                tracking,
+                "3",
+                "2024-04-02T07:00:00Z",
+                Some(Status::InTransit),
+            ),
+            event(
+                tracking,
+                "4",
+                "2024-04-02T09:00:00Z",
+                Some(Status::OutForDelivery),
+            ),
+            event(
+                tracking,
+                "5",
+                "2024-04-02T14:30:00Z",
+                Some(Status::Delivered),
+            ),
+            event(tracking, "6", "2024-04-03T10:00:00Z", Some(Status::Unknown)),
+            event(tracking, "7", "2024-04-03T11:00:00Z", None),
+        ]
+    };
+    for seed in 0..8_u64 {
+        let tracking = format!("3SORDER{seed}");
+        let all = life(&tracking);
+        let mut arrival = all.clone();
+        if seed > 0 {
+            support::shuffle(&mut arrival, seed); // seed 0: in order
+        }
+        let mut seen = Vec::new();
+        for event in arrival {
+            seen.push(event.clone());
+            store.commit(vec![ingest_events(&[event])]).await.unwrap();
+            let views = store.shipments(Some("postnl"), &tracking).await.unwrap();
+            // After each arrival the state is that of the set seen so far, whatever the order
+            // (no state at all while only the event without a status has arrived).
+            let state = views.first().map(|view| &view.state);
+            assert_eq!(
+                state,
+                current_state(&seen).as_ref(),
+                "seed {seed}, {} seen",
+                seen.len()
+            );
+            assert!(views.len() <= 1);
+        }
+        let view = &store.shipments(None, &tracking).await.unwrap()[0];
+        assert_eq!(view.state.status, Status::Delivered, "seed {seed}");
+        assert_eq!(
+            view.state.status_event_id.as_str(),
+            format!("sendcloud:{tracking}-5")
+        );
+        assert_eq!(
+            view.state.last_event_id.as_str(),
+            format!("sendcloud:{tracking}-7")
+        );
+        assert_eq!(view.state.event_count, 7);
+        let mut timeline = all;
+        sort_timeline(&mut timeline);
+        assert_eq!(view.timeline, timeline, "seed {seed}");
+    }
+}
+
+async fn dead_letter_then_replay(store: Arc<dyn Store>) {
+    let broken = fixture(Provider::Sendcloud, BROKEN);
+    let reason = broken.outcome.as_ref().err().map(ToString::to_string);
+    assert!(reason.is_some(), "the invalid fixture does not normalize");
+    let good = fixture(Provider::Sendcloud, ANNOUNCED);
+    let broken_body = broken.delivery.body.clone();
+    let committed = store.commit(vec![good, broken]).await.unwrap();
+    assert_eq!(committed[1].dead_letter, reason);
+    assert_eq!(committed[1].new_events, 0);
+    let seq = committed[1].delivery_seq;
+
+    let dead = store.dead_letters(0, 100).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].delivery_seq, seq);
+    assert_eq!(Some(&dead[0].error), reason.as_ref());
+    assert_eq!(
+        (dead[0].endpoint.as_str(), dead[0].provider.as_str()),
+        ("sendcloud", "sendcloud")
+    );
+    assert_eq!(dead[0].received_at, support::received_at());
+    assert!(store.dead_letters(seq, 100).await.unwrap().is_empty());
+
+    let only_dead = store.deliveries(0, 100, true).await.unwrap();
+    assert_eq!(only_dead.len(), 1);
+    assert_eq!(only_dead[0].seq, seq);
+    assert!(only_dead[0].dead_letter);
+    assert_eq!(only_dead[0].delivery.body, broken_body);
+    assert_eq!(store.deliveries(0, 100, false).await.unwrap().len(), 2);
+
+    // After a mapping fix the delivery normalizes: replay records its events, clears the mark.
+    let fixed = events_of(&fixture(Provider::Sendcloud, DELIVERED));
+    let outputs: Vec<Output> = fixed.iter().cloned().map(Output::Event).collect();
+    let before = whole_feed(&*store, 100).await.len();
+    let replayed = store
+        .replace_outcome(seq, Provider::Sendcloud, Ok(outputs.clone()))
+        .await
+        .unwrap();
+    assert_eq!(
+        replayed,
+        Committed {
+            delivery_seq: seq,
+            new_events: fixed.len(),
+            duplicates: 0,
+            notices: 0,
+            dead_letter: None,
+            new_event_statuses: vec!["delivered".into()],
+        }
+    );
+    assert!(store.dead_letters(0, 100).await.unwrap().is_empty());
+    assert!(store.deliveries(0, 100, true).await.unwrap().is_empty());
+    let feed = whole_feed(&*store, 100).await;
+    assert_eq!(feed.len(), before + fixed.len());
+    assert_eq!(feed.last().unwrap().event, fixed[0]);
+    let tracking = fixed[0].shipment.tracking_number.clone().unwrap();
+    assert_eq!(
+        store.shipments(None, &tracking).await.unwrap()[0]
+            .state
+            .status,
+        Status::Delivered
+    );
+
+    // Replaying again inserts nothing new.
+    let again = store
+        .replace_outcome(seq, Provider::Sendcloud, Ok(outputs))
+        .await
+        .unwrap();
+    assert_eq!((again.new_events, again.duplicates), (0, fixed.len()));
+    assert_eq!(whole_feed(&*store, 100).await.len(), feed.len());
+
+    // A replay that fails marks the delivery dead again; an unknown delivery is an error.
+    let failed = store
+        .replace_outcome(
+            seq,
+            Provider::Sendcloud,
+            Err(Error::payload("still broken")),
+        )
+        .await
+        .unwrap();
+    assert!(failed.dead_letter.unwrap().contains("still broken"));
+    assert_eq!(
+        store.dead_letters(0, 100).await.unwrap()[0].delivery_seq,
+        seq
+    );
+    let unknown = store
+        .replace_outcome(seq + 1000, Provider::Sendcloud, Ok(Vec::new()))
+        .await;
+    assert!(unknown.is_err(), "replay of a delivery that does not exist");
+    assert_eq!(whole_feed(&*store, 100).await.len(), feed.len());
+
+    // A dead letter among good deliveries of the same commit sinks nothing.
+    let mixed = store
+        .commit(vec![
+            ingest_error(b"\x00not json", Error::payload("not json")),
+            fixture(Provider::Sendcloud, ATTEMPT_FAILED),
+        ])
+        .await
+        .unwrap();
+    assert!(mixed[0].dead_letter.is_some());
+    assert_eq!(mixed[1].new_events, 1);
+}
+
+async fn cursors_are_saved_and_read_back(store: Arc<dyn Store>) {
+    assert_eq!(store.cursor("stdout").await.unwrap(), 0);
+    store.save_cursor("stdout", 42).await.unwrap();
+    assert_eq!(store.cursor("stdout").await.unwrap(), 42);
+    store.save_cursor("stdout", 7).await.unwrap();
+    assert_eq!(store.cursor("stdout").await.unwrap(), 7);
+    store
+        .save_cursor("billing-sync", 1_000_000_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cursor("billing-sync").await.unwrap(),
+        1_000_000_000_000
+    );
+    assert_eq!(store.cursor("stdout").await.unwrap(), 7);
+    assert_eq!(store.cursor("nobody").await.unwrap(), 0);
+}
+
+async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn Store>) {
+    // 100 deliveries of two events each, in one commit.
+    let batch: Vec<Ingest> = (0..100)
+        .map(|i| {
+            let tracking = format!("BATCH{i:03}");
+            ingest_events(&[
+                event(
+                    &tracking,
+                    "a",
+                    "2024-05-01T08:00:00Z",
+                    Some(Status::InTransit),
+                ),
+                event(
+                    &tracking,
+                    "b",
+                    "2024-05-02T08:00:00Z",
+                    Some(Status::Delivered),
+                ),
+            ])
+        })
+        .collect();
+    let committed = store.commit(batch).await.unwrap();
+    assert_eq!(committed.len(), 100);
+    assert!(committed
+        .iter()
+        .all(|c| c.new_events == 2 && c.duplicates == 0));
+
+    // 200 concurrent commits: each its own event plus one event every one of them carries.
+    let shared = event(
+        "SHARED",
+        "x",
+        "2024-05-03T08:00:00Z",
+        Some(Status::InTransit),
+    );
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let own = event(
+                    &format!("CONC{i:03}"),
+                    "1",
+                    "2024-05-03T09:00:00Z",
+                    Some(Status::OutForDelivery),
+                );
+                store.commit(vec![ingest_events(&[own, shared])]).await
+            })
+        })
+        .collect();
+    let mut new_events = 0;
+    let mut duplicates = 0;
+    for task in tasks {
+        let committed = task.await.unwrap().unwrap();
+        new_events += committed[0].new_events;
+        duplicates += committed[0].duplicates;
+    }
+    assert_eq!((new_events, duplicates), (201, 199));
+
+    let feed = whole_feed(&*store, 37).await;
+    assert_eq!(feed.len(), 200 + 201);
+    assert!(
+        feed.windows(2).all(|w| w[0].seq < w[1].seq),
+        "seqs strictly increase"
+    );
+    let ids: BTreeSet<_> = feed.iter().map(|i| i.event.event_id.clone()).collect();
+    assert_eq!(ids.len(), feed.len(), "no event twice");
+    for i in [0, 57, 199] {
+        let views = store.shipments(None, &format!("CONC{i:03}")).await.unwrap();
+        assert_eq!(views[0].state.status, Status::OutForDelivery);
+    }
+    let shared_view = store.shipments(None, "SHARED").await.unwrap();
+    assert_eq!(shared_view[0].timeline, [shared]);
+    assert_eq!(store.deliveries(0, 1000, false).await.unwrap().len(), 300);
+}
+
+#[tokio::test]
+async fn open_picks_the_backend_from_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = dir.path().join("plain.db");
+    let store = shipfeed_store::open(plain.to_str().unwrap()).await.unwrap();
+    store.ping().await.unwrap();
+    assert!(plain.exists());
+
+    let prefixed = dir.path().join("prefixed.db");
+    let url = format!("sqlite://{}", prefixed.display());
+    shipfeed_store::open(&url)
+        .await
+        .unwrap()
+        .ping()
+        .await
+        .unwrap();
+    assert!(prefixed.exists());
+
+    let error = shipfeed_store::open("mysql://localhost/shipfeed")
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        error.to_string().contains("unsupported store URL scheme"),
+        "{error}"
+    );
+
+    #[cfg(not(feature = "postgres"))]
+    {
+        let error = shipfeed_store::open("postgres://postgres@127.0.0.1/test")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("no PostgreSQL support"),
+            "{error}"
+        );
+    }
+    #[cfg(feature = "postgres")]
+    {
+        let schema = support::pg::Schema::create().await;
+        let store = shipfeed_store::open(&schema.url).await.unwrap();
+        store.ping().await.unwrap();
+        let url = schema.url.replacen("postgres://", "postgresql://", 1);
+        shipfeed_store::open(&url)
+            .await
+            .unwrap()
+            .ping()
+            .await
+            .unwrap();
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod replicas {
+    //! What only a shared database can show: several `PostgresStore`s (as several replicas
+    //! would have) on the same tables.
+
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use shipfeed::{current_state, sort_timeline, Status, TrackingEvent};
+    use shipfeed_store::{PostgresStore, Store};
+
+    use crate::support::{self, event, ingest_events, pg::Schema};
+
+    /// Thirty parcels, six events each, at times that do not follow their ids.
+    fn parcels() -> BTreeMap<String, Vec<TrackingEvent>> {
+        let statuses = [
+            Status::PreTransit,
+            Status::InTransit,
+            Status::InTransit,
+            Status::OutForDelivery,
+            Status::AttemptFailed,
+            Status::Delivered,
+        ];
+        (0..30)
+            .map(|p| {
+                let tracking = format!("REPLICA{p:02}");
+                let events = statuses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, status)| {
+                        let hour = (i * 3 + p % 3) % 24;
+                        let time = format!("2024-06-0{}T{hour:02}:15:00Z", 1 + i / 2);
+                        event(&tracking, &format!("{i}"), &time, Some(*status))
+                    })
+                    .collect();
+                (tracking, events)
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_replicas_store_each_event_once_agree_and_the_feed_never_skips() {
+        let schema = Schema::create().await;
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let feed_reader = PostgresStore::connect(&schema.url).await.unwrap();
+
+        // Each parcel arrives as one delivery per event plus one delivery with its whole history
+        // (as HappyColis and Shipup resend it); both replicas receive every delivery.
+        let parcels = parcels();
+        let mut deliveries: Vec<Vec<TrackingEvent>> = Vec::new();
+        for events in parcels.values() {
+            deliveries.extend(events.iter().map(|e| vec![e.clone()]));
+            deliveries.push(events.clone());
+        }
+        let total_events: usize = parcels.values().map(Vec::len).sum();
+        let occurrences: usize = deliveries.iter().map(Vec::len).sum();
+
+        // A consumer polls the feed while the replicas write, saving the cursor it reached.
+        let writing = Arc::new(AtomicBool::new(true));
+        let reader = poll_feed(feed_reader, Arc::clone(&writing));
+
+        let mut tasks = Vec::new();
+        for (r, replica) in [&a, &b].into_iter().enumerate() {
+            let mut order: Vec<usize> = (0..deliveries.len()).collect();
+            support::shuffle(&mut order, 1 + r as u64);
+            for i in order {
+                let replica = Arc::clone(replica);
+                let events = deliveries[i].clone();
+                tasks.push(tokio::spawn(async move {
+                    replica.commit(vec![ingest_events(&events)]).await
+                }));
+            }
+        }
+        let (mut new_events, mut duplicates) = (0, 0);
+        for task in tasks {
+            let committed = task.await.unwrap().unwrap();
+            new_events += committed[0].new_events;
+            duplicates += committed[0].duplicates;
+        }
+        writing.store(false, Ordering::SeqCst);
+        let seen = reader.await.unwrap();
+
+        // Each event stored once, whichever replica got it first.
+        assert_eq!(new_events, total_events);
+        assert_eq!(duplicates, 2 * occurrences - total_events);
+        let feed = support::whole_feed(&*a, 1000).await;
+        assert_eq!(feed.len(), total_events);
+        let ids: BTreeSet<_> = feed.iter().map(|i| i.event.event_id.clone()).collect();
+        assert_eq!(ids.len(), total_events, "no event twice");
+
+        // The consumer that polled during the writes saw exactly the final feed: every event,
+        // once, in cursor order; no event appeared behind a cursor it had already passed.
+        let final_feed: Vec<_> = feed
+            .iter()
+            .map(|item| (item.seq, item.event.event_id.clone()))
+            .collect();
+        assert_eq!(seen, final_feed);
+
+        // Both replicas give the same state, the one the whole set of events decides.
+        for (tracking, events) in &parcels {
+            let via_a = a.shipments(Some("postnl"), tracking).await.unwrap();
+            let via_b = b.shipments(Some("postnl"), tracking).await.unwrap();
+            assert_eq!(via_a, via_b);
+            assert_eq!(via_a.len(), 1);
+            assert_eq!(via_a[0].state, current_state(events).unwrap());
+            assert_eq!(via_a[0].state.status, Status::Delivered);
+            let mut timeline = events.clone();
+            sort_timeline(&mut timeline);
+            assert_eq!(via_a[0].timeline, timeline);
+        }
+    }
+
+    /// Polls the feed from cursor 0 until `writing` is false and the feed has nothing more,
+    /// the way a consumer does, returning every `(seq, event_id)` it was given.
+    fn poll_feed(
+        store: PostgresStore,
+        writing: Arc<AtomicBool>,
+    ) -> tokio::task::JoinHandle<Vec<(i64, shipfeed::EventId)>> {
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let still_writing = writing.load(Ordering::SeqCst);
+                let page = store.events_after(cursor, 16).await.unwrap();
+                if let Some(last) = page.last() {
+                    cursor = last.seq;
+                } else if !still_writing {
+                    return seen;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                seen.extend(page.into_iter().map(|item| (item.seq, item.event.event_id)));
+            }
+        })
+    }
+
+    /// The cursor hazard on its own: two replicas insert different events at the same time. A
+    /// transaction that took smaller `seq`s but committed later would be skipped by a consumer
+    /// already past them. (Without the write lock this loses hundreds of events per run.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_feed_consumer_never_skips_while_two_replicas_write() {
+        let schema = Schema::create().await;
+        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let writing = Arc::new(AtomicBool::new(true));
+        let consumer = poll_feed(
+            PostgresStore::connect(&schema.url).await.unwrap(),
+            Arc::clone(&writing),
+        );
+        let mut tasks = Vec::new();
+        for (r, replica) in [&a, &b].into_iter().enumerate() {
+            for i in 0..400 {
+                let replica = Arc::clone(replica);
+                let parcel = event(
+                    &format!("SKIP{r}-{i:03}"),
+                    "1",
+                    "2024-06-01T10:00:00Z",
+                    Some(Status::InTransit),
+                );
+                tasks.push(tokio::spawn(async move {
+                    replica.commit(vec![ingest_events(&[parcel])]).await
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        writing.store(false, Ordering::SeqCst);
+        let seen = consumer.await.unwrap();
+        let feed: Vec<_> = support::whole_feed(&*a, 1000)
+            .await
+            .into_iter()
+            .map(|item| (item.seq, item.event.event_id))
+            .collect();
+        assert_eq!(feed.len(), 800);
+        assert_eq!(
+            seen.len(),
+            feed.len(),
+            "the consumer missed {} events",
+            feed.len().saturating_sub(seen.len())
+        );
+        assert_eq!(seen, feed);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stores_connecting_at_once_migrate_once() {
+        let schema = Schema::create().await;
+        let connects: Vec<_> = (0..4)
+            .map(|_| {
+                let url = schema.url.clone();
+                tokio::spawn(async move { PostgresStore::connect(&url).await })
+            })
+            .collect();
+        let mut stores = Vec::new();
+        for connect in connects {
+            stores.push(connect.await.unwrap().unwrap());
+        }
+        let client = schema.client().await;
+        let versions: Vec<i32> = client
+            .query("SELECT version FROM shipfeed_schema_version", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        assert_eq!(versions, [1]);
+        let tables: BTreeSet<String> = client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
+                &[&schema.name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let expected = [
+            "cursors",
+            "deliveries",
+            "events",
+            "notices",
+            "shipfeed_schema_version",
+            "shipments",
+        ];
+        assert_eq!(tables, expected.iter().map(|t| t.to_string()).collect());
+
+        // A later start finds the schema in place; every store works on the same tables.
+        stores.push(PostgresStore::connect(&schema.url).await.unwrap());
+        let only = event(
+            "MIGRATED",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Some(Status::InTransit),
+        );
+        stores[0]
+            .commit(vec![ingest_events(&[only])])
+            .await
+            .unwrap();
+        for store in &stores {
+            assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_schema_of_a_newer_version_is_refused() {
+        let schema = Schema::create().await;
+        drop(PostgresStore::connect(&schema.url).await.unwrap());
+        schema
+            .client()
+            .await
+            .batch_execute("INSERT INTO shipfeed_schema_version (version) VALUES (99)")
+            .await
+            .unwrap();
+        let error = PostgresStore::connect(&schema.url).await.err().unwrap();
+        assert!(error.to_string().contains("schema version 99"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_server_is_a_database_error() {
+        let error =
+            PostgresStore::connect("postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
+                .await
+                .err()
+                .unwrap();
+        assert!(
+            matches!(error, shipfeed_store::StoreError::Database(_)),
+            "{error}"
+        );
+        let error = PostgresStore::connect("postgres://[not a url")
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            error.to_string().contains("invalid PostgreSQL URL"),
+            "{error}"
+        );
+    }
+}
