@@ -170,14 +170,7 @@ wait_time_seconds = 1
         "another carrier's parcel with that number does not exist"
     );
 
-    let metrics = http
-        .get(format!("{}/metrics", server.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = support::metrics_text(&http, &server.base).await;
     for provider in ["sendcloud", "happycolis", "shipup", "sevensenders"] {
         assert!(
             metrics.contains(&format!("provider=\"{provider}\",outcome=\"stored\"")),

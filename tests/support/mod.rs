@@ -441,17 +441,23 @@ pub fn assert_feed_consistent(feed: &[(i64, Value)]) -> Vec<String> {
     ids
 }
 
-/// The counter value of a Prometheus metric line (labels included in `series`), 0 when absent.
-pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> u64 {
-    let text = client
+/// The server's `/metrics` page.
+pub async fn metrics_text(client: &reqwest::Client, base: &str) -> String {
+    client
         .get(format!("{base}/metrics"))
         .send()
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The counter value of a Prometheus metric line (labels included in `series`), 0 when absent.
+pub async fn metric(client: &reqwest::Client, base: &str, series: &str) -> u64 {
+    metrics_text(client, base)
+        .await
+        .lines()
         .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
         .unwrap_or(0)
 }

@@ -4,14 +4,12 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use shipfeed::registry::{self, Settings};
-use shipfeed::{Credentials, Provider};
-use shipfeed_sqs::{
-    DeadLetterPolicy, JsonLinesSink, QueueRef, SqsConfig, SqsCredentials, SqsSource,
-};
+use shipfeed::Provider;
+use shipfeed_server::SqsSourceConfig;
+use shipfeed_sqs::{DeadLetterPolicy, JsonLinesSink, SqsConfig, SqsSource};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -94,31 +92,23 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
 }
 
 fn config(args: &Args) -> SqsConfig {
-    let queue = match (&args.queue_url, &args.queue_name) {
-        (Some(url), _) => QueueRef::Url(url.clone()),
-        (None, Some(name)) => QueueRef::Name(name.clone()),
-        // clap requires one of them.
-        (None, None) => QueueRef::Name(String::new()),
+    let source = SqsSourceConfig {
+        name: "consume".to_owned(),
+        provider: Provider::SevenSenders,
+        queue_url: args.queue_url.clone(),
+        queue_name: args.queue_name.clone(),
+        endpoint_url: args.endpoint_url.clone(),
+        region: args.region.clone(),
+        api_key_env: None,
+        pollers: args.pollers,
+        wait_time_seconds: args.wait_time,
+        visibility_timeout_seconds: args.visibility_timeout,
+        source_time_zone: args.source_time_zone.clone(),
     };
-    let mut config = SqsConfig::new(queue)
-        .with_pollers(args.pollers)
-        .with_wait_time_seconds(args.wait_time)
-        .with_adapter_credentials(Credentials::None)
-        .with_credentials(match &args.api_key {
-            Some(key) => SqsCredentials::ApiKey(key.as_str().into()),
-            None => SqsCredentials::Environment,
-        });
+    let config = source.sqs_config_with_key(args.api_key.clone());
     if args.leave_dead_letters {
-        config = config.with_dead_letters(DeadLetterPolicy::LeaveForRedrive);
+        config.with_dead_letters(DeadLetterPolicy::LeaveForRedrive)
+    } else {
+        config
     }
-    if let Some(endpoint) = &args.endpoint_url {
-        config = config.with_endpoint_url(endpoint);
-    }
-    if let Some(region) = &args.region {
-        config = config.with_region(region);
-    }
-    if let Some(seconds) = args.visibility_timeout {
-        config = config.with_visibility_timeout(Duration::from_secs(seconds));
-    }
-    config
 }

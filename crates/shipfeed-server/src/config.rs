@@ -266,15 +266,21 @@ impl EndpointConfig {
 impl SqsSourceConfig {
     /// The source's SQS configuration (the API key read from its environment variable).
     pub fn sqs_config(&self) -> SqsConfig {
+        let api_key = self
+            .api_key_env
+            .as_deref()
+            .and_then(|var| std::env::var(var).ok());
+        self.sqs_config_with_key(api_key)
+    }
+
+    /// The source's SQS configuration with this API key (none or empty: the AWS environment
+    /// credentials).
+    pub fn sqs_config_with_key(&self, api_key: Option<String>) -> SqsConfig {
         let queue = match (&self.queue_url, &self.queue_name) {
             (Some(url), _) => QueueRef::Url(url.clone()),
             (None, name) => QueueRef::Name(name.clone().unwrap_or_default()),
         };
-        let api_key = self
-            .api_key_env
-            .as_deref()
-            .and_then(|var| std::env::var(var).ok())
-            .filter(|key| !key.is_empty());
+        let api_key = api_key.filter(|key| !key.is_empty());
         let mut config = SqsConfig::new(queue)
             .with_pollers(self.pollers)
             .with_wait_time_seconds(self.wait_time_seconds)
