@@ -325,9 +325,13 @@ impl Writer {
                 Ok(results) => results,
                 Err(error) => {
                     tracing::warn!(%error, jobs = replies.len(), "postgres write transaction failed");
+                    let message = match error {
+                        StoreError::Database(message) => message,
+                        other => other.to_string(),
+                    };
                     replies
                         .iter()
-                        .map(|_| Err(StoreError::Database(error.to_string())))
+                        .map(|_| Err(StoreError::Database(message.clone())))
                         .collect()
                 }
             };
@@ -376,14 +380,40 @@ async fn prepare_writer_session(client: &Client) -> Result<(), StoreError> {
 
 type JobResults = Vec<Result<Done, StoreError>>;
 
-/// Runs a group of jobs in one transaction, each in its own savepoint.
+/// Runs a group of jobs in one transaction.
+///
+/// First without savepoints: hundreds of subtransactions in one transaction would overflow
+/// PostgreSQL's per-backend subtransaction cache and slow down every snapshot taken meanwhile,
+/// and each savepoint costs two round-trips. Jobs rarely fail (a replay of an unknown
+/// delivery, say); when one does, the transaction is rolled back and the group runs again
+/// with one savepoint per job, so that the failing job does not sink the others.
 async fn run_group(conn: &mut Conn, key: i64, works: Vec<Work>) -> Result<JobResults, StoreError> {
+    if let Some(results) = try_group(conn, key, &works, false).await? {
+        return Ok(results);
+    }
+    try_group(conn, key, &works, true)
+        .await?
+        .ok_or_else(|| StoreError::Database("write group failed twice".into()))
+}
+
+/// One attempt at a group: `Ok(None)` when, without savepoints, a job failed (the transaction
+/// is then rolled back and nothing is stored).
+async fn try_group(
+    conn: &mut Conn,
+    key: i64,
+    works: &[Work],
+    savepoints: bool,
+) -> Result<Option<JobResults>, StoreError> {
     let Conn { client, statements } = conn;
     let mut tx = client.transaction().await.map_err(pg)?;
-    match run_jobs(&mut tx, statements, key, works).await {
-        Ok(results) => {
+    match run_jobs(&mut tx, statements, key, works, savepoints).await {
+        Ok(Some(results)) => {
             tx.commit().await.map_err(pg)?;
-            Ok(results)
+            Ok(Some(results))
+        }
+        Ok(None) => {
+            tx.rollback().await.map_err(pg)?;
+            Ok(None)
         }
         Err(error) => {
             let _ = tx.rollback().await;
@@ -396,11 +426,19 @@ async fn run_jobs(
     tx: &mut Transaction<'_>,
     statements: &Statements,
     key: i64,
-    works: Vec<Work>,
-) -> Result<JobResults, StoreError> {
+    works: &[Work],
+    savepoints: bool,
+) -> Result<Option<JobResults>, StoreError> {
     tx.execute(&statements.lock, &[&key]).await.map_err(pg)?;
     let mut results = Vec::with_capacity(works.len());
     for work in works {
+        if !savepoints {
+            match apply(tx, statements, work).await {
+                Ok(done) => results.push(Ok(done)),
+                Err(_) => return Ok(None),
+            }
+            continue;
+        }
         let savepoint = tx.savepoint("shipfeed_job").await.map_err(pg)?;
         match apply(&savepoint, statements, work).await {
             Ok(done) => {
@@ -413,20 +451,20 @@ async fn run_jobs(
             }
         }
     }
-    Ok(results)
+    Ok(Some(results))
 }
 
-async fn apply(tx: &Transaction<'_>, st: &Statements, work: Work) -> Result<Done, StoreError> {
+async fn apply(tx: &Transaction<'_>, st: &Statements, work: &Work) -> Result<Done, StoreError> {
     match work {
         Work::Commit(batch) => {
             let mut done = Vec::with_capacity(batch.len());
             for ingest in batch {
-                let seq = insert_delivery(tx, st, &ingest).await?;
+                let seq = insert_delivery(tx, st, ingest).await?;
                 done.push(record_outputs(tx, st, seq, ingest.provider, &ingest.outcome).await?);
             }
             Ok(Done::Commit(done))
         }
-        Work::Replace(seq, provider, outcome) => {
+        &Work::Replace(seq, provider, ref outcome) => {
             let error = outcome
                 .as_ref()
                 .err()
@@ -441,11 +479,11 @@ async fn apply(tx: &Transaction<'_>, st: &Statements, work: Work) -> Result<Done
                 )));
             }
             Ok(Done::Replace(
-                record_outputs(tx, st, seq, provider, &outcome).await?,
+                record_outputs(tx, st, seq, provider, outcome).await?,
             ))
         }
         Work::SaveCursor(name, position) => {
-            tx.execute(&st.save_cursor, &[&no_nul(&name), &position])
+            tx.execute(&st.save_cursor, &[&no_nul(name), position])
                 .await
                 .map_err(pg)?;
             Ok(Done::SaveCursor)
@@ -659,7 +697,8 @@ impl Drop for Lease<'_> {
 ///
 /// - **One writer task per store** owns one connection and group-commits whatever `commit`,
 ///   `replace_outcome` and `save_cursor` calls are queued (up to 512) in **one
-///   transaction**, one savepoint per call so that one failing call does not sink the others.
+///   transaction**. Should one call fail, the group runs again with one savepoint per call,
+///   so that the failing call does not sink the others.
 ///   A durable commit (WAL flush) then covers many deliveries instead of one round-trip and
 ///   fsync per request.
 /// - **A small pool of reader connections** (at most 4) serves the feed and the
@@ -686,14 +725,20 @@ impl Drop for Lease<'_> {
 /// after its commit is visible. Hence write transactions on the same tables run one at a time,
 /// `seq` order equals commit order across every process, and what a reader's snapshot holds
 /// is always a prefix of the feed in `seq` order (a rolled-back transaction leaves a hole in
-/// the numbers that no later commit fills). Two more consequences follow for free: `ON CONFLICT (event_id) DO NOTHING` never
-/// waits on a concurrent insert of the same id, and each shipment's state is recomputed from
-/// the complete set of its events, committed ones included, so replicas always agree on it.
+/// the numbers that no later commit fills).
+///
+/// More follows for free: `ON CONFLICT (event_id) DO NOTHING` never waits on a concurrent
+/// insert of the same id, so replicas receiving the same deliveries in different orders
+/// cannot deadlock; and each shipment's state is recomputed from the complete set of its
+/// events, committed ones included, so replicas always agree on it.
 ///
 /// The price is that writers across replicas are serialized; group commit keeps that cheap (a
 /// replica holds the lock for one transaction covering everything it has queued). The
 /// sequences must keep PostgreSQL's default `CACHE 1`: with a per-session cache, sequence
-/// values would no longer follow lock order.
+/// values would no longer follow lock order. So that a frozen replica cannot hold the lock
+/// for long, the writer sessions set `idle_in_transaction_session_timeout = 60s`; they also
+/// turn `synchronous_commit` back on when the server has it off (a commit that returned must
+/// survive a crash).
 ///
 /// # Text, not `jsonb`
 ///

@@ -50,6 +50,7 @@ conformance!(
     dead_letter_then_replay,
     cursors_are_saved_and_read_back,
     many_ingests_in_one_commit_and_many_concurrent_commits,
+    payload_text_with_nul_is_stored,
 );
 
 const DELIVERED: &str = "sendcloud/generated/v2-status-00011-delivered.json";
@@ -488,6 +489,21 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn S
             })
         })
         .collect();
+    // Meanwhile, replays of deliveries that do not exist fail, in the same write groups as
+    // the commits, without sinking them.
+    let failing: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                store
+                    .replace_outcome(1_000_000 + i, Provider::Sendcloud, Ok(Vec::new()))
+                    .await
+            })
+        })
+        .collect();
+    for task in failing {
+        assert!(task.await.unwrap().is_err());
+    }
     let mut new_events = 0;
     let mut duplicates = 0;
     for task in tasks {
@@ -512,6 +528,40 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn S
     let shared_view = store.shipments(None, "SHARED").await.unwrap();
     assert_eq!(shared_view[0].timeline, [shared]);
     assert_eq!(store.deliveries(0, 1000, false).await.unwrap().len(), 300);
+}
+
+async fn payload_text_with_nul_is_stored(store: Arc<dyn Store>) {
+    // An authentic payload may carry NUL characters; storing it must not fail (or the provider
+    // would retry forever), and the event must come back as it went in.
+    let mut odd = event(
+        "NUL\0PARCEL",
+        "1",
+        "2024-06-01T10:00:00Z",
+        Some(Status::InTransit),
+    );
+    odd.message = Some("line one\0line two".into());
+    let mut ingest = ingest_events(std::slice::from_ref(&odd));
+    ingest.delivery.headers.insert("X-Odd", "a\0b");
+    let delivery = ingest.delivery.clone();
+    let committed = store.commit(vec![ingest]).await.unwrap();
+    assert_eq!(committed[0].new_events, 1);
+    let feed = store.events_after(0, 10).await.unwrap();
+    assert_eq!(feed[0].event, odd);
+    let views = store.shipments(None, "NUL\0PARCEL").await.unwrap();
+    assert_eq!(views.len(), 1);
+    assert_eq!(views[0].timeline, std::slice::from_ref(&odd));
+    assert_eq!(
+        store.deliveries(0, 10, false).await.unwrap()[0].delivery,
+        delivery
+    );
+
+    let dead = store
+        .commit(vec![ingest_error(b"{}", Error::payload("bad \0 byte"))])
+        .await
+        .unwrap();
+    assert!(dead[0].dead_letter.is_some());
+    let listed = store.dead_letters(0, 10).await.unwrap();
+    assert!(listed[0].error.contains("bad"), "{}", listed[0].error);
 }
 
 #[tokio::test]
