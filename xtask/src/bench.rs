@@ -65,9 +65,14 @@ impl Options {
 fn normalize(root: &Path, rest: &[&str]) -> Result<()> {
     print_machine();
     let mut command = Command::new(cargo());
-    command
-        .current_dir(root)
-        .args(["bench", "-p", "shipfeed", "--all-features", "--bench", "normalize"]);
+    command.current_dir(root).args([
+        "bench",
+        "-p",
+        "shipfeed",
+        "--all-features",
+        "--bench",
+        "normalize",
+    ]);
     if !rest.is_empty() {
         command.arg("--").args(rest);
     }
@@ -95,7 +100,10 @@ pub(crate) fn build_release(root: &Path, args: &[&str]) -> Result<PathBuf> {
         .current_dir(root)
         .args(["build", "--release"])
         .args(args);
-    status(&mut command, &format!("cargo build --release {}", args.join(" ")))?;
+    status(
+        &mut command,
+        &format!("cargo build --release {}", args.join(" ")),
+    )?;
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));

@@ -107,12 +107,21 @@ pub fn recognize(text: &str) -> Option<String> {
     let padded = format!("_{words}_");
     CARRIERS
         .iter()
-        .find(|(_, aliases)| {
-            aliases
-                .iter()
-                .any(|alias| padded.contains(&format!("_{alias}_")))
-        })
+        .find(|(_, aliases)| aliases.iter().any(|alias| has_words(&padded, alias)))
         .map(|(slug, _)| (*slug).to_owned())
+}
+
+/// Whether `padded` (`_word_word_`) contains `_alias_`, without building that string: this
+/// runs for every alias of every carrier on each delivery.
+fn has_words(padded: &str, alias: &str) -> bool {
+    let bytes = padded.as_bytes();
+    bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'_'
+            && padded
+                .get(i + 1..)
+                .and_then(|rest| rest.strip_prefix(alias))
+                .is_some_and(|after| after.starts_with('_'))
+    })
 }
 
 #[cfg(test)]
@@ -143,5 +152,12 @@ mod tests {
         assert_eq!(recognize("UPS Standard").as_deref(), Some("ups"));
         // "ups" inside another word is not UPS.
         assert_eq!(recognize("Groupset delivery"), None);
+        assert_eq!(recognize("Express DHL").as_deref(), Some("dhl"));
+        assert_eq!(
+            recognize("La Poste Colissimo").as_deref(),
+            Some("colissimo")
+        );
+        assert_eq!(recognize("Post AT Paket").as_deref(), Some("austrian_post"));
+        assert_eq!(recognize("upsy daisy"), None);
     }
 }

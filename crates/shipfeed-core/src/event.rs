@@ -177,7 +177,16 @@ impl EventId {
             hasher.update(part.as_bytes());
         }
         let digest = hasher.finalize();
-        EventId(format!("{provider}:h{}", hex::encode(&digest[..16])))
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let name = provider.as_str();
+        let mut id = String::with_capacity(name.len() + 2 + 32);
+        id.push_str(name);
+        id.push_str(":h");
+        for byte in &digest[..16] {
+            id.push(char::from(HEX[usize::from(byte >> 4)]));
+            id.push(char::from(HEX[usize::from(byte & 0xf)]));
+        }
+        EventId(id)
     }
 
     /// The id as a string.

@@ -83,6 +83,17 @@ const NAIVE_FORMATS: &[&str] = &[
 /// ```
 pub fn parse_datetime(text: &str, zone: Tz) -> Option<Instant> {
     let text = text.trim();
+    // The day-first forms (Seven Senders, Sendcloud) are read directly: the format-string
+    // parsers below re-read their pattern on every call, which dominated normalizing a Seven
+    // Senders message. Same result; anything else (or an invalid date) takes the general path.
+    if let Some(naive) = day_first(text) {
+        if let Some(at) = in_zone(naive, zone) {
+            return Some(Instant {
+                at,
+                zone_known: false,
+            });
+        }
+    }
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Some(Instant::known(at.with_timezone(&Utc)));
     }
@@ -100,6 +111,29 @@ pub fn parse_datetime(text: &str, zone: Tz) -> Option<Instant> {
         })
 }
 
+/// `DD.MM.YYYY HH:MM:SS` or `DD-MM-YYYY HH:MM:SS` exactly, as `%d.%m.%Y %H:%M:%S` and
+/// `%d-%m-%Y %H:%M:%S` read them; `None` for any other text or an impossible date or time.
+fn day_first(text: &str) -> Option<NaiveDateTime> {
+    let b = text.as_bytes();
+    if b.len() != 19 || !matches!(b[2], b'.' | b'-') || b[5] != b[2] {
+        return None;
+    }
+    if b[10] != b' ' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let number = |range: std::ops::Range<usize>| -> Option<u32> {
+        b[range].iter().try_fold(0_u32, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u32::from(d - b'0'))
+        })
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(
+        i32::try_from(number(6..10)?).ok()?,
+        number(3..5)?,
+        number(0..2)?,
+    )?;
+    date.and_hms_opt(number(11..13)?, number(14..16)?, number(17..19)?)
+}
+
 /// Reads a naive local time in `zone`. An ambiguous time (autumn DST fold) takes the earlier
 /// instant; a time inside the spring gap is moved forward by the gap, as clocks do.
 pub fn in_zone(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
@@ -115,6 +149,40 @@ pub fn in_zone(naive: NaiveDateTime, zone: Tz) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn day_first_fast_path_agrees_with_the_formats() {
+        for text in [
+            "03.04.2024 20:22:30",
+            "03-04-2024 09:12:44",
+            "29.02.2024 00:00:00",
+            "31.12.1999 23:59:59",
+        ] {
+            let format = if text.as_bytes()[2] == b'.' {
+                "%d.%m.%Y %H:%M:%S"
+            } else {
+                "%d-%m-%Y %H:%M:%S"
+            };
+            assert_eq!(
+                day_first(text),
+                NaiveDateTime::parse_from_str(text, format).ok(),
+                "{text}"
+            );
+        }
+        for text in [
+            "31.02.2024 10:00:00",
+            "03.04.2024 24:00:00",
+            "03.04-2024 10:00:00",
+            "3.04.2024 10:00:000",
+            "03.04.2024T20:22:30",
+            "aa.bb.cccc dd:ee:ff",
+        ] {
+            assert_eq!(day_first(text), None, "{text}");
+        }
+        // Leap seconds and impossible dates still go through the general path.
+        let berlin: Tz = "Europe/Berlin".parse().unwrap_or(chrono_tz::UTC);
+        assert_eq!(parse_datetime("31.02.2024 10:00:00", berlin), None);
+    }
 
     #[test]
     fn seconds_and_millis_agree() {

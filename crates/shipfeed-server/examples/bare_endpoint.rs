@@ -29,7 +29,10 @@ fn main() -> anyhow::Result<()> {
             .route("/healthz", get(|| async { "ok" }))
             .layer(DefaultBodyLimit::max(1024 * 1024));
         let listener = tokio::net::TcpListener::bind(listen).await?;
-        eprintln!("bare endpoint listening on http://{}", listener.local_addr()?);
+        eprintln!(
+            "bare endpoint listening on http://{}",
+            listener.local_addr()?
+        );
         axum::serve(listener, app).await?;
         anyhow::Ok(())
     })

@@ -4,10 +4,13 @@
 //! SQLite store before deleting it — and (b) through a raw aws-sdk-sqs receive/delete loop that
 //! does nothing with the messages. Same queue server, same feeding, same concurrency.
 //!
-//! Feeding: one task sends batches of 10 while at most `--max-depth` messages are on the
-//! queue (sent and not yet consumed), because moto slows down as a queue grows; the consumer
-//! drains concurrently. A run's figure is messages / seconds from the first send to the last
-//! delete.
+//! Feeding: in waves of `--max-depth` messages (default 100; moto slows down as a queue
+//! grows), each wave sent at once (10 concurrent batches of 10), then drained before the next
+//! is sent. A run's figure is messages / drain time, the drain time being the sum over waves of
+//! the time from the wave being entirely on the queue to its last message consumed (the wall
+//! time including feeding is printed too). Both drains poll with `--wait-seconds` (default 0,
+//! short polling): moto's long polling waits for a *full* batch or the whole wait, where SQS
+//! returns as soon as a message is there, so long polls against moto would measure its wait.
 //!
 //! ```sh
 //! cargo run --release -p shipfeed-server --example sqs_drain -- \
@@ -42,6 +45,7 @@ struct Args {
     messages: u64,
     max_depth: u64,
     pollers: usize,
+    wait_seconds: u8,
     rounds: usize,
     work_dir: std::path::PathBuf,
 }
@@ -52,6 +56,7 @@ fn parse_args() -> Result<Args> {
         messages: 3000,
         max_depth: 100,
         pollers: 2,
+        wait_seconds: 0,
         rounds: 2,
         work_dir: std::env::temp_dir().join(format!("shipfeed-sqs-drain-{}", std::process::id())),
     };
@@ -63,6 +68,7 @@ fn parse_args() -> Result<Args> {
             "--messages" => args.messages = value()?.parse()?,
             "--max-depth" => args.max_depth = value()?.parse()?,
             "--pollers" => args.pollers = value()?.parse()?,
+            "--wait-seconds" => args.wait_seconds = value()?.parse()?,
             "--rounds" => args.rounds = value()?.parse()?,
             "--work-dir" => args.work_dir = value()?.into(),
             other => bail!("unknown argument {other}"),
@@ -98,11 +104,12 @@ async fn run(args: &Args) -> Result<()> {
     );
     let bytes: usize = bodies.iter().map(String::len).sum();
     eprintln!(
-        "sqs_drain: {} Seven Senders messages ({} B avg), depth ≤ {}, {} pollers, {} round(s)",
+        "sqs_drain: {} Seven Senders messages ({} B avg), depth ≤ {}, {} pollers, wait {} s, {} round(s)",
         args.messages,
         bytes / bodies.len().max(1),
         args.max_depth,
         args.pollers,
+        args.wait_seconds,
         args.rounds
     );
     let mut raw_rates = Vec::new();
@@ -130,16 +137,17 @@ async fn run(args: &Args) -> Result<()> {
                 "raw" => raw_drain(&client, &url, args, &consumed).await?,
                 _ => shipfeed_drain(args, &url, &consumed, round).await?,
             };
-            let seconds = started.elapsed().as_secs_f64();
-            feeder.await.context("feeder task")??;
+            let wall = started.elapsed().as_secs_f64();
+            let seconds = feeder.await.context("feeder task")??.as_secs_f64();
             let (visible, in_flight) = depth(&client, &url).await?;
             if visible + in_flight != 0 {
                 bail!("{mode}: queue not empty after the drain ({visible} visible, {in_flight} in flight)");
             }
             let rate = args.messages as f64 / seconds;
             println!(
-                "RESULT mode={mode} round={round} messages={} seconds={seconds:.3} msgs_per_s={rate:.1} {detail}",
-                args.messages
+                "RESULT mode={mode} round={round} messages={} seconds={seconds:.3} msgs_per_s={rate:.1} wall_seconds={wall:.3} wall_msgs_per_s={:.1} {detail}",
+                args.messages,
+                args.messages as f64 / wall
             );
             match mode {
                 "raw" => raw_rates.push(rate),
@@ -203,66 +211,93 @@ async fn depth(client: &Client, url: &str) -> Result<(u64, u64)> {
     ))
 }
 
-/// Sends every body in batches of 10, keeping `sent - consumed ≤ max_depth`.
+/// Feeds in waves of `max_depth` messages: every batch of 10 of a wave sent at once, then a
+/// wait until the consumer has taken the whole wave. Returns the time the consumer spent
+/// draining: from each wave being entirely on the queue until its last message was consumed.
 async fn feed(
     client: Client,
     url: String,
     bodies: Arc<Vec<String>>,
     consumed: Arc<AtomicU64>,
     max_depth: u64,
-) -> Result<()> {
+) -> Result<Duration> {
+    let mut drained = Duration::ZERO;
     let mut sent = 0_u64;
-    for (chunk_index, chunk) in bodies.chunks(10).enumerate() {
-        while sent + chunk.len() as u64 > consumed.load(Ordering::Acquire) + max_depth {
-            tokio::time::sleep(Duration::from_millis(2)).await;
+    let wave_size = usize::try_from(max_depth).unwrap_or(usize::MAX);
+    for (wave_index, wave) in bodies.chunks(wave_size).enumerate() {
+        let mut sends = tokio::task::JoinSet::new();
+        for (chunk_index, chunk) in wave.chunks(10).enumerate() {
+            let (client, url) = (client.clone(), url.clone());
+            let entries: Vec<SendMessageBatchRequestEntry> = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, body)| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(format!("m{wave_index}-{chunk_index}-{i}"))
+                        .message_body(body)
+                        .build()
+                        .context("batch entry")
+                })
+                .collect::<Result<_>>()?;
+            sends.spawn(send_batch(client, url, entries));
         }
-        let mut entries: Vec<SendMessageBatchRequestEntry> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, body)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{chunk_index}-{i}"))
-                    .message_body(body)
-                    .build()
-                    .context("batch entry")
-            })
-            .collect::<Result<_>>()?;
-        for attempt in 0..3 {
-            let out = client
-                .send_message_batch()
-                .queue_url(&url)
-                .set_entries(Some(entries.clone()))
-                .send()
-                .await
-                .context("SendMessageBatch")?;
-            let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
-            entries.retain(|e| failed.contains(&e.id()));
-            if entries.is_empty() {
-                break;
-            }
-            if attempt == 2 {
-                bail!("send failed three times: {:?}", out.failed());
-            }
+        while let Some(joined) = sends.join_next().await {
+            joined.context("send task")??;
         }
-        sent += chunk.len() as u64;
+        sent += wave.len() as u64;
+        let fed = Instant::now();
+        while consumed.load(Ordering::Acquire) < sent {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        drained += fed.elapsed();
+    }
+    Ok(drained)
+}
+
+/// One SendMessageBatch, with the entries SQS reports as failed sent again (twice at most).
+async fn send_batch(
+    client: Client,
+    url: String,
+    mut entries: Vec<SendMessageBatchRequestEntry>,
+) -> Result<()> {
+    for attempt in 0..3 {
+        let out = client
+            .send_message_batch()
+            .queue_url(&url)
+            .set_entries(Some(entries.clone()))
+            .send()
+            .await
+            .context("SendMessageBatch")?;
+        let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
+        entries.retain(|e| failed.contains(&e.id()));
+        if entries.is_empty() {
+            return Ok(());
+        }
+        if attempt == 2 {
+            bail!("send failed three times: {:?}", out.failed());
+        }
     }
     Ok(())
 }
 
-/// `pollers` loops of receive (long poll 1 s, up to 10) → delete batch, nothing else.
+/// `pollers` loops of receive (up to 10, `--wait-seconds`) → delete batch, nothing else.
 async fn raw_drain(
     client: &Client,
     url: &str,
     args: &Args,
     consumed: &Arc<AtomicU64>,
 ) -> Result<String> {
+    // moto can hand a message to two short polls at once; count each message id once.
+    let deleted_ids = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.pollers {
-        let (client, url, consumed, total) = (
+        let deleted_ids = Arc::clone(&deleted_ids);
+        let (client, url, consumed, total, wait) = (
             client.clone(),
             url.to_owned(),
             Arc::clone(consumed),
             args.messages,
+            args.wait_seconds,
         );
         tasks.spawn(async move {
             while consumed.load(Ordering::Acquire) < total {
@@ -270,12 +305,12 @@ async fn raw_drain(
                     .receive_message()
                     .queue_url(&url)
                     .max_number_of_messages(10)
-                    .wait_time_seconds(1)
+                    .wait_time_seconds(i32::from(wait))
                     .send()
                     .await
                     .context("ReceiveMessage")?;
-                let entries: Vec<DeleteMessageBatchRequestEntry> = out
-                    .messages()
+                let messages = out.messages();
+                let entries: Vec<DeleteMessageBatchRequestEntry> = messages
                     .iter()
                     .enumerate()
                     .filter_map(|(i, m)| {
@@ -296,7 +331,16 @@ async fn raw_drain(
                     .send()
                     .await
                     .context("DeleteMessageBatch")?;
-                consumed.fetch_add(out.successful().len() as u64, Ordering::AcqRel);
+                let fresh = {
+                    let mut ids = deleted_ids.lock().unwrap_or_else(|p| p.into_inner());
+                    out.successful()
+                        .iter()
+                        .filter_map(|ok| ok.id().parse::<usize>().ok())
+                        .filter_map(|i| messages.get(i)?.message_id())
+                        .filter(|id| ids.insert((*id).to_owned()))
+                        .count()
+                };
+                consumed.fetch_add(fresh as u64, Ordering::AcqRel);
             }
             anyhow::Ok(())
         });
@@ -346,7 +390,7 @@ async fn shipfeed_drain(
         .with_endpoint_url(&args.endpoint_url)
         .with_region(REGION)
         .with_credentials(shipfeed_sqs::SqsCredentials::ApiKey(API_KEY.into()))
-        .with_wait_time_seconds(1)
+        .with_wait_time_seconds(args.wait_seconds)
         .with_pollers(args.pollers);
     let adapter = registry::adapter(Provider::SevenSenders, &Settings::default())?;
     let source = SqsSource::connect(config, adapter).await?;

@@ -160,11 +160,15 @@ struct Normalizer<'m> {
 }
 
 /// Parses a time field, naming `path` when it cannot be read.
-fn parse_time(text: &str, zone: Tz, path: &str) -> Result<time::Instant, PayloadError> {
+fn parse_time(
+    text: &str,
+    zone: Tz,
+    path: impl FnOnce() -> String,
+) -> Result<time::Instant, PayloadError> {
     json::TimeValue::Text(Cow::Borrowed(text))
         .resolve(zone)
         .ok_or_else(|| PayloadError::BadTime {
-            path: path.to_owned(),
+            path: path(),
             value: text.to_owned(),
         })
 }
@@ -220,7 +224,7 @@ impl<'m> Normalizer<'m> {
         let status_text = raw_status.map(str::trim).filter(|s| !s.is_empty());
         match (status_text, self.status_time) {
             (_, Some(time_text)) => {
-                let at = parse_time(time_text, self.zone, "status_time")?;
+                let at = parse_time(time_text, self.zone, || "status_time".to_owned())?;
                 let mapping = status_text.and_then(status::map_status);
                 let raw = RawStatus {
                     code: status_text.map(|_| raw_status.unwrap_or_default().to_owned()),
@@ -278,7 +282,7 @@ impl<'m> Normalizer<'m> {
         let name = entry.name().unwrap_or("");
         match entry.time() {
             Some((text, key)) => {
-                let at = parse_time(text, self.zone, &format!("{list}[{index}].{key}"))?;
+                let at = parse_time(text, self.zone, || format!("{list}[{index}].{key}"))?;
                 Ok((name, text, at))
             }
             None => {
@@ -287,7 +291,7 @@ impl<'m> Normalizer<'m> {
                     .ok_or_else(|| PayloadError::EntryWithoutTime {
                         path: format!("{list}[{index}]"),
                     })?;
-                let at = parse_time(text, self.zone, "status_time")?;
+                let at = parse_time(text, self.zone, || "status_time".to_owned())?;
                 Ok((name, text, at))
             }
         }

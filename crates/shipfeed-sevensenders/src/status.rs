@@ -69,10 +69,18 @@ pub(crate) const EVENTS: &[(&str, Option<Mapping>)] = &[
 
 /// Trims, lower-cases and collapses white space, so table keys match any capitalisation.
 pub(crate) fn fold(text: &str) -> String {
-    text.split_whitespace()
-        .map(str::to_lowercase)
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut folded = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !folded.is_empty() {
+            folded.push(' ');
+        }
+        if word.is_ascii() {
+            folded.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+        } else {
+            folded.push_str(&word.to_lowercase());
+        }
+    }
+    folded
 }
 
 /// The mapping of a shipment status; `None` when the status is blank (an event without a

@@ -93,7 +93,9 @@ pub fn credentials(provider: Provider) -> Credentials {
 /// # Panics
 /// As [`delivery`].
 pub fn generate(provider: Provider, seed: u64, indices: Range<u64>) -> Vec<Delivery> {
-    indices.map(|index| delivery(provider, seed, index)).collect()
+    indices
+        .map(|index| delivery(provider, seed, index))
+        .collect()
 }
 
 /// Deliveries `indices` cycling through `providers` (delivery `i` is from
@@ -133,9 +135,10 @@ struct Rng(u64);
 
 impl Rng {
     fn new(seed: u64, index: u64, provider: Provider) -> Self {
-        let tag = provider.as_str().bytes().fold(0_u64, |h, b| {
-            h.wrapping_mul(0x100_0000_01b3) ^ u64::from(b)
-        });
+        let tag = provider
+            .as_str()
+            .bytes()
+            .fold(0_u64, |h, b| h.wrapping_mul(0x100_0000_01b3) ^ u64::from(b));
         Rng(mix(seed ^ mix(index ^ mix(tag))))
     }
 
@@ -458,7 +461,11 @@ const HC_METHODS: &[(&str, &str, &str)] = &[
         "",
         "https://gls-group.com/FR/fr/suivi-colis?match=",
     ),
-    ("Livraison express 24h", "LX", "https://suivi.example.com/colis/"),
+    (
+        "Livraison express 24h",
+        "LX",
+        "https://suivi.example.com/colis/",
+    ),
 ];
 
 const HC_HUBS: &[&str] = &[
@@ -490,7 +497,12 @@ const HC_TAILS: &[&[&str]] = &[
     &["EXCEPTION"],
     &["OUT_FOR_DELIVERY", "ATTEMPT_FAIL"],
     &["OUT_FOR_DELIVERY", "ATTEMPT_FAIL", "AVAILABLE_FOR_PICKUP"],
-    &["OUT_FOR_DELIVERY", "ATTEMPT_FAIL", "OUT_FOR_DELIVERY", "DELIVERED"],
+    &[
+        "OUT_FOR_DELIVERY",
+        "ATTEMPT_FAIL",
+        "OUT_FOR_DELIVERY",
+        "DELIVERED",
+    ],
     &[
         "OUT_FOR_DELIVERY",
         "ATTEMPT_FAIL",
@@ -749,7 +761,12 @@ const SHIPUP_TAILS: &[(&[&str], &str)] = &[
     (&["out_for_delivery", "failed_attempt"], "failed_attempt"),
     (&["pickup_point"], "pickup"),
     (
-        &["out_for_delivery", "failed_attempt", "pickup_point", "return"],
+        &[
+            "out_for_delivery",
+            "failed_attempt",
+            "pickup_point",
+            "return",
+        ],
         "return",
     ),
     (&["expired"], "expired"),
@@ -941,7 +958,7 @@ const SS_EVENTS: &[&str] = &[
 fn sevensenders(rng: &mut Rng, index: u64) -> Delivery {
     let &(carrier, country) = rng.pick(SS_CARRIERS);
     let extra = rng.below(MAX_HISTORY as u64) as usize; // 0..=14 events besides the status
-    // A blank status (an update without a status change) comes with at least one event.
+                                                        // A blank status (an update without a status change) comes with at least one event.
     let status = match *rng.pick(SS_STATUSES) {
         "" if extra == 0 => "In transit",
         status => status,
@@ -961,7 +978,10 @@ fn sevensenders(rng: &mut Rng, index: u64) -> Delivery {
         ("order_id", json!(format!("SF-{:08}", index))),
         (
             "tracking_code",
-            json!(format!("3SSF{:012}", mix(index ^ 0x5353) % 1_000_000_000_000)),
+            json!(format!(
+                "3SSF{:012}",
+                mix(index ^ 0x5353) % 1_000_000_000_000
+            )),
         ),
         ("carrier", json!(carrier)),
         ("carrier_country", json!(country)),
@@ -1010,7 +1030,10 @@ mod tests {
             assert_ne!(a, generate(provider, 2, 0..200), "{provider}");
             let mut bodies = std::collections::HashSet::new();
             for d in &a {
-                assert!(serde_json::from_slice::<Value>(&d.body).is_ok(), "{provider}");
+                assert!(
+                    serde_json::from_slice::<Value>(&d.body).is_ok(),
+                    "{provider}"
+                );
                 assert!((1..=MAX_HISTORY).contains(&d.history), "{provider}");
                 assert!(bodies.insert(d.body.clone()), "{provider}: duplicate body");
             }
