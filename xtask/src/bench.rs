@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-pub(crate) const HELP: &str = "\
-  bench normalize [--quick]
+pub(crate) const HELP: &str = "  bench normalize [--quick]
                        criterion: normalize per provider vs serde_json Value parse (ratios)
   bench ingest [--duration S] [--connections N] [--threads N] [--requests N]
                        release `shipfeed serve` (SQLite) vs a bare axum endpoint under wrk
                        (installed with apt-get when missing): req/s, p50/p99, peak RSS, and
                        stored deliveries = 2xx answers
-  bench sqs [--messages N] [--rounds N] [--max-depth N] [--pollers N]
+  bench sqs [--messages N] [--rounds N] [--max-depth N] [--pollers N] [--wait-seconds S]
                        moto_server: drain Seven Senders messages through shipfeed (normalize,
-                       commit, delete) vs a raw receive/delete loop, msgs/s ratio
+                       commit, delete) vs a raw receive/delete loop, fed in waves of
+                       --max-depth (100): msgs/s and their ratio
 ";
 
 pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
