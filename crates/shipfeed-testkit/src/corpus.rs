@@ -12,7 +12,7 @@
 //! | Shipup | `webhook_event` `tracker.events.new`, compact, unix seconds | the whole tracker, 1..=15 events | `Authorization: Basic` (`shipup:<secret>`) |
 //! | Seven Senders | SQS message body, compact, documented field order | status plus 0..=14 `events` (1..=15 in all) | nothing (the queue credentials) |
 //!
-//! Every delivery is signed with [`FIXTURE_SECRET`](crate::FIXTURE_SECRET) (see
+//! Every delivery is signed with [`FIXTURE_SECRET`] (see
 //! [`credentials`]). Delivery `index` of a corpus carries ids derived from `index`, so that
 //! different indices never share a delivery id, shipment or event id: a service ingesting a
 //! corpus stores every delivery and every event once. The same `(seed, index)` always gives
@@ -75,7 +75,7 @@ impl Delivery {
 }
 
 /// The credentials that accept every delivery of `provider` this module generates:
-/// [`FIXTURE_SECRET`](crate::FIXTURE_SECRET) as HMAC key (Sendcloud, HappyColis), as the Basic
+/// [`FIXTURE_SECRET`] as HMAC key (Sendcloud, HappyColis), as the Basic
 /// password of [`SHIPUP_USER`] (Shipup), and none for Seven Senders.
 pub fn credentials(provider: Provider) -> Credentials {
     match provider {
