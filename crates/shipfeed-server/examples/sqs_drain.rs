@@ -413,7 +413,8 @@ async fn shipfeed_drain(
         .deliveries(0, usize::try_from(total).unwrap_or(usize::MAX) + 10, false)
         .await?;
     let dead = stored.iter().filter(|d| d.dead_letter).count();
-    if stored.len() as u64 != total || stats.deleted != total {
+    // `deleted` also counts copies moto handed out twice (deleted with their own receipt).
+    if stored.len() as u64 != total || stats.deleted < total {
         bail!(
             "shipfeed: {} stored, {} deleted, {total} sent ({stats:?})",
             stored.len(),
