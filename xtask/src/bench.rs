@@ -93,8 +93,25 @@ pub(crate) fn status(command: &mut Command, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// `cargo build --release` of the given package targets; returns the release directory.
-pub(crate) fn build_release(root: &Path, args: &[&str]) -> Result<PathBuf> {
+/// Every binary the benches run, built by one `cargo build --release`: separate invocations
+/// would resolve different feature sets for the shared dependencies (the examples' dev
+/// dependencies) and rebuild them back and forth on every bench run.
+const BENCH_BINARIES: &[&str] = &[
+    "-p",
+    "shipfeed-cli",
+    "--bin",
+    "shipfeed",
+    "-p",
+    "shipfeed-server",
+    "--example",
+    "bare_endpoint",
+    "--example",
+    "sqs_drain",
+];
+
+/// Builds [`BENCH_BINARIES`] in release mode; returns the release directory.
+pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
+    let args = BENCH_BINARIES;
     let mut command = Command::new(cargo());
     command
         .current_dir(root)

@@ -53,11 +53,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let requests: u64 = options.get("requests", 100_000)?;
     bench::print_machine();
     let wrk = ensure_wrk()?;
-    let release = bench::build_release(root, &["-p", "shipfeed-cli", "--bin", "shipfeed"])?;
-    bench::build_release(
-        root,
-        &["-p", "shipfeed-server", "--example", "bare_endpoint"],
-    )?;
+    let release = bench::build_release(root)?;
     let dir = TempDir::new("shipfeed-bench-ingest")?;
 
     eprintln!("bench: generating {requests} signed deliveries (Sendcloud, HappyColis, Shipup)");

@@ -19,7 +19,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let wait: u64 = options.get("wait-seconds", 0)?;
     bench::print_machine();
     let moto_server = crate::moto::ensure(root)?;
-    let release = bench::build_release(root, &["-p", "shipfeed-server", "--example", "sqs_drain"])?;
+    let release = bench::build_release(root)?;
     let dir = TempDir::new("shipfeed-bench-sqs")?;
 
     let port = bench::free_port()?;
