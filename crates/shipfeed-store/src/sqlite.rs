@@ -1,6 +1,7 @@
 //! SQLite store: one writer thread that group-commits whatever is queued (one fsync for many
 //! deliveries), WAL journal so readers never block it, `synchronous=FULL` so a commit that
-//! returned survives a power cut.
+//! returned survives a power cut, and WAL checkpoints on a thread of their own so the writer
+//! never stops to copy pages.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -86,6 +87,21 @@ struct Job {
 pub struct SqliteStore {
     writer: mpsc::Sender<Job>,
     reader: Arc<Mutex<Connection>>,
+    /// Dropped with the last clone, which stops the checkpoint thread.
+    _checkpointer: Arc<mpsc::Sender<()>>,
+}
+
+/// How often the WAL is copied back into the database, off the writer thread.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the store is dropped. `PASSIVE` never
+/// blocks the writer or readers; it copies what it can, and the next round does the rest.
+fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>) {
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(%error, "WAL checkpoint failed; the next round retries");
+        }
+    }
 }
 
 fn db(error: rusqlite::Error) -> StoreError {
@@ -95,7 +111,8 @@ fn db(error: rusqlite::Error) -> StoreError {
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db)?;
     conn.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;",
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
     )
     .map_err(db)?;
     Ok(conn)
@@ -110,7 +127,17 @@ impl SqliteStore {
         let path = path.as_ref();
         let mut writer = open(path)?;
         migrate(&mut writer)?;
+        // Checkpoints run on their own thread, not inside the writer's commits.
+        writer
+            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
+            .map_err(db)?;
         let reader = open(path)?;
+        let checkpointer = open(path)?;
+        let (stop_checkpoints, stop) = mpsc::channel::<()>();
+        std::thread::Builder::new()
+            .name("shipfeed-sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stop))
+            .map_err(|e| StoreError::Database(format!("start checkpoint thread: {e}")))?;
         let (tx, rx) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("shipfeed-sqlite-writer".into())
@@ -119,6 +146,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: tx,
             reader: Arc::new(Mutex::new(reader)),
+            _checkpointer: Arc::new(stop_checkpoints),
         })
     }
 
@@ -191,22 +219,28 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>) {
 
 type Replies = Vec<oneshot::Sender<Result<Done, StoreError>>>;
 
+/// Commits a group of jobs in one transaction. The common case, every job succeeding, runs
+/// without savepoints (each costs sub-journal writes); when a job fails, the transaction is
+/// rolled back and the group runs again with one savepoint per job, so the failing job does
+/// not sink the others.
 #[allow(clippy::type_complexity)]
 fn run_group(
     conn: &mut Connection,
     group: Vec<Job>,
 ) -> Result<(Replies, Vec<Result<Done, StoreError>>), (Replies, String)> {
-    let mut replies = Vec::with_capacity(group.len());
-    let mut results = Vec::with_capacity(group.len());
+    let (works, replies): (Vec<Work>, Replies) =
+        group.into_iter().map(|job| (job.work, job.reply)).unzip();
+    if let Ok(done) = run_all(conn, &works) {
+        return Ok((replies, done.into_iter().map(Ok).collect()));
+    }
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
-        Err(e) => return Err((group.into_iter().map(|j| j.reply).collect(), e.to_string())),
+        Err(e) => return Err((replies, e.to_string())),
     };
-    for job in group {
-        replies.push(job.reply);
-        // Each job in its own savepoint: one failing job does not sink the others.
+    let mut results = Vec::with_capacity(works.len());
+    for work in &works {
         let result = tx.savepoint().map_err(db).and_then(|sp| {
-            let done = apply(&sp, job.work)?;
+            let done = apply(&sp, work)?;
             sp.commit().map_err(db)?;
             Ok(done)
         });
@@ -218,17 +252,29 @@ fn run_group(
     }
 }
 
-fn apply(tx: &Connection, work: Work) -> Result<Done, StoreError> {
+/// Every job in one transaction, all or nothing (dropping the transaction rolls it back).
+fn run_all(conn: &mut Connection, works: &[Work]) -> Result<Vec<Done>, StoreError> {
+    let tx = conn.transaction().map_err(db)?;
+    let done = works
+        .iter()
+        .map(|work| apply(&tx, work))
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit().map_err(db)?;
+    Ok(done)
+}
+
+fn apply(tx: &Connection, work: &Work) -> Result<Done, StoreError> {
     match work {
         Work::Commit(batch) => {
             let mut done = Vec::with_capacity(batch.len());
             for ingest in batch {
-                let seq = insert_delivery(tx, &ingest).map_err(db)?;
+                let seq = insert_delivery(tx, ingest).map_err(db)?;
                 done.push(record_outcome(tx, seq, ingest.provider, &ingest.outcome).map_err(db)?);
             }
             Ok(Done::Commit(done))
         }
         Work::Replace(seq, provider, outcome) => {
+            let (seq, provider) = (*seq, *provider);
             let exists = tx
                 .prepare_cached("SELECT 1 FROM deliveries WHERE seq = ?1")
                 .and_then(|mut statement| statement.exists([seq]))
@@ -239,7 +285,7 @@ fn apply(tx: &Connection, work: Work) -> Result<Done, StoreError> {
                 )));
             }
             Ok(Done::Replace(
-                record_outcome(tx, seq, provider, &outcome).map_err(db)?,
+                record_outcome(tx, seq, provider, outcome).map_err(db)?,
             ))
         }
         Work::SaveCursor(name, position) => {
