@@ -42,13 +42,61 @@ pub(crate) struct Message<'a> {
 }
 
 /// One `events[]` or `tickets[]` entry: an object, or (tolerated) a bare name.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug)]
 pub(crate) enum Entry<'a> {
     /// The documented object form.
-    Fields(#[serde(borrow)] EntryFields<'a>),
+    Fields(EntryFields<'a>),
     /// A bare name such as `"Delayed"`.
-    Name(#[serde(borrow)] Text<'a>),
+    Name(Text<'a>),
+}
+
+/// Read in one pass (object or bare name), not as an untagged enum: serde buffers an untagged
+/// enum's input before trying each variant, a visible cost with several entries per message.
+impl<'de: 'a, 'a> Deserialize<'de> for Entry<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use std::borrow::Cow;
+
+        struct EntryVisitor;
+        impl<'de> serde::de::Visitor<'de> for EntryVisitor {
+            type Value = Entry<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an event object or a bare event name")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                EntryFields::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Entry::Fields)
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Entry::Name(Text(Cow::Borrowed(v))))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Entry::Name(Text(Cow::Owned(v.to_owned()))))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Entry::Name(Text(Cow::Owned(v))))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(Entry::Name(Text(Cow::Owned(v.to_string()))))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(Entry::Name(Text(Cow::Owned(v.to_string()))))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(Entry::Name(Text(Cow::Owned(v.to_string()))))
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(Entry::Name(Text(Cow::Borrowed(if v {
+                    "true"
+                } else {
+                    "false"
+                }))))
+            }
+        }
+        deserializer.deserialize_any(EntryVisitor)
+    }
 }
 
 /// The fields of an entry, in the SQS spelling (`name`, `creation_time`) or the REST
