@@ -71,9 +71,15 @@ fn report(text: &str, max_depth: u64, pollers: u64, wait: u64) {
         let detail: Vec<&str> = line
             .split_whitespace()
             .filter(|kv| {
-                ["stored=", "dead_letters=", "deleted=", "duplicates="]
-                    .iter()
-                    .any(|p| kv.starts_with(p))
+                [
+                    "stored=",
+                    "dead_letters=",
+                    "deleted=",
+                    "duplicates=",
+                    "left_in_flight=",
+                ]
+                .iter()
+                .any(|p| kv.starts_with(p))
             })
             .collect();
         println!(
