@@ -16,8 +16,8 @@
 //! - **SQLite** (the embedded default): WAL journal with `synchronous=FULL`, so a commit that
 //!   returned is in the WAL on disk and survives a process kill and a power cut. One writer
 //!   thread takes every delivery queued while the previous transaction was syncing and commits
-//!   them together (one fsync for many requests, each in its own savepoint so one bad delivery
-//!   cannot sink the others).
+//!   them together (one fsync for many requests; when one of them fails, the group is rerun
+//!   with a savepoint per delivery, so it cannot sink the others).
 //! - **PostgreSQL** (several replicas): the same grouping per replica; the writer's session
 //!   never runs with `synchronous_commit = off`, so a returned commit is in the server's WAL.
 //!   Every write transaction takes one advisory lock, so feed cursors follow commit order
