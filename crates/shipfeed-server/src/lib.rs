@@ -65,12 +65,20 @@ struct Endpoint {
     credentials: Credentials,
 }
 
+/// One configured SQS source: its adapter (for replay), the settings that adapter was built
+/// with (the pollers build their own from them) and its queue configuration.
+struct Source {
+    endpoint: Endpoint,
+    settings: Settings,
+    config: SqsSourceConfig,
+}
+
 /// Shared state of the service.
 pub struct Service {
     /// Webhook endpoints by name.
     endpoints: HashMap<String, Endpoint>,
     /// SQS sources by name (names are unique across endpoints and sources).
-    sources: HashMap<String, (Endpoint, SqsSourceConfig)>,
+    sources: HashMap<String, Source>,
     store: Arc<dyn Store>,
     metrics: Metrics,
     new_events: Notify,
@@ -103,16 +111,20 @@ impl Service {
                     source.source_time_zone
                 )
             })?;
+            let settings = Settings::with_source_time_zone(zone);
             let endpoint = Endpoint {
                 provider: source.provider,
-                adapter: registry::adapter(
-                    source.provider,
-                    &Settings::with_source_time_zone(zone),
-                )?
-                .into(),
+                adapter: registry::adapter(source.provider, &settings)?.into(),
                 credentials: Credentials::None,
             };
-            sources.insert(source.name.clone(), (endpoint, source.clone()));
+            sources.insert(
+                source.name.clone(),
+                Source {
+                    endpoint,
+                    settings,
+                    config: source.clone(),
+                },
+            );
         }
         Ok(Arc::new(Service {
             endpoints,
@@ -127,7 +139,7 @@ impl Service {
     fn endpoint_or_source(&self, name: &str) -> Option<&Endpoint> {
         self.endpoints
             .get(name)
-            .or_else(|| self.sources.get(name).map(|(endpoint, _)| endpoint))
+            .or_else(|| self.sources.get(name).map(|source| &source.endpoint))
     }
 
     /// The store behind the service.
@@ -136,8 +148,8 @@ impl Service {
     }
 
     /// Counts what one committed delivery did, and wakes the feed sinks when it added events.
-    fn observe(&self, endpoint: &str, provider: Provider, committed: &Committed) {
-        let provider = provider.as_str();
+    fn observe(&self, endpoint: &str, provider_id: Provider, committed: &Committed) {
+        let provider = provider_id.as_str();
         let outcome = if committed.dead_letter.is_some() {
             "dead_letter"
         } else {
@@ -157,15 +169,21 @@ impl Service {
             &[("provider", provider)],
             committed.duplicates as u64,
         );
+        if let Some(reason) = &committed.dead_letter {
+            tracing::warn!(%endpoint, delivery = committed.delivery_seq, %reason, "dead letter");
+        }
+        self.observe_new_events(provider_id, committed);
+    }
+
+    /// Counts a commit's new events by status and wakes the outbox when there are any.
+    fn observe_new_events(&self, provider: Provider, committed: &Committed) {
+        let provider = provider.as_str();
         for status in &committed.new_event_statuses {
             self.metrics.add(
                 "shipfeed_events_total",
                 &[("provider", provider), ("status", status)],
                 1,
             );
-        }
-        if let Some(reason) = &committed.dead_letter {
-            tracing::warn!(%endpoint, delivery = committed.delivery_seq, %reason, "dead letter");
         }
         if committed.new_events > 0 {
             self.new_events.notify_waiters();

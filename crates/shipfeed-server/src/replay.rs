@@ -90,23 +90,10 @@ impl Service {
                 } else if stored.dead_letter {
                     summary.recovered += 1;
                 }
-                self.observe_replayed(provider, &committed);
+                self.observe_new_events(provider, &committed);
             }
             progress(&summary);
         }
         Ok(summary)
-    }
-
-    fn observe_replayed(&self, provider: Provider, committed: &shipfeed_store::Committed) {
-        for status in &committed.new_event_statuses {
-            self.metrics.add(
-                "shipfeed_events_total",
-                &[("provider", provider.as_str()), ("status", status)],
-                1,
-            );
-        }
-        if committed.new_events > 0 {
-            self.new_events.notify_waiters();
-        }
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use shipfeed::registry::{self, Settings};
+use shipfeed::registry;
 use shipfeed::{Error, ErrorKind, Provider};
 use shipfeed_sqs::{Sink, SourcedDelivery, SqsSource};
 use shipfeed_store::{Ingest, Store};
@@ -74,21 +74,20 @@ impl Service {
         shutdown: &watch::Receiver<bool>,
     ) -> anyhow::Result<Vec<JoinHandle<()>>> {
         let mut tasks = Vec::new();
-        for (name, (endpoint, config)) in &self.sources {
-            let zone = config.source_time_zone.parse().unwrap_or(chrono_tz::UTC);
-            let adapter =
-                registry::adapter(endpoint.provider, &Settings::with_source_time_zone(zone))?;
-            let source = SqsSource::connect(config.sqs_config(), adapter)
+        for (name, configured) in &self.sources {
+            let provider = configured.endpoint.provider;
+            let adapter = registry::adapter(provider, &configured.settings)?;
+            let source = SqsSource::connect(configured.config.sqs_config(), adapter)
                 .await
                 .map_err(|e| anyhow::anyhow!("sqs_source `{name}`: {e}"))?;
             eprintln!(
                 "  pulling {} messages from {} into the store (sqs_source `{name}`)",
-                endpoint.provider,
+                provider,
                 source.queue_url()
             );
             let sink = Arc::new(StoreSink {
                 service: Some(Arc::clone(self)),
-                ..StoreSink::new(Arc::clone(&self.store), name.clone(), endpoint.provider)
+                ..StoreSink::new(Arc::clone(&self.store), name.clone(), provider)
             });
             let shutdown = shutdown.clone();
             let name = name.clone();
