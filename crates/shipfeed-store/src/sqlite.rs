@@ -3,7 +3,7 @@
 //! returned survives a power cut, and WAL checkpoints on a thread of their own so the writer
 //! never stops to copy pages.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -66,9 +66,67 @@ CREATE TABLE cursors (
 ";
 
 enum Work {
-    Commit(Vec<Ingest>),
-    Replace(i64, Provider, Result<Vec<Output>, Error>),
+    Commit(Vec<(DeliveryRow, Outcome)>),
+    Replace(i64, Outcome),
     SaveCursor(String, i64),
+}
+
+/// A raw delivery as the columns it is stored in.
+struct DeliveryRow {
+    endpoint: String,
+    provider: &'static str,
+    received_at: String,
+    headers: String,
+    body: Vec<u8>,
+}
+
+impl DeliveryRow {
+    fn new(ingest: Ingest) -> (Self, Result<Vec<Output>, Error>) {
+        let headers: Vec<(&str, &str)> = ingest.delivery.headers.iter().collect();
+        let headers = serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into());
+        let row = DeliveryRow {
+            endpoint: ingest.endpoint,
+            provider: ingest.provider.as_str(),
+            received_at: time_text(ingest.delivery.received_at),
+            headers,
+            body: ingest.delivery.body,
+        };
+        (row, ingest.outcome)
+    }
+}
+
+/// An adapter's outputs as rows, or the reason the delivery is a dead letter.
+///
+/// Built by the calling task, not the writer thread: JSON bodies, shipment keys and time texts
+/// cost nothing serial there, while the writer is the one thread every delivery waits for.
+type Outcome = Result<Vec<OutputRow>, String>;
+
+enum OutputRow {
+    Event {
+        key: String,
+        occurred_at: String,
+        body: String,
+        event: TrackingEvent,
+    },
+    Notice(String),
+}
+
+fn outcome_rows(provider: Provider, outcome: Result<Vec<Output>, Error>) -> Outcome {
+    let outputs = outcome.map_err(|error| error.to_string())?;
+    Ok(outputs
+        .into_iter()
+        .map(|output| match output {
+            Output::Event(event) => OutputRow::Event {
+                key: shipment_key(provider, &event.shipment),
+                occurred_at: time_text(event.occurred_at),
+                body: serde_json::to_string(&event).unwrap_or_default(),
+                event,
+            },
+            Output::Notice(notice) => {
+                OutputRow::Notice(serde_json::to_string(&notice).unwrap_or_default())
+            }
+        })
+        .collect())
 }
 
 enum Done {
@@ -267,14 +325,14 @@ fn apply(tx: &Connection, work: &Work) -> Result<Done, StoreError> {
     match work {
         Work::Commit(batch) => {
             let mut done = Vec::with_capacity(batch.len());
-            for ingest in batch {
-                let seq = insert_delivery(tx, ingest).map_err(db)?;
-                done.push(record_outcome(tx, seq, ingest.provider, &ingest.outcome).map_err(db)?);
+            for (delivery, outcome) in batch {
+                let seq = insert_delivery(tx, delivery).map_err(db)?;
+                done.push(record_outcome(tx, seq, outcome).map_err(db)?);
             }
             Ok(Done::Commit(done))
         }
-        Work::Replace(seq, provider, outcome) => {
-            let (seq, provider) = (*seq, *provider);
+        Work::Replace(seq, outcome) => {
+            let seq = *seq;
             let exists = tx
                 .prepare_cached("SELECT 1 FROM deliveries WHERE seq = ?1")
                 .and_then(|mut statement| statement.exists([seq]))
@@ -284,9 +342,7 @@ fn apply(tx: &Connection, work: &Work) -> Result<Done, StoreError> {
                     "no stored delivery with sequence number {seq}"
                 )));
             }
-            Ok(Done::Replace(
-                record_outcome(tx, seq, provider, outcome).map_err(db)?,
-            ))
+            Ok(Done::Replace(record_outcome(tx, seq, outcome).map_err(db)?))
         }
         Work::SaveCursor(name, position) => {
             tx.execute(
@@ -306,41 +362,33 @@ fn time_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn insert_delivery(tx: &Connection, ingest: &Ingest) -> rusqlite::Result<i64> {
-    let headers: Vec<(&str, &str)> = ingest.delivery.headers.iter().collect();
-    let headers = serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into());
+fn insert_delivery(tx: &Connection, row: &DeliveryRow) -> rusqlite::Result<i64> {
     tx.prepare_cached(
         "INSERT INTO deliveries(endpoint, provider, received_at, headers, body) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
-        ingest.endpoint,
-        ingest.provider.as_str(),
-        time_text(ingest.delivery.received_at),
-        headers,
-        ingest.delivery.body,
+        row.endpoint,
+        row.provider,
+        row.received_at,
+        row.headers,
+        row.body,
     ])?;
     Ok(tx.last_insert_rowid())
 }
 
 /// Inserts the outputs of delivery `seq` (events deduplicated by id), marks or clears its dead
 /// letter, and recomputes every shipment it touched.
-fn record_outcome(
-    tx: &Connection,
-    seq: i64,
-    provider: Provider,
-    outcome: &Result<Vec<Output>, Error>,
-) -> rusqlite::Result<Committed> {
+fn record_outcome(tx: &Connection, seq: i64, outcome: &Outcome) -> rusqlite::Result<Committed> {
     let mut committed = Committed {
         delivery_seq: seq,
         ..Committed::default()
     };
-    let outputs = match outcome {
-        Ok(outputs) => outputs,
-        Err(error) => {
-            let reason = error.to_string();
+    let rows = match outcome {
+        Ok(rows) => rows,
+        Err(reason) => {
             tx.prepare_cached("UPDATE deliveries SET dead_letter = 1, error = ?2 WHERE seq = ?1")?
                 .execute(params![seq, reason])?;
-            committed.dead_letter = Some(reason);
+            committed.dead_letter = Some(reason.clone());
             return Ok(committed);
         }
     };
@@ -348,12 +396,16 @@ fn record_outcome(
         "UPDATE deliveries SET dead_letter = 0, error = NULL WHERE seq = ?1 AND dead_letter = 1",
     )?
     .execute(params![seq])?;
-    let mut touched = BTreeSet::new();
-    for output in outputs {
-        match output {
-            Output::Event(event) => {
-                let key = shipment_key(provider, &event.shipment);
-                let body = serde_json::to_string(event).unwrap_or_default();
+    // The events this delivery added, per shipment.
+    let mut added: BTreeMap<&str, Vec<&TrackingEvent>> = BTreeMap::new();
+    for row in rows {
+        match row {
+            OutputRow::Event {
+                key,
+                occurred_at,
+                body,
+                event,
+            } => {
                 let inserted = tx
                     .prepare_cached(
                         "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body)
@@ -363,7 +415,7 @@ fn record_outcome(
                         event.event_id.as_str(),
                         seq,
                         key,
-                        time_text(event.occurred_at),
+                        occurred_at,
                         event.status.map(|s| s.as_str()),
                         body,
                     ])?;
@@ -372,23 +424,20 @@ fn record_outcome(
                     committed
                         .new_event_statuses
                         .push(event.status.map_or("none", |s| s.as_str()).to_owned());
-                    touched.insert(key);
+                    added.entry(key).or_default().push(event);
                 } else {
                     committed.duplicates += 1;
                 }
             }
-            Output::Notice(notice) => {
+            OutputRow::Notice(body) => {
                 committed.notices += 1;
                 tx.prepare_cached("INSERT INTO notices(delivery_seq, body) VALUES (?1, ?2)")?
-                    .execute(params![
-                        seq,
-                        serde_json::to_string(notice).unwrap_or_default()
-                    ])?;
+                    .execute(params![seq, body])?;
             }
         }
     }
-    for key in touched {
-        refresh_shipment(tx, &key)?;
+    for (key, events) in added {
+        refresh_shipment(tx, key, &events)?;
     }
     Ok(committed)
 }
@@ -406,9 +455,21 @@ fn load_events(conn: &Connection, key: &str) -> rusqlite::Result<Vec<TrackingEve
 }
 
 /// The state is recomputed from the whole set of the shipment's events, so arrival order can
-/// never regress it.
-fn refresh_shipment(tx: &Connection, key: &str) -> rusqlite::Result<()> {
-    let mut events = load_events(tx, key)?;
+/// never regress it. `added` are the events just inserted under `key`: when the shipment has no
+/// others (its first delivery), they are that whole set and nothing is read back.
+fn refresh_shipment(
+    tx: &Connection,
+    key: &str,
+    added: &[&TrackingEvent],
+) -> rusqlite::Result<()> {
+    let stored: i64 = tx
+        .prepare_cached("SELECT count(*) FROM events WHERE shipment_key = ?1")?
+        .query_row([key], |row| row.get(0))?;
+    let mut events = if usize::try_from(stored).is_ok_and(|stored| stored == added.len()) {
+        added.iter().map(|&event| event.clone()).collect()
+    } else {
+        load_events(tx, key)?
+    };
     let Some(state) = current_state(&events) else {
         return Ok(());
     };
@@ -440,7 +501,15 @@ fn parse_time(text: &str) -> DateTime<Utc> {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn commit(&self, batch: Vec<Ingest>) -> Result<Vec<Committed>, StoreError> {
-        match self.submit(Work::Commit(batch)).await? {
+        let rows = batch
+            .into_iter()
+            .map(|ingest| {
+                let provider = ingest.provider;
+                let (delivery, outcome) = DeliveryRow::new(ingest);
+                (delivery, outcome_rows(provider, outcome))
+            })
+            .collect();
+        match self.submit(Work::Commit(rows)).await? {
             Done::Commit(done) => Ok(done),
             _ => Err(StoreError::Closed),
         }
@@ -561,7 +630,8 @@ impl Store for SqliteStore {
         provider: Provider,
         outcome: Result<Vec<Output>, Error>,
     ) -> Result<Committed, StoreError> {
-        match self.submit(Work::Replace(seq, provider, outcome)).await? {
+        let outcome = outcome_rows(provider, outcome);
+        match self.submit(Work::Replace(seq, outcome)).await? {
             Done::Replace(done) => Ok(done),
             _ => Err(StoreError::Closed),
         }
