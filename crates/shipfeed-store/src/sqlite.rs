@@ -99,34 +99,38 @@ impl DeliveryRow {
 ///
 /// Built by the calling task, not the writer thread: JSON bodies, shipment keys and time texts
 /// cost nothing serial there, while the writer is the one thread every delivery waits for.
-type Outcome = Result<Vec<OutputRow>, String>;
+type Outcome = Result<Rows, String>;
 
-enum OutputRow {
-    Event {
-        key: String,
-        occurred_at: String,
-        body: String,
-        event: TrackingEvent,
-    },
-    Notice(String),
+#[derive(Default)]
+struct Rows {
+    events: Vec<EventRow>,
+    /// Notices as JSON.
+    notices: Vec<String>,
+}
+
+struct EventRow {
+    key: String,
+    occurred_at: String,
+    body: String,
+    event: TrackingEvent,
 }
 
 fn outcome_rows(provider: Provider, outcome: Result<Vec<Output>, Error>) -> Outcome {
-    let outputs = outcome.map_err(|error| error.to_string())?;
-    Ok(outputs
-        .into_iter()
-        .map(|output| match output {
-            Output::Event(event) => OutputRow::Event {
+    let mut rows = Rows::default();
+    for output in outcome.map_err(|error| error.to_string())? {
+        match output {
+            Output::Event(event) => rows.events.push(EventRow {
                 key: shipment_key(provider, &event.shipment),
                 occurred_at: time_text(event.occurred_at),
                 body: serde_json::to_string(&event).unwrap_or_default(),
                 event,
-            },
-            Output::Notice(notice) => {
-                OutputRow::Notice(serde_json::to_string(&notice).unwrap_or_default())
-            }
-        })
-        .collect())
+            }),
+            Output::Notice(notice) => rows
+                .notices
+                .push(serde_json::to_string(&notice).unwrap_or_default()),
+        }
+    }
+    Ok(rows)
 }
 
 enum Done {
@@ -398,43 +402,34 @@ fn record_outcome(tx: &Connection, seq: i64, outcome: &Outcome) -> rusqlite::Res
     .execute(params![seq])?;
     // The events this delivery added, per shipment.
     let mut added: BTreeMap<&str, Vec<&TrackingEvent>> = BTreeMap::new();
-    for row in rows {
-        match row {
-            OutputRow::Event {
-                key,
-                occurred_at,
-                body,
-                event,
-            } => {
-                let inserted = tx
-                    .prepare_cached(
-                        "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
-                    )?
-                    .execute(params![
-                        event.event_id.as_str(),
-                        seq,
-                        key,
-                        occurred_at,
-                        event.status.map(|s| s.as_str()),
-                        body,
-                    ])?;
-                if inserted == 1 {
-                    committed.new_events += 1;
-                    committed
-                        .new_event_statuses
-                        .push(event.status.map_or("none", |s| s.as_str()).to_owned());
-                    added.entry(key).or_default().push(event);
-                } else {
-                    committed.duplicates += 1;
-                }
-            }
-            OutputRow::Notice(body) => {
-                committed.notices += 1;
-                tx.prepare_cached("INSERT INTO notices(delivery_seq, body) VALUES (?1, ?2)")?
-                    .execute(params![seq, body])?;
-            }
+    for row in &rows.events {
+        let inserted = tx
+            .prepare_cached(
+                "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
+            )?
+            .execute(params![
+                row.event.event_id.as_str(),
+                seq,
+                row.key,
+                row.occurred_at,
+                row.event.status.map(|s| s.as_str()),
+                row.body,
+            ])?;
+        if inserted == 1 {
+            committed.new_events += 1;
+            committed
+                .new_event_statuses
+                .push(row.event.status.map_or("none", |s| s.as_str()).to_owned());
+            added.entry(&row.key).or_default().push(&row.event);
+        } else {
+            committed.duplicates += 1;
         }
+    }
+    for body in &rows.notices {
+        committed.notices += 1;
+        tx.prepare_cached("INSERT INTO notices(delivery_seq, body) VALUES (?1, ?2)")?
+            .execute(params![seq, body])?;
     }
     for (key, events) in added {
         refresh_shipment(tx, key, &events)?;
@@ -457,11 +452,7 @@ fn load_events(conn: &Connection, key: &str) -> rusqlite::Result<Vec<TrackingEve
 /// The state is recomputed from the whole set of the shipment's events, so arrival order can
 /// never regress it. `added` are the events just inserted under `key`: when the shipment has no
 /// others (its first delivery), they are that whole set and nothing is read back.
-fn refresh_shipment(
-    tx: &Connection,
-    key: &str,
-    added: &[&TrackingEvent],
-) -> rusqlite::Result<()> {
+fn refresh_shipment(tx: &Connection, key: &str, added: &[&TrackingEvent]) -> rusqlite::Result<()> {
     let stored: i64 = tx
         .prepare_cached("SELECT count(*) FROM events WHERE shipment_key = ?1")?
         .query_row([key], |row| row.get(0))?;
