@@ -20,7 +20,13 @@ use crate::Error;
 /// assert_eq!(err.path(), Some("parcel.id"));
 /// ```
 pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
-    serde_json::from_slice(bytes).map_err(|first| {
+    // One UTF-8 check of the whole body is cheaper than the check `from_slice` makes of every
+    // borrowed string; an invalid body takes `from_slice` for its error and path.
+    let decoded = match std::str::from_utf8(bytes) {
+        Ok(text) => serde_json::from_str(text),
+        Err(_) => serde_json::from_slice(bytes),
+    };
+    decoded.map_err(|first| {
         let mut de = serde_json::Deserializer::from_slice(bytes);
         match serde_path_to_error::deserialize::<_, T>(&mut de) {
             Err(tracked) => {
