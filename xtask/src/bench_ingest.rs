@@ -95,20 +95,9 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         duration,
     };
 
-    // The bare endpoint.
-    let port = bench::free_port()?;
-    let mut bare = Guard(
-        Command::new(release.join("examples/bare_endpoint"))
-            .arg(format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("start bare_endpoint")?,
-    );
-    bench::wait_ready(&mut bare.0, port, "/healthz", Duration::from_secs(30))?;
-    let bare_load = wrk_run(&wrk_args, port)?;
-    let bare_rss = bench::peak_rss_kib(bare.0.id());
-    bench::stop(&mut bare.0, Duration::from_secs(5));
+    // The bare endpoint, then the same parsing each body as a `Value` (a reference only).
+    let (bare_load, bare_rss) = run_bare(&release, &wrk_args, &[])?;
+    let (parse_load, parse_rss) = run_bare(&release, &wrk_args, &["--parse-json"])?;
 
     // shipfeed serve, SQLite in the scratch directory.
     let database = dir.0.join("bench.db");
@@ -143,6 +132,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     report(
         &bare_load,
         bare_rss,
+        (&parse_load, parse_rss),
         &serve_load,
         serve_rss,
         &stored,
@@ -150,6 +140,25 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         connections,
     );
     Ok(())
+}
+
+/// Runs the load against the `bare_endpoint` example started with `args`.
+fn run_bare(release: &Path, wrk_args: &WrkArgs<'_>, args: &[&str]) -> Result<(Load, Option<u64>)> {
+    let port = bench::free_port()?;
+    let mut bare = Guard(
+        Command::new(release.join("examples/bare_endpoint"))
+            .arg(format!("127.0.0.1:{port}"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start bare_endpoint")?,
+    );
+    bench::wait_ready(&mut bare.0, port, "/healthz", Duration::from_secs(30))?;
+    let load = wrk_run(wrk_args, port)?;
+    let rss = bench::peak_rss_kib(bare.0.id());
+    bench::stop(&mut bare.0, Duration::from_secs(5));
+    Ok((load, rss))
 }
 
 struct WrkArgs<'a> {
@@ -366,6 +375,7 @@ fn verdict(holds: bool) -> &'static str {
 fn report(
     bare: &Load,
     bare_rss: Option<u64>,
+    (parse, parse_rss): (&Load, Option<u64>),
     serve: &Load,
     serve_rss: Option<u64>,
     stored: &Stored,
@@ -377,6 +387,7 @@ fn report(
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, load, rss) in [
         ("bare axum endpoint", bare, bare_rss),
+        ("bare + Value parse (reference)", parse, parse_rss),
         ("shipfeed serve (SQLite)", serve, serve_rss),
     ] {
         println!(
@@ -394,6 +405,11 @@ fn report(
         );
     }
     let ratio = serve.rate() / bare.rate().max(1e-9);
+    println!();
+    println!(
+        "reference: parsing each body once as a serde_json Value leaves {:.3}× the bare rate",
+        parse.rate() / bare.rate().max(1e-9)
+    );
     let rss_mib = serve_rss.map_or(f64::INFINITY, |k| k as f64 / 1024.0);
     println!();
     println!("| target | measured | verdict |");

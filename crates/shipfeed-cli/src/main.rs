@@ -35,6 +35,11 @@ enum Command {
     Replay(serve::ReplayArgs),
 }
 
+/// Normalizing builds many small strings; mimalloc serves them faster than glibc's allocator
+/// (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

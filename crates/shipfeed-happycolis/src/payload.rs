@@ -202,10 +202,10 @@ pub(crate) fn decode(
     bytes: &[u8],
     carries_shipment: fn(&str) -> bool,
 ) -> Result<Message<'_>, Error> {
-    if let Ok(envelope) = serde_json::from_slice::<ShipmentEnvelope<'_>>(bytes) {
+    if let Ok(envelope) = shipfeed_core::json::from_bytes::<ShipmentEnvelope<'_>>(bytes) {
         return Ok(envelope.into_message());
     }
-    if let Ok(loose) = serde_json::from_slice::<LooseEnvelope<'_>>(bytes) {
+    if let Ok(loose) = shipfeed_core::json::from_bytes::<LooseEnvelope<'_>>(bytes) {
         if !carries_shipment(&loose.header.kind.0) {
             let id = match loose.body.get("id") {
                 Some(serde_json::Value::String(s)) => Some(s.clone()),

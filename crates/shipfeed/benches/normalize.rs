@@ -26,6 +26,10 @@ use shipfeed::registry::{self, Settings};
 use shipfeed::{Output, Provider, RawDelivery};
 use shipfeed_testkit::corpus;
 
+/// The allocator the `shipfeed` binary ships with, so that the figures are the service's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Deliveries per provider corpus; one criterion iteration goes through all of them.
 const CORPUS_SIZE: u64 = 256;
 /// The corpus seed: the same bytes on every run.
