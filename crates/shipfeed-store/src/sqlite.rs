@@ -160,10 +160,15 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(2
 /// WAL frames the checkpoint thread may leave for the writer to copy (a few milliseconds).
 const WRITER_CHECKPOINT_FRAMES: i64 = 256;
 
+/// The WAL length (frames of one page) from which the writer makes the WAL start over: about
+/// 64 MiB, so that the catch-up below happens a few times a second at most under full load.
+/// Below it the WAL grows into blocks it has used before; idle, it restarts by itself.
+const WAL_RESTART_FRAMES: i64 = 16_384;
+
 /// Checkpoints the WAL every [`CHECKPOINT_EVERY`] until the store is dropped. `PASSIVE` never
 /// blocks the writer or readers; it copies the frames that were in the WAL when it started, so
-/// rounds follow each other until at most [`WRITER_CHECKPOINT_FRAMES`] are left, and then the
-/// writer is told through `copied`.
+/// rounds follow each other until at most [`WRITER_CHECKPOINT_FRAMES`] are left, and then, when
+/// the WAL has reached [`WAL_RESTART_FRAMES`], the writer is told through `copied`.
 fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, copied: Arc<AtomicBool>) {
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
         // A round copies the WAL as it was when the round began; what the writer committed
@@ -176,7 +181,7 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, copied: Arc<Atomi
             });
             match (end, previous_end) {
                 (Ok(end), Some(previous)) if end - previous <= WRITER_CHECKPOINT_FRAMES => {
-                    copied.store(true, Ordering::Release);
+                    copied.store(end >= WAL_RESTART_FRAMES, Ordering::Release);
                     break;
                 }
                 (Ok(end), _) => previous_end = Some(end),
@@ -190,10 +195,11 @@ fn checkpoint_loop(conn: Connection, stop: mpsc::Receiver<()>, copied: Arc<Atomi
 }
 
 /// Run by the writer between groups once the checkpoint thread has copied all but a few frames:
-/// it copies those, so that the WAL is wholly copied and the next commit
-/// starts it over from the beginning. Otherwise, under steady load, the checkpoint thread never
-/// catches up, the WAL grows without end, and every frame lands on a new file block that the
-/// kernel must zero first (measured: 40 % of the writer's time in `bench ingest`).
+/// it copies those, so that the WAL is wholly copied and the next commit starts it over from
+/// the beginning. Otherwise, under steady load, the checkpoint thread never catches up, the WAL
+/// grows without end, and every frame lands on a new file block that the kernel must zero first
+/// (measured: 40 % of the writer's time in `bench ingest`). The catch-up costs the writer a
+/// few milliseconds to a few tens (copy and `fsync`): a latency spike traded for throughput.
 fn finish_checkpoint(conn: &Connection, copied: &AtomicBool) {
     if copied.swap(false, Ordering::Acquire) {
         if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
