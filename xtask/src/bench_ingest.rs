@@ -50,7 +50,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let duration: u64 = options.get("duration", 15)?;
     let connections: u64 = options.get("connections", 64)?;
     let threads: u64 = options.get("threads", 2)?;
-    let requests: u64 = options.get("requests", 100_000)?;
+    let requests: u64 = options.get("requests", 150_000)?;
     bench::print_machine();
     let wrk = ensure_wrk()?;
     let release = bench::build_release(root)?;
