@@ -1,9 +1,7 @@
 //! The polling loop: receive, normalize, hand to the sink, delete what the sink accepted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::future::Future;
 use std::ops::AddAssign;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,9 +17,6 @@ use crate::sink::{Sink, SourcedDelivery};
 
 /// The header carrying the SQS `MessageId` in every [`RawDelivery`] this source builds.
 pub const MESSAGE_ID_HEADER: &str = "MessageId";
-
-/// What handling one batch counted, and whether it hit a permanent error.
-type Handled = (SourceStats, Result<(), Error>);
 
 /// Longest pause between attempts while the queue is unreachable.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -292,9 +287,6 @@ impl Stop {
 }
 
 impl Inner {
-    /// Receives and handles batches until a stop is requested. Each poller keeps one batch in
-    /// hand while it receives the next: the sink's commit and the delete of batch N overlap the
-    /// receive of batch N + 1, so the sink's durable commit adds no time to a poll cycle.
     async fn poll_loop(
         &self,
         index: usize,
@@ -303,35 +295,19 @@ impl Inner {
     ) -> (SourceStats, Result<(), Error>) {
         let mut stats = SourceStats::default();
         let mut backoff = Duration::from_secs(1);
-        let mut in_hand: Option<Pin<Box<dyn Future<Output = Handled> + Send + '_>>> = None;
         tracing::debug!(poller = index, queue = %self.queue_url, "poller started");
         while !stop.requested() {
-            let receive = async {
-                tokio::select! {
-                    biased;
-                    () = stop.wait() => None,
-                    received = self.receive() => Some(received),
-                }
-            };
-            // Not cancellable: a received batch is always taken to the sink and deleted.
-            let received = match in_hand.take() {
-                Some(handling) => {
-                    let ((handled, result), received) = tokio::join!(handling, receive);
-                    stats += handled;
-                    if let Err(error) = result {
-                        return (stats, Err(error));
-                    }
-                    received
-                }
-                None => receive.await,
+            let received = tokio::select! {
+                biased;
+                () = stop.wait() => break,
+                received = self.receive() => received,
             };
             let messages = match received {
-                None => break,
-                Some(Ok(messages)) => {
+                Ok(messages) => {
                     backoff = Duration::from_secs(1);
                     messages
                 }
-                Some(Err(error)) if error.class() == ErrorClass::Temporary => {
+                Err(error) if error.class() == ErrorClass::Temporary => {
                     tracing::warn!(poller = index, %error, retry_in = ?backoff, "receive failed");
                     tokio::select! {
                         () = stop.wait() => break,
@@ -340,18 +316,10 @@ impl Inner {
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }
-                Some(Err(error)) => return (stats, Err(error)),
+                Err(error) => return (stats, Err(error)),
             };
-            in_hand = Some(Box::pin(async move {
-                let mut handled = SourceStats::default();
-                let result = self.handle(messages, sink, &mut handled).await;
-                (handled, result)
-            }));
-        }
-        if let Some(handling) = in_hand {
-            let (handled, result) = handling.await;
-            stats += handled;
-            if let Err(error) = result {
+            // Not cancellable: a received batch is always taken to the sink and deleted.
+            if let Err(error) = self.handle(messages, sink, &mut stats).await {
                 return (stats, Err(error));
             }
         }
