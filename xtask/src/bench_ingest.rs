@@ -98,6 +98,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     // The bare endpoint, then the same parsing each body as a `Value` (a reference only).
     let (bare_load, bare_rss) = run_bare(&release, &wrk_args, &[])?;
     let (parse_load, parse_rss) = run_bare(&release, &wrk_args, &["--parse-json"])?;
+    let (normalize_load, normalize_rss) = run_bare(&release, &wrk_args, &["--verify-normalize"])?;
 
     // shipfeed serve, SQLite in the scratch directory.
     let database = dir.0.join("bench.db");
@@ -132,7 +133,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     report(
         &bare_load,
         bare_rss,
-        (&parse_load, parse_rss),
+        [(&parse_load, parse_rss), (&normalize_load, normalize_rss)],
         &serve_load,
         serve_rss,
         &stored,
@@ -375,7 +376,7 @@ fn verdict(holds: bool) -> &'static str {
 fn report(
     bare: &Load,
     bare_rss: Option<u64>,
-    (parse, parse_rss): (&Load, Option<u64>),
+    [(parse, parse_rss), (normalize, normalize_rss)]: [(&Load, Option<u64>); 2],
     serve: &Load,
     serve_rss: Option<u64>,
     stored: &Stored,
@@ -388,6 +389,11 @@ fn report(
     for (name, load, rss) in [
         ("bare axum endpoint", bare, bare_rss),
         ("bare + Value parse (reference)", parse, parse_rss),
+        (
+            "bare + verify + normalize (reference)",
+            normalize,
+            normalize_rss,
+        ),
         ("shipfeed serve (SQLite)", serve, serve_rss),
     ] {
         println!(
@@ -407,8 +413,10 @@ fn report(
     let ratio = serve.rate() / bare.rate().max(1e-9);
     println!();
     println!(
-        "reference: parsing each body once as a serde_json Value leaves {:.3}× the bare rate",
-        parse.rate() / bare.rate().max(1e-9)
+        "reference: parsing each body once as a serde_json Value leaves {:.3}× the bare rate; \
+         verifying and normalizing it as shipfeed does, without storing, {:.3}×",
+        parse.rate() / bare.rate().max(1e-9),
+        normalize.rate() / bare.rate().max(1e-9)
     );
     let rss_mib = serve_rss.map_or(f64::INFINITY, |k| k as f64 / 1024.0);
     println!();

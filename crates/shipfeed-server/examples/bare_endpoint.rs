@@ -1,34 +1,44 @@
 //! The baseline of `cargo xtask bench ingest`: the same HTTP stack and allocator as
 //! `shipfeed serve` (axum on a multi-threaded tokio runtime, HTTP/1, mimalloc), one route that
 //! reads the whole body and answers 200, and nothing else: no verification, no normalizing, no
-//! store. With `--parse-json` it also parses each body into a `serde_json::Value` and drops it,
-//! a reference for what the cheapest look at the payload costs under the same load.
+//! store. Two references for what looking at the payload costs under the same load:
+//!
+//! - `--parse-json`: also parses each body into a `serde_json::Value` and drops it;
+//! - `--verify-normalize`: also checks the credentials and normalizes the body with the
+//!   provider's adapter (named by the path, fixture credentials), as `shipfeed serve` does
+//!   before its store: `shipfeed serve` minus the durable write.
 //!
 //! ```sh
-//! cargo run --release -p shipfeed-server --example bare_endpoint -- 127.0.0.1:8099 [--parse-json]
+//! cargo run --release -p shipfeed-server --example bare_endpoint -- 127.0.0.1:8099 [--parse-json | --verify-normalize]
 //! ```
 #![forbid(unsafe_code)]
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::DefaultBodyLimit;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
+use shipfeed::registry::{self, Settings};
+use shipfeed::{Adapter, Credentials, Output, Provider, RawDelivery};
+use shipfeed_testkit::corpus;
 
 fn main() -> anyhow::Result<()> {
     let listen: SocketAddr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:8099".to_owned())
         .parse()?;
-    let route: MethodRouter = if std::env::args().any(|arg| arg == "--parse-json") {
-        post(parse_json)
-    } else {
-        post(receive)
+    let mode = std::env::args().nth(2).unwrap_or_default();
+    let route: MethodRouter = match mode.as_str() {
+        "--parse-json" => post(parse_json),
+        "--verify-normalize" => post(verify_normalize).with_state(Arc::new(adapters()?)),
+        _ => post(receive),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -65,5 +75,48 @@ async fn parse_json(body: Bytes) -> (StatusCode, String) {
             receive(body).await
         }
         Err(_) => (StatusCode::BAD_REQUEST, String::new()),
+    }
+}
+
+/// Each provider's adapter and the fixture credentials its corpus is signed with, by name.
+type Adapters = HashMap<String, (Box<dyn Adapter>, Credentials)>;
+
+fn adapters() -> anyhow::Result<Adapters> {
+    Provider::ALL
+        .into_iter()
+        .map(|provider| {
+            let adapter = registry::adapter(provider, &Settings::default())?;
+            Ok((
+                provider.as_str().to_owned(),
+                (adapter, corpus::credentials(provider)),
+            ))
+        })
+        .collect()
+}
+
+/// [`receive`], after verifying and normalizing the delivery as `shipfeed serve` does.
+async fn verify_normalize(
+    State(adapters): State<Arc<Adapters>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, String) {
+    let Some((adapter, credentials)) = adapters.get(&name) else {
+        return (StatusCode::NOT_FOUND, String::new());
+    };
+    let delivery = RawDelivery {
+        body: Vec::from(body),
+        headers: shipfeed_server::to_headers(&headers),
+        received_at: chrono::Utc::now(),
+    };
+    match adapter.construct(&delivery, credentials) {
+        Ok(outputs) => {
+            let events = outputs.iter().filter_map(Output::as_event).count();
+            (
+                StatusCode::OK,
+                format!("{{\"status\":\"received\",\"events\":{events}}}"),
+            )
+        }
+        Err(_) => (StatusCode::UNAUTHORIZED, String::new()),
     }
 }

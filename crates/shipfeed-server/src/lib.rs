@@ -236,7 +236,16 @@ impl Service {
     }
 }
 
-fn to_headers(headers: &HeaderMap) -> Headers {
+/// An HTTP request's headers as a delivery's [`Headers`]. A value that is not visible ASCII
+/// (which no provider's signature or id header is) is left out.
+///
+/// ```
+/// let mut map = axum::http::HeaderMap::new();
+/// map.insert("sendcloud-signature", "ab12".parse().unwrap());
+/// let headers = shipfeed_server::to_headers(&map);
+/// assert_eq!(headers.get("Sendcloud-Signature"), Some("ab12"));
+/// ```
+pub fn to_headers(headers: &HeaderMap) -> Headers {
     headers
         .iter()
         .filter_map(|(name, value)| {
