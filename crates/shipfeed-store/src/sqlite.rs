@@ -701,3 +701,51 @@ impl Store for SqliteStore {
             .map(|_| ())
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn commit_rows(conn: &Connection, rows: usize) {
+        for _ in 0..rows {
+            conn.execute("INSERT INTO t VALUES (zeroblob(3000))", [])
+                .unwrap();
+        }
+    }
+
+    #[test]
+    fn the_writer_rewinds_the_wal_only_when_told_it_was_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal.db");
+        let wal_size = || {
+            std::fs::metadata(dir.path().join("wal.db-wal"))
+                .unwrap()
+                .len()
+        };
+        let conn = open(&path).unwrap();
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t(x BLOB);")
+            .unwrap();
+        commit_rows(&conn, 40);
+        let first = wal_size();
+
+        // Not told: nothing is copied, and new commits append to the WAL.
+        let copied = AtomicBool::new(false);
+        finish_checkpoint(&conn, &copied);
+        commit_rows(&conn, 5);
+        let grown = wal_size();
+        assert!(grown > first, "{grown} bytes after {first}");
+
+        // Told: the writer copies what is left, and its next commits start the WAL over,
+        // writing into the file's first blocks instead of growing it.
+        let copied = AtomicBool::new(true);
+        finish_checkpoint(&conn, &copied);
+        assert!(!copied.load(Ordering::Acquire), "the request is consumed");
+        commit_rows(&conn, 5);
+        assert_eq!(wal_size(), grown, "the WAL was rewound, not extended");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(rows, 50);
+    }
+}
