@@ -1,7 +1,7 @@
 //! SQLite store: one writer thread that group-commits whatever is queued (one fsync for many
 //! deliveries), WAL journal so readers never block it, `synchronous=FULL` so a commit that
-//! returned survives a power cut, and WAL checkpoints mostly on a thread of their own so the writer
-//! never stops to copy pages.
+//! returned survives a power cut, and WAL checkpoints on a thread of their own, so that the
+//! writer only copies the last few pages when the WAL is to start over.
 
 use std::collections::BTreeMap;
 use std::path::Path;
