@@ -2,7 +2,10 @@
 //! private `moto_server`): drain the same Seven Senders messages (a) through shipfeed —
 //! [`shipfeed_sqs::SqsSource`] normalizing each message and committing it into a durable
 //! SQLite store before deleting it — and (b) through a raw aws-sdk-sqs receive/delete loop that
-//! does nothing with the messages. Same queue server, same feeding, same concurrency.
+//! does nothing with the messages. Same queue server, same feeding, same concurrency. A third
+//! drain, (c) `raw_attributes`, is the raw loop asking for the message attributes shipfeed asks
+//! for (`SentTimestamp`, `ApproximateReceiveCount`, all message attributes): a reference that
+//! tells the queue's cost of those attributes from shipfeed's own.
 //!
 //! Feeding: in waves of `--max-depth` messages (default 100; moto slows down as a queue
 //! grows), each wave sent at once (10 concurrent batches of 10), then drained before the next
@@ -17,8 +20,8 @@
 //!     --endpoint-url http://127.0.0.1:5000 --messages 3000 --rounds 2
 //! ```
 //!
-//! Prints one `RESULT mode=<raw|shipfeed> round=<n> messages=<n> seconds=<s>` line per run (read
-//! by xtask), then a summary.
+//! Prints one `RESULT mode=<raw|raw_attributes|shipfeed> round=<n> messages=<n> seconds=<s>`
+//! line per run (read by xtask), then a summary.
 #![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,7 +31,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, QueueAttributeName, SendMessageBatchRequestEntry,
+    DeleteMessageBatchRequestEntry, MessageSystemAttributeName, QueueAttributeName,
+    SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use shipfeed::registry::{self, Settings};
@@ -113,13 +117,14 @@ async fn run(args: &Args) -> Result<()> {
         args.rounds
     );
     let mut raw_rates = Vec::new();
+    let mut attribute_rates = Vec::new();
     let mut shipfeed_rates = Vec::new();
     for round in 1..=args.rounds {
         // Alternate the order so that a server that drifts does not favour one side.
         let modes = if round % 2 == 1 {
-            ["raw", "shipfeed"]
+            ["raw", "raw_attributes", "shipfeed"]
         } else {
-            ["shipfeed", "raw"]
+            ["shipfeed", "raw_attributes", "raw"]
         };
         for mode in modes {
             let queue = format!("bench-{mode}-{round}-{}", std::process::id());
@@ -134,7 +139,8 @@ async fn run(args: &Args) -> Result<()> {
                 args.max_depth,
             ));
             let detail = match mode {
-                "raw" => raw_drain(&client, &url, args, &consumed).await?,
+                "raw" => raw_drain(&client, &url, args, &consumed, false).await?,
+                "raw_attributes" => raw_drain(&client, &url, args, &consumed, true).await?,
                 _ => shipfeed_drain(args, &url, &consumed, round).await?,
             };
             let wall = started.elapsed().as_secs_f64();
@@ -155,6 +161,7 @@ async fn run(args: &Args) -> Result<()> {
             );
             match mode {
                 "raw" => raw_rates.push(rate),
+                "raw_attributes" => attribute_rates.push(rate),
                 _ => shipfeed_rates.push(rate),
             }
             let _ = client.delete_queue().queue_url(&url).send().await;
@@ -162,10 +169,12 @@ async fn run(args: &Args) -> Result<()> {
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     println!(
-        "SUMMARY raw_msgs_per_s={:.1} shipfeed_msgs_per_s={:.1} ratio={:.3}",
+        "SUMMARY raw_msgs_per_s={:.1} raw_attributes_msgs_per_s={:.1} shipfeed_msgs_per_s={:.1} ratio={:.3} attributes_ratio={:.3}",
         mean(&raw_rates),
+        mean(&attribute_rates),
         mean(&shipfeed_rates),
-        mean(&shipfeed_rates) / mean(&raw_rates)
+        mean(&shipfeed_rates) / mean(&raw_rates),
+        mean(&shipfeed_rates) / mean(&attribute_rates)
     );
     Ok(())
 }
@@ -285,11 +294,13 @@ async fn send_batch(
 }
 
 /// `pollers` loops of receive (up to 10, `--wait-seconds`) → delete batch, nothing else.
+/// The raw receive/delete loop; with `attributes`, receiving what `SqsSource` asks for.
 async fn raw_drain(
     client: &Client,
     url: &str,
     args: &Args,
     consumed: &Arc<AtomicU64>,
+    attributes: bool,
 ) -> Result<String> {
     // moto can hand a message to two short polls at once; count each message id once.
     let deleted_ids = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
@@ -305,14 +316,20 @@ async fn raw_drain(
         );
         tasks.spawn(async move {
             while consumed.load(Ordering::Acquire) < total {
-                let out = client
+                let mut receive = client
                     .receive_message()
                     .queue_url(&url)
                     .max_number_of_messages(10)
-                    .wait_time_seconds(i32::from(wait))
-                    .send()
-                    .await
-                    .context("ReceiveMessage")?;
+                    .wait_time_seconds(i32::from(wait));
+                if attributes {
+                    receive = receive
+                        .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
+                        .message_system_attribute_names(
+                            MessageSystemAttributeName::ApproximateReceiveCount,
+                        )
+                        .message_attribute_names("All");
+                }
+                let out = receive.send().await.context("ReceiveMessage")?;
                 let messages = out.messages();
                 let entries: Vec<DeleteMessageBatchRequestEntry> = messages
                     .iter()
