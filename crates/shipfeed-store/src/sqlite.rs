@@ -82,7 +82,8 @@ struct DeliveryRow {
 }
 
 impl DeliveryRow {
-    fn new(ingest: Ingest) -> (Self, Result<Vec<Output>, Error>) {
+    /// The delivery's row and its outcome's rows.
+    fn new(ingest: Ingest) -> (Self, Outcome) {
         let headers: Vec<(&str, &str)> = ingest.delivery.headers.iter().collect();
         let headers = serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into());
         let row = DeliveryRow {
@@ -92,7 +93,7 @@ impl DeliveryRow {
             headers,
             body: ingest.delivery.body,
         };
-        (row, ingest.outcome)
+        (row, outcome_rows(ingest.provider, ingest.outcome))
     }
 }
 
@@ -539,14 +540,7 @@ fn parse_time(text: &str) -> DateTime<Utc> {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn commit(&self, batch: Vec<Ingest>) -> Result<Vec<Committed>, StoreError> {
-        let rows = batch
-            .into_iter()
-            .map(|ingest| {
-                let provider = ingest.provider;
-                let (delivery, outcome) = DeliveryRow::new(ingest);
-                (delivery, outcome_rows(provider, outcome))
-            })
-            .collect();
+        let rows = batch.into_iter().map(DeliveryRow::new).collect();
         match self.submit(Work::Commit(rows)).await? {
             Done::Commit(done) => Ok(done),
             _ => Err(StoreError::Closed),
