@@ -38,7 +38,7 @@ use aws_sdk_sqs::Client;
 use shipfeed::registry::{self, Settings};
 use shipfeed::{Error, Provider};
 use shipfeed_sqs::{async_trait, QueueRef, Sink, SourcedDelivery, SqsConfig, SqsSource};
-use shipfeed_store::{Ingest, SqliteStore, Store};
+use shipfeed_store::{Ingest, Store};
 use shipfeed_testkit::corpus;
 
 const API_KEY: &str = "7s-bench-api-key";
@@ -375,7 +375,7 @@ async fn raw_drain(
 /// Commits each batch into the store, like the service's SQS sink: raw message, events, shipment
 /// state and dead letters in one durable transaction; `Ok` only after it.
 struct CommitSink {
-    store: Arc<dyn Store>,
+    store: Store,
     consumed: Arc<AtomicU64>,
 }
 
@@ -406,7 +406,7 @@ async fn shipfeed_drain(
     round: usize,
 ) -> Result<String> {
     let db = args.work_dir.join(format!("round-{round}.db"));
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).context("open SQLite store")?);
+    let store = Store::sqlite(&db).context("open SQLite store")?;
     let config = SqsConfig::new(QueueRef::Url(url.to_owned()))
         .with_endpoint_url(&args.endpoint_url)
         .with_region(REGION)
@@ -416,7 +416,7 @@ async fn shipfeed_drain(
     let adapter = registry::adapter(Provider::SevenSenders, &Settings::default())?;
     let source = SqsSource::connect(config, adapter).await?;
     let sink = Arc::new(CommitSink {
-        store: Arc::clone(&store),
+        store: store.clone(),
         consumed: Arc::clone(consumed),
     });
     let (stop, shutdown) = tokio::sync::watch::channel(false);

@@ -79,7 +79,7 @@ pub struct Service {
     endpoints: HashMap<String, Endpoint>,
     /// SQS sources by name (names are unique across endpoints and sources).
     sources: HashMap<String, Source>,
-    store: Arc<dyn Store>,
+    store: Store,
     metrics: Metrics,
     new_events: Notify,
 }
@@ -90,7 +90,7 @@ impl Service {
     /// # Errors
     /// An endpoint whose provider is not in this build, whose secret file cannot be read, or
     /// an SQS source with an unknown time zone.
-    pub fn new(config: &Config, store: Arc<dyn Store>) -> anyhow::Result<Arc<Self>> {
+    pub fn new(config: &Config, store: Store) -> anyhow::Result<Arc<Self>> {
         let mut endpoints = HashMap::new();
         for endpoint in &config.endpoints {
             endpoints.insert(
@@ -143,7 +143,7 @@ impl Service {
     }
 
     /// The store behind the service.
-    pub fn store(&self) -> &Arc<dyn Store> {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 

@@ -61,9 +61,7 @@ impl Service {
             let Some(last) = page.last() else { break };
             after = last.seq;
             for stored in page {
-                let Ok(provider) = stored.provider.parse::<Provider>() else {
-                    continue;
-                };
+                let provider = stored.provider;
                 if filter.provider.is_some_and(|p| p != provider)
                     || filter
                         .since

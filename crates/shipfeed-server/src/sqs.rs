@@ -17,7 +17,7 @@ use crate::Service;
 /// shipment state and dead letters in one durable transaction per batch. `Ok` only after the
 /// commit, so the source deletes nothing that is not stored.
 pub struct StoreSink {
-    store: Arc<dyn Store>,
+    store: Store,
     name: String,
     provider: Provider,
     service: Option<Arc<Service>>,
@@ -25,7 +25,7 @@ pub struct StoreSink {
 
 impl StoreSink {
     /// Commits into `store`, recording deliveries under the source `name`.
-    pub fn new(store: Arc<dyn Store>, name: impl Into<String>, provider: Provider) -> Self {
+    pub fn new(store: Store, name: impl Into<String>, provider: Provider) -> Self {
         StoreSink {
             store,
             name: name.into(),
@@ -87,7 +87,7 @@ impl Service {
             );
             let sink = Arc::new(StoreSink {
                 service: Some(Arc::clone(self)),
-                ..StoreSink::new(Arc::clone(&self.store), name.clone(), provider)
+                ..StoreSink::new(self.store.clone(), name.clone(), provider)
             });
             let shutdown = shutdown.clone();
             let name = name.clone();

@@ -1,38 +1,46 @@
 //! The durable store of the shipfeed service.
 //!
-//! One trait, [`Store`], and two implementations: [`SqliteStore`], the embedded default (one
-//! file, one process), and `PostgresStore` (cargo feature `postgres`), for several
-//! `shipfeed serve` replicas sharing one PostgreSQL database. [`open`] picks one from a URL or
+//! One type, [`Store`], over two databases: SQLite ([`Store::sqlite`]), the embedded default
+//! (one file, one process), and PostgreSQL (`Store::postgres`, cargo feature `postgres`), for
+//! several `shipfeed serve` replicas sharing one database. [`open`] picks one from a URL or
 //! path.
 //!
-//! A commit takes a batch of deliveries and, in **one transaction**, stores each raw delivery,
-//! inserts its canonical events with `event_id` unique (duplicates are counted, not
+//! The logic is written once: [`write`] (the work queue, group commit, deduplication, dead
+//! letters, shipment states) and [`Store`]'s reads work through a small SQL-level interface
+//! ([`driver`]); the `sqlite` and `postgres` modules hold only schema, SQL and their
+//! durability specifics (WAL checkpoints; the commit-order lock).
+//!
+//! A commit takes a batch of deliveries and, in **one transaction**, stores each raw
+//! delivery, inserts its canonical events with `event_id` unique (duplicates are counted, not
 //! re-inserted), records a dead letter for what could not be normalized, and recomputes the
 //! state of every touched shipment from the *set* of its events
-//! ([`shipfeed_core::current_state`]). When `commit` returns `Ok`, all of it is durable. Both
-//! stores group-commit: concurrent calls share one transaction, so one flush to disk covers
-//! many deliveries.
+//! ([`shipfeed_core::current_state`]). When `commit` returns `Ok`, all of it is durable.
+//! Concurrent calls share one transaction, so one flush to disk covers many deliveries.
 //!
 //! The feed ([`Store::events_after`]) is safe to resume from a cursor: an event never becomes
 //! visible with a smaller `seq` than one already visible, so a consumer that saves the last
 //! `seq` it saw never skips an event.
 #![forbid(unsafe_code)]
 
+mod driver;
+mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod sqlite;
+mod write;
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shipfeed_core::{
-    Error, Output, Provider, RawDelivery, ShipmentRef, ShipmentState, TrackingEvent,
+    sort_timeline, Error, ErrorKind, Headers, Output, Provider, RawDelivery, ShipmentRef,
+    ShipmentState, TrackingEvent,
 };
+use tokio::sync::{mpsc, oneshot};
 
-#[cfg(feature = "postgres")]
-pub use postgres::PostgresStore;
-pub use sqlite::SqliteStore;
+use driver::{ReadDriver, WriteDriver};
+use write::{Done, Job, Work};
 
 /// One authenticated delivery and what its adapter made of it.
 #[derive(Debug)]
@@ -82,7 +90,7 @@ pub struct DeadLetter {
     /// Endpoint it arrived on.
     pub endpoint: String,
     /// Provider.
-    pub provider: String,
+    pub provider: Provider,
     /// When it arrived.
     pub received_at: DateTime<Utc>,
     /// Why normalizing failed.
@@ -96,8 +104,8 @@ pub struct StoredDelivery {
     pub seq: i64,
     /// Endpoint it arrived on.
     pub endpoint: String,
-    /// Provider name.
-    pub provider: String,
+    /// Provider.
+    pub provider: Provider,
     /// The delivery as received.
     pub delivery: RawDelivery,
     /// Whether it is currently a dead letter.
@@ -117,96 +125,363 @@ pub struct ShipmentView {
     pub timeline: Vec<TrackingEvent>,
 }
 
-/// Store failures. Every one is temporary from the caller's point of view: answer 503 and let
-/// the provider retry, or leave the queue message for redelivery.
-#[derive(Debug, thiserror::Error)]
+/// Store failures.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// The database reported an error.
-    #[error("database error: {0}")]
-    Database(String),
+    /// The database failed or could not be reached: temporary from the caller's point of view
+    /// (answer 503 and let the provider retry, or leave the queue message for redelivery).
+    #[error("{context}")]
+    Database {
+        /// What the store was doing.
+        context: String,
+        /// The database client's error.
+        #[source]
+        source: Arc<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store cannot work as configured: a malformed or unsupported URL, a backend this
+    /// build lacks, a schema newer than this shipfeed.
+    #[error("{0}")]
+    Config(String),
+    /// What the call names does not exist (replaying a delivery that is not stored).
+    #[error("{0}")]
+    NotFound(String),
     /// The store's writer has stopped (shutdown or crash).
     #[error("the store is shutting down")]
     Closed,
+    /// A broken invariant inside the store (a bug, reported rather than panicking).
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+impl StoreError {
+    /// A database error with what the store was doing.
+    pub(crate) fn database(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Database {
+            context: context.into(),
+            source: Arc::new(source),
+        }
+    }
+
+    pub(crate) fn internal(what: impl Into<String>) -> Self {
+        StoreError::Internal(what.into())
+    }
+
+    /// This error and its causes, `: `-separated, for logs and answers.
+    pub fn chain(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    }
 }
 
 impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
-        Error::new(shipfeed_core::ErrorKind::Unavailable, error.to_string())
+        let kind = match error {
+            StoreError::Database { .. } | StoreError::Closed => ErrorKind::Unavailable,
+            StoreError::Config(_) | StoreError::NotFound(_) => ErrorKind::Config,
+            StoreError::Internal(_) => ErrorKind::Unavailable,
+        };
+        Error::new(kind, error.chain()).with_source(error)
     }
 }
 
-/// The durable store behind the service.
-#[async_trait::async_trait]
-pub trait Store: Send + Sync {
-    /// Stores the batch in one durable transaction; `Ok` means it is on disk.
+/// The durable store behind the service: cheap to clone (clones share one writer and the
+/// readers).
+///
+/// Every write (`commit`, `replace_outcome`, `save_cursor`) is queued to **one writer**, which
+/// takes whatever is queued (up to 512 jobs) into one transaction, so one flush to disk
+/// covers many deliveries; should a job fail, the group runs again with a savepoint per job,
+/// so that it cannot sink the others. That logic is written once ([`write`]); SQLite and
+/// PostgreSQL differ only in their drivers.
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<Job>,
+    reader: Arc<dyn ReadDriver>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// The embedded default: a SQLite database at `path`, created and migrated when needed.
+    /// Needs no runtime: the writer and the WAL checkpoints run on threads of their own.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = shipfeed_store::Store::sqlite(dir.path().join("shipfeed.db"))?;
+    /// # drop(store);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::Database`] when the file cannot be opened or migrated,
+    /// [`StoreError::Config`] when its schema is newer than this shipfeed's.
+    pub fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
+        let (writer, reader) = sqlite::open(path.as_ref())?;
+        Store::start_on_thread(writer, Arc::new(reader))
+    }
+
+    /// A PostgreSQL database shared by several replicas (see `postgres` for the design): connects
+    /// (no TLS) to `url`, creates or checks the schema, and starts the writer task. A
+    /// `search_path` given in the URL (`?options=-csearch_path%3Dshipfeed`) is honoured: the
+    /// tables live in its first schema, which must exist. Must be called within a Tokio runtime.
+    ///
+    /// # Errors
+    /// [`StoreError::Config`] for an invalid URL or a schema of an unknown version,
+    /// [`StoreError::Database`] when the database cannot be reached or migrated.
+    #[cfg(feature = "postgres")]
+    pub async fn postgres(url: &str) -> Result<Self, StoreError> {
+        let (writer, reader) = postgres::connect(url).await?;
+        let (jobs, queue) = mpsc::channel(write::QUEUE);
+        tokio::spawn(write::write_loop(writer, queue));
+        Ok(Store {
+            writer: jobs,
+            reader: Arc::new(reader),
+        })
+    }
+
+    /// A writer whose driver blocks (SQLite): its own thread, driving the write loop on a
+    /// current-thread runtime, so it never takes a worker from the caller's runtime.
+    fn start_on_thread(
+        driver: impl WriteDriver + 'static,
+        reader: Arc<dyn ReadDriver>,
+    ) -> Result<Self, StoreError> {
+        let (jobs, queue) = mpsc::channel(write::QUEUE);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .map_err(|e| StoreError::database("start the writer's runtime", e))?;
+        std::thread::Builder::new()
+            .name("shipfeed-store-writer".into())
+            .spawn(move || runtime.block_on(write::write_loop(driver, queue)))
+            .map_err(|e| StoreError::database("start the writer thread", e))?;
+        Ok(Store {
+            writer: jobs,
+            reader,
+        })
+    }
+
+    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
+        let (reply, done) = oneshot::channel();
+        self.writer
+            .send(Job { work, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stores the batch in one durable transaction; `Ok` means it is on disk. Each raw
+    /// delivery is stored, its events inserted with `event_id` unique (duplicates counted, not
+    /// re-inserted), a dead letter recorded for what could not be normalized, and the state of
+    /// every touched shipment recomputed from the *set* of its events.
     ///
     /// # Errors
     /// [`StoreError`] when nothing was stored (the whole batch is rolled back).
-    async fn commit(&self, batch: Vec<Ingest>) -> Result<Vec<Committed>, StoreError>;
-
-    /// Up to `limit` events with a cursor greater than `after`, in cursor order.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot be read.
-    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<FeedItem>, StoreError>;
-
-    /// Shipments with this tracking number (and carrier, when given).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot be read.
-    async fn shipments(
-        &self,
-        carrier: Option<&str>,
-        tracking_number: &str,
-    ) -> Result<Vec<ShipmentView>, StoreError>;
-
-    /// Up to `limit` dead letters after the delivery sequence number `after`.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot be read.
-    async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>, StoreError>;
-
-    /// Up to `limit` stored raw deliveries after `after` (only dead letters when asked), for replay.
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot be read.
-    async fn deliveries(
-        &self,
-        after: i64,
-        limit: usize,
-        dead_letters_only: bool,
-    ) -> Result<Vec<StoredDelivery>, StoreError>;
+    pub async fn commit(&self, batch: Vec<Ingest>) -> Result<Vec<Committed>, StoreError> {
+        let rows = batch.into_iter().map(write::ingest_rows).collect();
+        match self.submit(Work::Commit(rows)).await? {
+            Done::Commit(done) => Ok(done),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
 
     /// Records the outcome of re-normalizing stored delivery `seq` (replay): its events are
     /// inserted (deduplicated by id) and its dead-letter mark is set or cleared.
     ///
     /// # Errors
-    /// [`StoreError`] when nothing was stored.
-    async fn replace_outcome(
+    /// [`StoreError::NotFound`] when no delivery has that `seq`; any other [`StoreError`] when
+    /// nothing was stored.
+    pub async fn replace_outcome(
         &self,
         seq: i64,
         provider: Provider,
         outcome: Result<Vec<Output>, Error>,
-    ) -> Result<Committed, StoreError>;
-
-    /// The saved position of a named feed consumer (0 when none).
-    ///
-    /// # Errors
-    /// [`StoreError`] when the store cannot be read.
-    async fn cursor(&self, name: &str) -> Result<i64, StoreError>;
+    ) -> Result<Committed, StoreError> {
+        let outcome = write::outcome_rows(provider, outcome);
+        match self.submit(Work::Replace(seq, outcome)).await? {
+            Done::Replace(done) => Ok(done),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
 
     /// Saves the position of a named feed consumer.
     ///
     /// # Errors
     /// [`StoreError`] when nothing was stored.
-    async fn save_cursor(&self, name: &str, position: i64) -> Result<(), StoreError>;
+    pub async fn save_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
+        match self
+            .submit(Work::SaveCursor(name.to_owned(), position))
+            .await?
+        {
+            Done::SaveCursor => Ok(()),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// Up to `limit` events with a cursor greater than `after`, in cursor order. An event
+    /// never becomes visible with a smaller `seq` than one already visible, so a consumer that
+    /// saves the last `seq` it saw never skips one.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn events_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<FeedItem>, StoreError> {
+        let rows = self.reader.events_after(after, sql_limit(limit)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(seq, body)| {
+                Some(FeedItem {
+                    seq,
+                    event: parse_stored(&body, "event")?,
+                })
+            })
+            .collect())
+    }
+
+    /// Shipments with this tracking number (and carrier, when given), each with its state and
+    /// its timeline.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn shipments(
+        &self,
+        carrier: Option<&str>,
+        tracking_number: &str,
+    ) -> Result<Vec<ShipmentView>, StoreError> {
+        let rows = self.reader.shipments(carrier, tracking_number).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let mut timeline: Vec<TrackingEvent> = row
+                    .events
+                    .iter()
+                    .filter_map(|body| parse_stored(body, "event"))
+                    .collect();
+                sort_timeline(&mut timeline);
+                Some(ShipmentView {
+                    shipment: parse_stored(&row.shipment, "shipment")?,
+                    state: parse_stored(&row.state, "state")?,
+                    key: row.key,
+                    timeline,
+                })
+            })
+            .collect())
+    }
+
+    /// Up to `limit` dead letters after the delivery sequence number `after`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn dead_letters(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>, StoreError> {
+        let rows = self.reader.dead_letters(after, sql_limit(limit)).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                Some(DeadLetter {
+                    provider: parse_provider(&row.provider, row.seq)?,
+                    delivery_seq: row.seq,
+                    endpoint: row.endpoint,
+                    received_at: row.received_at,
+                    error: row.error,
+                })
+            })
+            .collect())
+    }
+
+    /// Up to `limit` stored raw deliveries after `after` (only dead letters when asked), for
+    /// replay.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn deliveries(
+        &self,
+        after: i64,
+        limit: usize,
+        dead_letters_only: bool,
+    ) -> Result<Vec<StoredDelivery>, StoreError> {
+        let rows = self
+            .reader
+            .deliveries(after, sql_limit(limit), dead_letters_only)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let headers: Vec<(String, String)> = parse_stored(&row.headers, "headers")?;
+                Some(StoredDelivery {
+                    provider: parse_provider(&row.provider, row.seq)?,
+                    seq: row.seq,
+                    endpoint: row.endpoint,
+                    delivery: RawDelivery {
+                        body: row.body,
+                        headers: headers.into_iter().collect::<Headers>(),
+                        received_at: row.received_at,
+                    },
+                    dead_letter: row.error.is_some(),
+                })
+            })
+            .collect())
+    }
+
+    /// The saved position of a named feed consumer (0 when none).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+        Ok(self.reader.cursor(name).await?.unwrap_or(0))
+    }
 
     /// Whether the store answers (for `/readyz`).
     ///
     /// # Errors
     /// [`StoreError`] when it does not.
-    async fn ping(&self) -> Result<(), StoreError>;
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        self.reader.ping().await
+    }
+}
+
+/// A stored JSON value read back; one that no longer parses is logged and left out rather than
+/// failing the whole read (it cannot come from this build's writer).
+pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(text: &str, what: &str) -> Option<T> {
+    match serde_json::from_str(text) {
+        Ok(value) => Some(value),
+        Err(error) => {
+            tracing::warn!(%error, what, "skipping an unreadable stored value");
+            None
+        }
+    }
+}
+
+/// A stored provider name read back; one this build does not know is logged and left out.
+fn parse_provider(name: &str, seq: i64) -> Option<Provider> {
+    match name.parse() {
+        Ok(provider) => Some(provider),
+        Err(error) => {
+            tracing::warn!(%error, delivery = seq, "skipping a delivery of an unknown provider");
+            None
+        }
+    }
+}
+
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
 }
 
 /// The key a shipment is stored under: `carrier:tracking_number`, falling back to the
@@ -226,48 +501,45 @@ pub fn shipment_key(provider: Provider, shipment: &ShipmentRef) -> String {
 
 /// Opens the store named by `url_or_path`:
 ///
-/// - `postgres://...` or `postgresql://...`: a `PostgresStore` (needs the `postgres` feature;
+/// - `postgres://...` or `postgresql://...`: PostgreSQL (needs the `postgres` feature;
 ///   without it this answers an error saying so);
-/// - `sqlite://PATH` or a plain file path: a [`SqliteStore`] on that file, created when missing.
+/// - `sqlite://PATH` or a plain file path: SQLite on that file, created when missing.
 ///
 /// Any other `scheme://` is an error rather than a file with a strange name.
 ///
 /// # Errors
-/// [`StoreError::Database`] when the store cannot be opened, connected or migrated, or the URL
-/// names a backend this build does not have.
-pub async fn open(url_or_path: &str) -> Result<Arc<dyn Store>, StoreError> {
-    let scheme = url_or_path
-        .split_once("://")
-        .map(|(scheme, _)| scheme.to_ascii_lowercase());
+/// [`StoreError::Config`] when the URL names a backend this build does not have or is
+/// malformed; [`StoreError::Database`] when the store cannot be opened, connected or migrated.
+pub async fn open(url_or_path: &str) -> Result<Store, StoreError> {
+    let (scheme, rest) = match url_or_path.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme.to_ascii_lowercase()), rest),
+        None => (None, url_or_path),
+    };
     match scheme.as_deref() {
         Some("postgres" | "postgresql") => open_postgres(url_or_path).await,
         Some("sqlite") | None => {
-            let path = match url_or_path.split_once("://") {
-                Some((_, path)) => path.to_owned(),
-                None => url_or_path.to_owned(),
-            };
-            if path.is_empty() {
-                return Err(StoreError::Database("empty SQLite database path".into()));
+            if rest.is_empty() {
+                return Err(StoreError::Config("empty SQLite database path".into()));
             }
-            let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
+            let path = rest.to_owned();
+            tokio::task::spawn_blocking(move || Store::sqlite(path))
                 .await
-                .map_err(|e| StoreError::Database(format!("open SQLite store: {e}")))??;
-            Ok(Arc::new(store))
+                .map_err(|e| StoreError::internal(format!("open SQLite store: {e}")))?
         }
-        Some(other) => Err(StoreError::Database(format!(
+        Some(other) => Err(StoreError::Config(format!(
             "unsupported store URL scheme `{other}://` (use postgres://, postgresql://, sqlite:// or a file path)"
         ))),
     }
 }
 
 #[cfg(feature = "postgres")]
-async fn open_postgres(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    Ok(Arc::new(PostgresStore::connect(url).await?))
+async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+    Store::postgres(url).await
 }
 
 #[cfg(not(feature = "postgres"))]
-async fn open_postgres(_url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    Err(StoreError::Database(
+async fn open_postgres(_url: &str) -> Result<Store, StoreError> {
+    Err(StoreError::Config(
         "this build has no PostgreSQL support (build shipfeed-store with the `postgres` feature)"
             .into(),
     ))

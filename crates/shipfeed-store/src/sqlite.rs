@@ -1,31 +1,26 @@
-//! SQLite store: one writer thread that group-commits whatever is queued (one fsync for many
-//! deliveries), WAL journal so readers never block it, `synchronous=FULL` so a commit that
-//! returned survives a power cut, and WAL checkpoints on a thread of their own, so that the
-//! writer only copies the last few pages when the WAL is to start over.
+//! SQLite driver: schema, SQL, and its durability specifics. `synchronous=FULL` in WAL mode,
+//! so a commit that returned survives a power cut, with readers never blocking the writer; and
+//! WAL checkpoints on a thread of their own, so that the writer only copies the last few pages
+//! when the WAL is to start over. The one writer connection runs on the store's writer thread.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use shipfeed_core::{
-    current_state, sort_timeline, Error, Headers, Output, Provider, RawDelivery, TrackingEvent,
+
+use crate::driver::{
+    DeadLetterRow, DeliveryRow, EventRow, ReadDriver, ShipmentRow, ShipmentRows, StoredRow,
+    WriteDriver,
 };
-use tokio::sync::oneshot;
+use crate::migrate::{self, Migration};
+use crate::StoreError;
 
-use crate::{
-    shipment_key, Committed, DeadLetter, FeedItem, Ingest, ShipmentView, Store, StoreError,
-    StoredDelivery,
-};
-
-/// How many queued jobs one transaction takes at most.
-const MAX_GROUP: usize = 512;
-
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: "
 CREATE TABLE deliveries (
     seq         INTEGER PRIMARY KEY AUTOINCREMENT,
     endpoint    TEXT NOT NULL,
@@ -64,96 +59,38 @@ CREATE TABLE cursors (
     name     TEXT PRIMARY KEY,
     position INTEGER NOT NULL
 );
-";
-
-enum Work {
-    Commit(Vec<(DeliveryRow, Outcome)>),
-    Replace(i64, Outcome),
-    SaveCursor(String, i64),
-}
-
-/// A raw delivery as the columns it is stored in.
-struct DeliveryRow {
-    endpoint: String,
-    provider: &'static str,
-    received_at: String,
-    headers: String,
-    body: Vec<u8>,
-}
-
-impl DeliveryRow {
-    /// The delivery's row and its outcome's rows.
-    fn new(ingest: Ingest) -> (Self, Outcome) {
-        let headers: Vec<(&str, &str)> = ingest.delivery.headers.iter().collect();
-        let headers = serde_json::to_string(&headers).unwrap_or_else(|_| "[]".into());
-        let row = DeliveryRow {
-            endpoint: ingest.endpoint,
-            provider: ingest.provider.as_str(),
-            received_at: time_text(ingest.delivery.received_at),
-            headers,
-            body: ingest.delivery.body,
-        };
-        (row, outcome_rows(ingest.provider, ingest.outcome))
-    }
-}
-
-/// An adapter's outputs as rows, or the reason the delivery is a dead letter.
-///
-/// Built by the calling task, not the writer thread: JSON bodies, shipment keys and time texts
-/// cost nothing serial there, while the writer is the one thread every delivery waits for.
-type Outcome = Result<Rows, String>;
-
-#[derive(Default)]
-struct Rows {
-    events: Vec<EventRow>,
-    /// Notices as JSON.
-    notices: Vec<String>,
-}
-
-struct EventRow {
-    key: String,
-    occurred_at: String,
-    body: String,
-    event: TrackingEvent,
-}
-
-fn outcome_rows(provider: Provider, outcome: Result<Vec<Output>, Error>) -> Outcome {
-    let mut rows = Rows::default();
-    for output in outcome.map_err(|error| error.to_string())? {
-        match output {
-            Output::Event(event) => rows.events.push(EventRow {
-                key: shipment_key(provider, &event.shipment),
-                occurred_at: time_text(event.occurred_at),
-                body: serde_json::to_string(&event).unwrap_or_default(),
-                event,
-            }),
-            Output::Notice(notice) => rows
-                .notices
-                .push(serde_json::to_string(&notice).unwrap_or_default()),
-        }
-    }
-    Ok(rows)
-}
-
-enum Done {
-    Commit(Vec<Committed>),
-    Replace(Committed),
-    SaveCursor,
-}
-
-struct Job {
-    work: Work,
-    reply: oneshot::Sender<Result<Done, StoreError>>,
-}
-
-/// The embedded default store.
-#[derive(Clone)]
-pub struct SqliteStore {
-    writer: mpsc::Sender<Job>,
-    reader: Arc<Mutex<Connection>>,
-    /// Dropped with the last clone, which stops the checkpoint thread.
-    _checkpointer: Arc<mpsc::Sender<()>>,
-}
+",
+    },
+    // Events and notices reference their delivery, as on PostgreSQL. SQLite cannot add a
+    // constraint to a table, so both are rebuilt; `seq`s are copied, so feed cursors stay valid.
+    Migration {
+        version: 2,
+        sql: "
+CREATE TABLE events_v2 (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id     TEXT NOT NULL UNIQUE,
+    delivery_seq INTEGER NOT NULL REFERENCES deliveries(seq),
+    shipment_key TEXT NOT NULL,
+    occurred_at  TEXT NOT NULL,
+    status       TEXT,
+    body         TEXT NOT NULL
+);
+INSERT INTO events_v2 (seq, event_id, delivery_seq, shipment_key, occurred_at, status, body)
+    SELECT seq, event_id, delivery_seq, shipment_key, occurred_at, status, body FROM events;
+DROP TABLE events;
+ALTER TABLE events_v2 RENAME TO events;
+CREATE INDEX events_by_shipment ON events(shipment_key);
+CREATE TABLE notices_v2 (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    delivery_seq INTEGER NOT NULL REFERENCES deliveries(seq),
+    body         TEXT NOT NULL
+);
+INSERT INTO notices_v2 (seq, delivery_seq, body) SELECT seq, delivery_seq, body FROM notices;
+DROP TABLE notices;
+ALTER TABLE notices_v2 RENAME TO notices;
+",
+    },
+];
 
 /// How often the WAL is copied back into the database, off the writer thread.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
@@ -211,324 +148,68 @@ fn finish_checkpoint(conn: &Connection, copied: &AtomicBool) {
     }
 }
 
-fn db(error: rusqlite::Error) -> StoreError {
-    StoreError::Database(error.to_string())
+fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |error| StoreError::database(context, error)
 }
 
-fn open(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path).map_err(db)?;
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(db("open the SQLite database"))?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
     )
-    .map_err(db)?;
+    .map_err(db("configure the SQLite connection"))?;
     Ok(conn)
-}
-
-impl SqliteStore {
-    /// Opens (creating and migrating when needed) the database at `path`.
-    ///
-    /// # Errors
-    /// [`StoreError::Database`] when the file cannot be opened or migrated.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        let mut writer = open(path)?;
-        migrate(&mut writer)?;
-        // Checkpoints run on their own thread, not inside the writer's commits.
-        writer
-            .execute_batch("PRAGMA wal_autocheckpoint = 0;")
-            .map_err(db)?;
-        let reader = open(path)?;
-        let checkpointer = open(path)?;
-        let (stop_checkpoints, stop) = mpsc::channel::<()>();
-        let copied = Arc::new(AtomicBool::new(false));
-        let copied_by_thread = Arc::clone(&copied);
-        std::thread::Builder::new()
-            .name("shipfeed-sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, stop, copied_by_thread))
-            .map_err(|e| StoreError::Database(format!("start checkpoint thread: {e}")))?;
-        let (tx, rx) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("shipfeed-sqlite-writer".into())
-            .spawn(move || write_loop(writer, rx, &copied))
-            .map_err(|e| StoreError::Database(format!("start writer thread: {e}")))?;
-        Ok(SqliteStore {
-            writer: tx,
-            reader: Arc::new(Mutex::new(reader)),
-            _checkpointer: Arc::new(stop_checkpoints),
-        })
-    }
-
-    async fn submit(&self, work: Work) -> Result<Done, StoreError> {
-        let (reply, done) = oneshot::channel();
-        self.writer
-            .send(Job { work, reply })
-            .map_err(|_| StoreError::Closed)?;
-        done.await.map_err(|_| StoreError::Closed)?
-    }
-
-    async fn read<T: Send + 'static>(
-        &self,
-        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let reader = Arc::clone(&self.reader);
-        tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().map_err(|_| StoreError::Closed)?;
-            query(&conn).map_err(db)
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
-    }
 }
 
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(db)?;
-    if version == SCHEMA_VERSION {
-        return Ok(());
+        .map_err(db("read the schema version"))?;
+    for migration in migrate::pending(version, MIGRATIONS)? {
+        let tx = conn.transaction().map_err(db("migrate the schema"))?;
+        tx.execute_batch(migration.sql)
+            .map_err(db("migrate the schema"))?;
+        tx.pragma_update(None, "user_version", migration.version)
+            .map_err(db("migrate the schema"))?;
+        tx.commit().map_err(db("migrate the schema"))?;
     }
-    if version != 0 {
-        return Err(StoreError::Database(format!(
-            "database schema version {version} is newer than this shipfeed ({SCHEMA_VERSION})"
-        )));
-    }
-    let tx = conn.transaction().map_err(db)?;
-    tx.execute_batch(SCHEMA).map_err(db)?;
-    tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-        .map_err(db)?;
-    tx.commit().map_err(db)
+    Ok(())
 }
 
-fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<Job>, checkpoint_copied: &AtomicBool) {
-    while let Ok(first) = jobs.recv() {
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP {
-            match jobs.try_recv() {
-                Ok(job) => group.push(job),
-                Err(_) => break,
-            }
-        }
-        let (replies, results) = match run_group(&mut conn, group) {
-            Ok(done) => done,
-            Err((replies, error)) => {
-                let results = replies
-                    .iter()
-                    .map(|_| Err(StoreError::Database(error.clone())))
-                    .collect();
-                (replies, results)
-            }
-        };
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The requester may have gone away (client disconnect); the data is stored anyway.
-            let _ = reply.send(result);
-        }
-        finish_checkpoint(&conn, checkpoint_copied);
-    }
+/// Opens (creating and migrating when needed) the database at `path`: the writer's connection,
+/// and the readers' with the checkpoint thread, which stops when the readers are dropped.
+pub(crate) fn open(path: &Path) -> Result<(SqliteWriter, SqliteReader), StoreError> {
+    let mut writer = connect(path)?;
+    migrate(&mut writer)?;
+    // Checkpoints run on their own thread, not inside the writer's commits.
+    writer
+        .execute_batch("PRAGMA wal_autocheckpoint = 0; PRAGMA foreign_keys = ON;")
+        .map_err(db("configure the SQLite writer"))?;
+    let reader = connect(path)?;
+    let checkpointer = connect(path)?;
+    let (stop_checkpoints, stop) = mpsc::channel::<()>();
+    let copied = Arc::new(AtomicBool::new(false));
+    let copied_by_thread = Arc::clone(&copied);
+    std::thread::Builder::new()
+        .name("shipfeed-sqlite-checkpoint".into())
+        .spawn(move || checkpoint_loop(checkpointer, stop, copied_by_thread))
+        .map_err(|e| StoreError::database("start the checkpoint thread", e))?;
+    Ok((
+        SqliteWriter {
+            conn: writer,
+            checkpoint_copied: copied,
+        },
+        SqliteReader(Arc::new(ReaderConn {
+            conn: Mutex::new(reader),
+            _stop_checkpoints: stop_checkpoints,
+        })),
+    ))
 }
 
-type Replies = Vec<oneshot::Sender<Result<Done, StoreError>>>;
-
-/// Commits a group of jobs in one transaction. The common case, every job succeeding, runs
-/// without savepoints (each costs sub-journal writes); when a job fails, the transaction is
-/// rolled back and the group runs again with one savepoint per job, so the failing job does
-/// not sink the others.
-#[allow(clippy::type_complexity)]
-fn run_group(
-    conn: &mut Connection,
-    group: Vec<Job>,
-) -> Result<(Replies, Vec<Result<Done, StoreError>>), (Replies, String)> {
-    let (works, replies): (Vec<Work>, Replies) =
-        group.into_iter().map(|job| (job.work, job.reply)).unzip();
-    if let Ok(done) = run_all(conn, &works) {
-        return Ok((replies, done.into_iter().map(Ok).collect()));
-    }
-    let mut tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => return Err((replies, e.to_string())),
-    };
-    let mut results = Vec::with_capacity(works.len());
-    for work in &works {
-        let result = tx.savepoint().map_err(db).and_then(|sp| {
-            let done = apply(&sp, work)?;
-            sp.commit().map_err(db)?;
-            Ok(done)
-        });
-        results.push(result);
-    }
-    match tx.commit() {
-        Ok(()) => Ok((replies, results)),
-        Err(e) => Err((replies, e.to_string())),
-    }
-}
-
-/// Every job in one transaction, all or nothing (dropping the transaction rolls it back).
-fn run_all(conn: &mut Connection, works: &[Work]) -> Result<Vec<Done>, StoreError> {
-    let tx = conn.transaction().map_err(db)?;
-    let done = works
-        .iter()
-        .map(|work| apply(&tx, work))
-        .collect::<Result<Vec<_>, _>>()?;
-    tx.commit().map_err(db)?;
-    Ok(done)
-}
-
-fn apply(tx: &Connection, work: &Work) -> Result<Done, StoreError> {
-    match work {
-        Work::Commit(batch) => {
-            let mut done = Vec::with_capacity(batch.len());
-            for (delivery, outcome) in batch {
-                let seq = insert_delivery(tx, delivery).map_err(db)?;
-                done.push(record_outcome(tx, seq, outcome).map_err(db)?);
-            }
-            Ok(Done::Commit(done))
-        }
-        Work::Replace(seq, outcome) => {
-            let seq = *seq;
-            let exists = tx
-                .prepare_cached("SELECT 1 FROM deliveries WHERE seq = ?1")
-                .and_then(|mut statement| statement.exists([seq]))
-                .map_err(db)?;
-            if !exists {
-                return Err(StoreError::Database(format!(
-                    "no stored delivery with sequence number {seq}"
-                )));
-            }
-            Ok(Done::Replace(record_outcome(tx, seq, outcome).map_err(db)?))
-        }
-        Work::SaveCursor(name, position) => {
-            tx.execute(
-                "INSERT INTO cursors(name, position) VALUES (?1, ?2)
-                 ON CONFLICT(name) DO UPDATE SET position = excluded.position",
-                params![name, position],
-            )
-            .map_err(db)?;
-            Ok(Done::SaveCursor)
-        }
-    }
-}
-
-/// RFC 3339 with as many fractional digits as needed, so a stored delivery's `received_at`
-/// reads back exactly.
+/// RFC 3339 with as many fractional digits as needed, so that a time reads back exactly.
 fn time_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::AutoSi, true)
-}
-
-fn insert_delivery(tx: &Connection, row: &DeliveryRow) -> rusqlite::Result<i64> {
-    tx.prepare_cached(
-        "INSERT INTO deliveries(endpoint, provider, received_at, headers, body) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![
-        row.endpoint,
-        row.provider,
-        row.received_at,
-        row.headers,
-        row.body,
-    ])?;
-    Ok(tx.last_insert_rowid())
-}
-
-/// Inserts the outputs of delivery `seq` (events deduplicated by id), marks or clears its dead
-/// letter, and recomputes every shipment it touched.
-fn record_outcome(tx: &Connection, seq: i64, outcome: &Outcome) -> rusqlite::Result<Committed> {
-    let mut committed = Committed {
-        delivery_seq: seq,
-        ..Committed::default()
-    };
-    let rows = match outcome {
-        Ok(rows) => rows,
-        Err(reason) => {
-            tx.prepare_cached("UPDATE deliveries SET dead_letter = 1, error = ?2 WHERE seq = ?1")?
-                .execute(params![seq, reason])?;
-            committed.dead_letter = Some(reason.clone());
-            return Ok(committed);
-        }
-    };
-    tx.prepare_cached(
-        "UPDATE deliveries SET dead_letter = 0, error = NULL WHERE seq = ?1 AND dead_letter = 1",
-    )?
-    .execute(params![seq])?;
-    // The events this delivery added, per shipment.
-    let mut added: BTreeMap<&str, Vec<&TrackingEvent>> = BTreeMap::new();
-    for row in &rows.events {
-        let inserted = tx
-            .prepare_cached(
-                "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
-            )?
-            .execute(params![
-                row.event.event_id.as_str(),
-                seq,
-                row.key,
-                row.occurred_at,
-                row.event.status.map(|s| s.as_str()),
-                row.body,
-            ])?;
-        if inserted == 1 {
-            committed.new_events += 1;
-            committed
-                .new_event_statuses
-                .push(row.event.status.map_or("none", |s| s.as_str()).to_owned());
-            added.entry(&row.key).or_default().push(&row.event);
-        } else {
-            committed.duplicates += 1;
-        }
-    }
-    for body in &rows.notices {
-        committed.notices += 1;
-        tx.prepare_cached("INSERT INTO notices(delivery_seq, body) VALUES (?1, ?2)")?
-            .execute(params![seq, body])?;
-    }
-    for (key, events) in added {
-        refresh_shipment(tx, key, &events)?;
-    }
-    Ok(committed)
-}
-
-fn load_events(conn: &Connection, key: &str) -> rusqlite::Result<Vec<TrackingEvent>> {
-    let mut statement = conn.prepare_cached("SELECT body FROM events WHERE shipment_key = ?1")?;
-    let rows = statement.query_map([key], |row| row.get::<_, String>(0))?;
-    let mut events = Vec::new();
-    for body in rows {
-        if let Ok(event) = serde_json::from_str::<TrackingEvent>(&body?) {
-            events.push(event);
-        }
-    }
-    Ok(events)
-}
-
-/// The state is recomputed from the whole set of the shipment's events, so arrival order can
-/// never regress it. `added` are the events just inserted under `key`: when the shipment has no
-/// others (its first delivery), they are that whole set and nothing is read back.
-fn refresh_shipment(tx: &Connection, key: &str, added: &[&TrackingEvent]) -> rusqlite::Result<()> {
-    let stored: i64 = tx
-        .prepare_cached("SELECT count(*) FROM events WHERE shipment_key = ?1")?
-        .query_row([key], |row| row.get(0))?;
-    let mut events = if usize::try_from(stored).is_ok_and(|stored| stored == added.len()) {
-        added.iter().map(|&event| event.clone()).collect()
-    } else {
-        load_events(tx, key)?
-    };
-    let Some(state) = current_state(&events) else {
-        return Ok(());
-    };
-    sort_timeline(&mut events);
-    let Some(latest) = events.last() else {
-        return Ok(());
-    };
-    tx.prepare_cached(
-        "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state) VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(shipment_key) DO UPDATE SET carrier = excluded.carrier, tracking_number = excluded.tracking_number,
-             shipment = excluded.shipment, state = excluded.state",
-    )?
-    .execute(params![
-        key,
-        latest.shipment.carrier,
-        latest.shipment.tracking_number,
-        serde_json::to_string(&latest.shipment).unwrap_or_default(),
-        serde_json::to_string(&state).unwrap_or_default(),
-    ])?;
-    Ok(())
 }
 
 fn parse_time(text: &str) -> DateTime<Utc> {
@@ -537,32 +218,184 @@ fn parse_time(text: &str) -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-#[async_trait::async_trait]
-impl Store for SqliteStore {
-    async fn commit(&self, batch: Vec<Ingest>) -> Result<Vec<Committed>, StoreError> {
-        let rows = batch.into_iter().map(DeliveryRow::new).collect();
-        match self.submit(Work::Commit(rows)).await? {
-            Done::Commit(done) => Ok(done),
-            _ => Err(StoreError::Closed),
-        }
+/// The writer's connection. Its calls block, which is right on the store's writer thread.
+pub(crate) struct SqliteWriter {
+    conn: Connection,
+    /// Set by the checkpoint thread when the writer is to finish the checkpoint.
+    checkpoint_copied: Arc<AtomicBool>,
+}
+
+impl WriteDriver for SqliteWriter {
+    async fn begin(&mut self) -> Result<(), StoreError> {
+        self.execute("BEGIN").await
     }
 
-    async fn events_after(&self, after: i64, limit: usize) -> Result<Vec<FeedItem>, StoreError> {
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
+    async fn execute(&mut self, sql: &'static str) -> Result<(), StoreError> {
+        self.conn.execute_batch(sql).map_err(db(sql))
+    }
+
+    async fn insert_delivery(
+        &mut self,
+        row: &DeliveryRow,
+        dead_letter: Option<&str>,
+    ) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO deliveries(endpoint, provider, received_at, headers, body, dead_letter, error)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    row.endpoint,
+                    row.provider.as_str(),
+                    time_text(row.received_at),
+                    row.headers,
+                    row.body,
+                    dead_letter.is_some(),
+                    dead_letter,
+                ])
+            })
+            .map_err(db("store a delivery"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    async fn set_dead_letter(
+        &mut self,
+        seq: i64,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let updated = self
+            .conn
+            .prepare_cached("UPDATE deliveries SET dead_letter = ?2, error = ?3 WHERE seq = ?1")
+            .and_then(|mut update| update.execute(params![seq, reason.is_some(), reason]))
+            .map_err(db("mark a dead letter"))?;
+        Ok(updated == 1)
+    }
+
+    async fn insert_event(&mut self, seq: i64, row: &EventRow) -> Result<bool, StoreError> {
+        let inserted = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    row.event_id,
+                    seq,
+                    row.shipment_key,
+                    time_text(row.occurred_at),
+                    row.status,
+                    row.body,
+                ])
+            })
+            .map_err(db("store an event"))?;
+        Ok(inserted == 1)
+    }
+
+    async fn insert_notice(&mut self, seq: i64, body: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("INSERT INTO notices(delivery_seq, body) VALUES (?1, ?2)")
+            .and_then(|mut insert| insert.execute(params![seq, body]))
+            .map_err(db("store a notice"))?;
+        Ok(())
+    }
+
+    async fn count_events(&mut self, key: &str) -> Result<usize, StoreError> {
+        let count: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM events WHERE shipment_key = ?1")
+            .and_then(|mut count| count.query_row([key], |row| row.get(0)))
+            .map_err(db("count a shipment's events"))?;
+        Ok(usize::try_from(count).unwrap_or_default())
+    }
+
+    async fn events_of(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
+        events_of(&self.conn, key)
+    }
+
+    async fn upsert_shipment(&mut self, row: &ShipmentRow<'_>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(shipment_key) DO UPDATE SET carrier = excluded.carrier,
+                     tracking_number = excluded.tracking_number, shipment = excluded.shipment,
+                     state = excluded.state",
+            )
+            .and_then(|mut upsert| {
+                upsert.execute(params![
+                    row.key,
+                    row.carrier,
+                    row.tracking_number,
+                    row.shipment,
+                    row.state,
+                ])
+            })
+            .map_err(db("store a shipment state"))?;
+        Ok(())
+    }
+
+    async fn save_cursor(&mut self, name: &str, position: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO cursors(name, position) VALUES (?1, ?2)
+                 ON CONFLICT(name) DO UPDATE SET position = excluded.position",
+            )
+            .and_then(|mut save| save.execute(params![name, position]))
+            .map_err(db("save a cursor"))?;
+        Ok(())
+    }
+
+    async fn after_group(&mut self) {
+        finish_checkpoint(&self.conn, &self.checkpoint_copied);
+    }
+}
+
+fn events_of(conn: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
+    let read = || -> rusqlite::Result<Vec<String>> {
+        let mut select = conn.prepare_cached("SELECT body FROM events WHERE shipment_key = ?1")?;
+        let bodies = select.query_map([key], |row| row.get(0))?;
+        bodies.collect()
+    };
+    read().map_err(db("read a shipment's events"))
+}
+
+/// The readers' connection, one query at a time on the blocking pool.
+pub(crate) struct SqliteReader(Arc<ReaderConn>);
+
+struct ReaderConn {
+    conn: Mutex<Connection>,
+    /// Dropped with the store, which stops the checkpoint thread.
+    _stop_checkpoints: mpsc::Sender<()>,
+}
+
+impl SqliteReader {
+    async fn read<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        query: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || {
+            let mut conn = reader.conn.lock().map_err(|_| StoreError::Closed)?;
+            query(&mut conn).map_err(db(what))
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[async_trait::async_trait]
+impl ReadDriver for SqliteReader {
+    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        self.read("read the feed", move |conn| {
+            let mut select = conn.prepare_cached(
                 "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows = statement.query_map(params![after, limit as i64], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?))
-            })?;
-            let mut items = Vec::new();
-            for row in rows {
-                let (seq, body) = row?;
-                if let Ok(event) = serde_json::from_str(&body) {
-                    items.push(FeedItem { seq, event });
-                }
-            }
-            Ok(items)
+            let rows =
+                select.query_map(params![after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            rows.collect()
         })
         .await
     }
@@ -571,50 +404,48 @@ impl Store for SqliteStore {
         &self,
         carrier: Option<&str>,
         tracking_number: &str,
-    ) -> Result<Vec<ShipmentView>, StoreError> {
+    ) -> Result<Vec<ShipmentRows>, StoreError> {
         let carrier = carrier.map(str::to_owned);
         let tracking = tracking_number.to_owned();
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT shipment_key, shipment, state FROM shipments
-                 WHERE tracking_number = ?1 AND (?2 IS NULL OR carrier = ?2) ORDER BY shipment_key",
-            )?;
-            let rows: Vec<(String, String, String)> = statement
-                .query_map(params![tracking, carrier], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            let mut views = Vec::new();
-            for (key, shipment, state) in rows {
-                let (Ok(shipment), Ok(state)) = (
-                    serde_json::from_str(&shipment),
-                    serde_json::from_str(&state),
-                ) else {
-                    continue;
-                };
-                let mut timeline = load_events(conn, &key)?;
-                sort_timeline(&mut timeline);
-                views.push(ShipmentView {
-                    key,
-                    shipment,
-                    state,
-                    timeline,
-                });
+        self.read("read shipments", move |conn| {
+            // One snapshot for the states and the timelines, so that they agree.
+            let tx = conn.transaction()?;
+            let mut shipments: Vec<ShipmentRows> = {
+                let mut select = tx.prepare_cached(
+                    "SELECT shipment_key, shipment, state FROM shipments
+                     WHERE tracking_number = ?1 AND (?2 IS NULL OR carrier = ?2) ORDER BY shipment_key",
+                )?;
+                let rows = select.query_map(params![tracking, carrier], |r| {
+                    Ok(ShipmentRows {
+                        key: r.get(0)?,
+                        shipment: r.get(1)?,
+                        state: r.get(2)?,
+                        events: Vec::new(),
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for shipment in &mut shipments {
+                let mut select =
+                    tx.prepare_cached("SELECT body FROM events WHERE shipment_key = ?1")?;
+                let bodies = select.query_map([&shipment.key], |row| row.get(0))?;
+                shipment.events = bodies.collect::<rusqlite::Result<_>>()?;
             }
-            Ok(views)
+            tx.commit()?;
+            Ok(shipments)
         })
         .await
     }
 
-    async fn dead_letters(&self, after: i64, limit: usize) -> Result<Vec<DeadLetter>, StoreError> {
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
+    async fn dead_letters(&self, after: i64, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError> {
+        self.read("read dead letters", move |conn| {
+            let mut select = conn.prepare_cached(
                 "SELECT seq, endpoint, provider, received_at, COALESCE(error, '') FROM deliveries
                  WHERE dead_letter = 1 AND seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows = statement.query_map(params![after, limit as i64], |r| {
-                Ok(DeadLetter {
-                    delivery_seq: r.get(0)?,
+            let rows = select.query_map(params![after, limit], |r| {
+                Ok(DeadLetterRow {
+                    seq: r.get(0)?,
                     endpoint: r.get(1)?,
                     provider: r.get(2)?,
                     received_at: parse_time(&r.get::<_, String>(3)?),
@@ -629,26 +460,24 @@ impl Store for SqliteStore {
     async fn deliveries(
         &self,
         after: i64,
-        limit: usize,
+        limit: i64,
         dead_letters_only: bool,
-    ) -> Result<Vec<StoredDelivery>, StoreError> {
-        self.read(move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT seq, endpoint, provider, received_at, headers, body, dead_letter FROM deliveries
+    ) -> Result<Vec<StoredRow>, StoreError> {
+        self.read("read deliveries", move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT seq, endpoint, provider, received_at, headers, body,
+                        CASE WHEN dead_letter = 1 THEN COALESCE(error, '') END FROM deliveries
                  WHERE seq > ?1 AND (?3 = 0 OR dead_letter = 1) ORDER BY seq LIMIT ?2",
             )?;
-            let rows = statement.query_map(params![after, limit as i64, dead_letters_only], |r| {
-                let headers: Vec<(String, String)> = serde_json::from_str(&r.get::<_, String>(4)?).unwrap_or_default();
-                Ok(StoredDelivery {
+            let rows = select.query_map(params![after, limit, dead_letters_only], |r| {
+                Ok(StoredRow {
                     seq: r.get(0)?,
                     endpoint: r.get(1)?,
                     provider: r.get(2)?,
-                    delivery: RawDelivery {
-                        body: r.get(5)?,
-                        headers: headers.into_iter().collect::<Headers>(),
-                        received_at: parse_time(&r.get::<_, String>(3)?),
-                    },
-                    dead_letter: r.get(6)?,
+                    received_at: parse_time(&r.get::<_, String>(3)?),
+                    headers: r.get(4)?,
+                    body: r.get(5)?,
+                    error: r.get(6)?,
                 })
             })?;
             rows.collect()
@@ -656,43 +485,25 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn replace_outcome(
-        &self,
-        seq: i64,
-        provider: Provider,
-        outcome: Result<Vec<Output>, Error>,
-    ) -> Result<Committed, StoreError> {
-        let outcome = outcome_rows(provider, outcome);
-        match self.submit(Work::Replace(seq, outcome)).await? {
-            Done::Replace(done) => Ok(done),
-            _ => Err(StoreError::Closed),
-        }
-    }
-
-    async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
+    async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let name = name.to_owned();
-        self.read(move |conn| {
+        self.read("read a cursor", move |conn| {
             conn.query_row(
                 "SELECT position FROM cursors WHERE name = ?1",
                 [name],
                 |r| r.get(0),
             )
             .optional()
-            .map(Option::unwrap_or_default)
         })
         .await
     }
 
-    async fn save_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
-        self.submit(Work::SaveCursor(name.to_owned(), position))
-            .await
-            .map(|_| ())
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|conn| conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))
-            .await
-            .map(|_| ())
+        self.read("ping", |conn| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+        })
+        .await
+        .map(|_| ())
     }
 }
 
@@ -717,7 +528,7 @@ mod tests {
                 .unwrap()
                 .len()
         };
-        let conn = open(&path).unwrap();
+        let conn = connect(&path).unwrap();
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t(x BLOB);")
             .unwrap();
         commit_rows(&conn, 40);
@@ -741,5 +552,62 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
             .unwrap();
         assert_eq!(rows, 50);
+    }
+
+    #[test]
+    fn a_version_1_database_migrates_in_place_keeping_its_sequence_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = connect(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0].sql).unwrap();
+            conn.execute_batch(
+                "PRAGMA user_version = 1;
+                 INSERT INTO deliveries(seq, endpoint, provider, received_at, headers, body)
+                     VALUES (7, 'sendcloud', 'sendcloud', '2024-06-01T00:00:00Z', '[]', x'7B7D');
+                 INSERT INTO events(seq, event_id, delivery_seq, shipment_key, occurred_at, body)
+                     VALUES (41, 'sendcloud:e1', 7, 'postnl:3S', '2024-06-01T00:00:00Z', '{}');
+                 INSERT INTO notices(seq, delivery_seq, body) VALUES (3, 7, '{}');",
+            )
+            .unwrap();
+        }
+        let (mut writer, _reader) = open(&path).unwrap();
+        let conn = &writer.conn;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.last().unwrap().version);
+        let kept: (i64, i64) = conn
+            .query_row("SELECT seq, delivery_seq FROM events", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!(kept, (41, 7), "feed cursors stay valid");
+
+        // Events now reference their delivery, and new ones continue the sequence.
+        let row = |event_id: &str| EventRow {
+            event_id: event_id.to_owned(),
+            shipment_key: "postnl:3S".to_owned(),
+            occurred_at: DateTime::default(),
+            status: None,
+            body: "{}".to_owned(),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let orphan = runtime.block_on(writer.insert_event(999, &row("sendcloud:orphan")));
+        assert!(orphan.is_err(), "an event of no delivery is refused");
+        assert!(runtime
+            .block_on(writer.insert_event(7, &row("sendcloud:e2")))
+            .unwrap());
+        let next: i64 = writer
+            .conn
+            .query_row(
+                "SELECT seq FROM events WHERE event_id = 'sendcloud:e2'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(next > 41, "{next}");
     }
 }

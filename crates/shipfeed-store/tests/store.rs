@@ -9,7 +9,6 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use shipfeed::{current_state, sort_timeline, Error, Output, Provider, RawDelivery, Status};
 use shipfeed_store::{Committed, Ingest, Store};
@@ -19,24 +18,22 @@ use support::{event, events_of, fixture, ingest_error, ingest_events, whole_feed
 macro_rules! conformance {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
-            use std::sync::Arc;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let db = crate::support::sqlite().await;
-                    crate::$scenario(Arc::clone(&db.store)).await;
+                    crate::$scenario(db.store.clone()).await;
                 }
             )*
         }
 
         #[cfg(feature = "postgres")]
         mod postgres {
-            use std::sync::Arc;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
                     let db = crate::support::postgres().await;
-                    crate::$scenario(Arc::clone(&db.store)).await;
+                    crate::$scenario(db.store.clone()).await;
                 }
             )*
         }
@@ -51,6 +48,7 @@ conformance!(
     cursors_are_saved_and_read_back,
     many_ingests_in_one_commit_and_many_concurrent_commits,
     payload_text_with_nul_is_stored,
+    a_failing_job_does_not_sink_the_others,
 );
 
 const DELIVERED: &str = "sendcloud/generated/v2-status-00011-delivered.json";
@@ -60,7 +58,7 @@ const TEST_WEBHOOK: &str = "sendcloud/generated/action-test-webhook.json";
 const HISTORY: &str = "happycolis/generated/shipment-history-4.json";
 const BROKEN: &str = "sendcloud/invalid/missing-parcel.json";
 
-async fn commit_then_read_back(store: Arc<dyn Store>) {
+async fn commit_then_read_back(store: Store) {
     let ingests = vec![
         fixture(Provider::Sendcloud, DELIVERED),
         fixture(Provider::Sendcloud, ANNOUNCED),
@@ -183,7 +181,7 @@ async fn commit_then_read_back(store: Arc<dyn Store>) {
     assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
     for (stored, (endpoint, delivery)) in stored.iter().zip(&raw) {
         assert_eq!(&stored.endpoint, endpoint);
-        assert_eq!(stored.provider, "sendcloud");
+        assert_eq!(stored.provider, Provider::Sendcloud);
         assert_eq!(&stored.delivery, delivery);
         assert!(!stored.dead_letter);
     }
@@ -202,7 +200,7 @@ async fn commit_then_read_back(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
-async fn same_delivery_ten_times_stores_its_events_once(store: Arc<dyn Store>) {
+async fn same_delivery_ten_times_stores_its_events_once(store: Store) {
     let events = events_of(&fixture(Provider::HappyColis, HISTORY));
     let n = events.len();
     let first = store
@@ -230,7 +228,7 @@ async fn same_delivery_ten_times_stores_its_events_once(store: Arc<dyn Store>) {
         assert!(committed.new_event_statuses.is_empty());
     }
 
-    let feed = whole_feed(&*store, 100).await;
+    let feed = whole_feed(&store, 100).await;
     assert_eq!(feed.len(), n, "one set of events in the feed");
     let ids: BTreeSet<_> = feed.iter().map(|i| i.event.event_id.clone()).collect();
     assert_eq!(ids, events.iter().map(|e| e.event_id.clone()).collect());
@@ -242,7 +240,7 @@ async fn same_delivery_ten_times_stores_its_events_once(store: Arc<dyn Store>) {
     assert_eq!(views[0].timeline.len(), n);
 }
 
-async fn arrival_order_never_changes_the_state(store: Arc<dyn Store>) {
+async fn arrival_order_never_changes_the_state(store: Store) {
     // One parcel's life, including an unmapped code, an event without a status change, and an
     // in-transit scan that happened before the delivery.
     let life = |tracking: &str| {
@@ -323,7 +321,7 @@ async fn arrival_order_never_changes_the_state(store: Arc<dyn Store>) {
     }
 }
 
-async fn dead_letter_then_replay(store: Arc<dyn Store>) {
+async fn dead_letter_then_replay(store: Store) {
     let broken = fixture(Provider::Sendcloud, BROKEN);
     let reason = broken.outcome.as_ref().err().map(ToString::to_string);
     assert!(reason.is_some(), "the invalid fixture does not normalize");
@@ -355,7 +353,7 @@ async fn dead_letter_then_replay(store: Arc<dyn Store>) {
     // After a mapping fix the delivery normalizes: replay records its events, clears the mark.
     let fixed = events_of(&fixture(Provider::Sendcloud, DELIVERED));
     let outputs: Vec<Output> = fixed.iter().cloned().map(Output::Event).collect();
-    let before = whole_feed(&*store, 100).await.len();
+    let before = whole_feed(&store, 100).await.len();
     let replayed = store
         .replace_outcome(seq, Provider::Sendcloud, Ok(outputs.clone()))
         .await
@@ -373,7 +371,7 @@ async fn dead_letter_then_replay(store: Arc<dyn Store>) {
     );
     assert!(store.dead_letters(0, 100).await.unwrap().is_empty());
     assert!(store.deliveries(0, 100, true).await.unwrap().is_empty());
-    let feed = whole_feed(&*store, 100).await;
+    let feed = whole_feed(&store, 100).await;
     assert_eq!(feed.len(), before + fixed.len());
     assert_eq!(feed.last().unwrap().event, fixed[0]);
     let tracking = fixed[0].shipment.tracking_number.clone().unwrap();
@@ -390,7 +388,7 @@ async fn dead_letter_then_replay(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!((again.new_events, again.duplicates), (0, fixed.len()));
-    assert_eq!(whole_feed(&*store, 100).await.len(), feed.len());
+    assert_eq!(whole_feed(&store, 100).await.len(), feed.len());
 
     // A replay that fails marks the delivery dead again; an unknown delivery is an error.
     let failed = store
@@ -410,7 +408,7 @@ async fn dead_letter_then_replay(store: Arc<dyn Store>) {
         .replace_outcome(seq + 1000, Provider::Sendcloud, Ok(Vec::new()))
         .await;
     assert!(unknown.is_err(), "replay of a delivery that does not exist");
-    assert_eq!(whole_feed(&*store, 100).await.len(), feed.len());
+    assert_eq!(whole_feed(&store, 100).await.len(), feed.len());
 
     // A dead letter among good deliveries of the same commit sinks nothing.
     let mixed = store
@@ -424,7 +422,41 @@ async fn dead_letter_then_replay(store: Arc<dyn Store>) {
     assert_eq!(mixed[1].new_events, 1);
 }
 
-async fn cursors_are_saved_and_read_back(store: Arc<dyn Store>) {
+/// Jobs queued together share one transaction; one that fails (replaying a delivery that was
+/// never stored) must fail alone, whichever jobs it happened to be grouped with.
+async fn a_failing_job_does_not_sink_the_others(store: Store) {
+    let mut jobs = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let store = store.clone();
+        jobs.spawn(async move {
+            let tracking = format!("GROUP{i:02}");
+            let committed = store
+                .commit(vec![ingest_events(&[event(
+                    &tracking,
+                    "a",
+                    "2024-05-01T08:00:00Z",
+                    Some(Status::InTransit),
+                )])])
+                .await;
+            let replayed = store
+                .replace_outcome(1_000_000 + i, Provider::Sendcloud, Ok(vec![]))
+                .await;
+            (committed, replayed)
+        });
+    }
+    while let Some(joined) = jobs.join_next().await {
+        let (committed, replayed) = joined.unwrap();
+        assert_eq!(committed.unwrap()[0].new_events, 1);
+        let error = replayed.unwrap_err();
+        assert!(
+            matches!(error, shipfeed_store::StoreError::NotFound(_)),
+            "{error}"
+        );
+    }
+    assert_eq!(whole_feed(&store, 100).await.len(), 50);
+}
+
+async fn cursors_are_saved_and_read_back(store: Store) {
     assert_eq!(store.cursor("stdout").await.unwrap(), 0);
     store.save_cursor("stdout", 42).await.unwrap();
     assert_eq!(store.cursor("stdout").await.unwrap(), 42);
@@ -442,7 +474,7 @@ async fn cursors_are_saved_and_read_back(store: Arc<dyn Store>) {
     assert_eq!(store.cursor("nobody").await.unwrap(), 0);
 }
 
-async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn Store>) {
+async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Store) {
     // 100 deliveries of two events each, in one commit.
     let batch: Vec<Ingest> = (0..100)
         .map(|i| {
@@ -478,7 +510,7 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn S
     );
     let tasks: Vec<_> = (0..200)
         .map(|i| {
-            let store = Arc::clone(&store);
+            let store = store.clone();
             let shared = shared.clone();
             tokio::spawn(async move {
                 let own = event(
@@ -495,7 +527,7 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn S
     // the commits, without sinking them.
     let failing: Vec<_> = (0..20)
         .map(|i| {
-            let store = Arc::clone(&store);
+            let store = store.clone();
             tokio::spawn(async move {
                 store
                     .replace_outcome(1_000_000 + i, Provider::Sendcloud, Ok(Vec::new()))
@@ -515,7 +547,7 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn S
     }
     assert_eq!((new_events, duplicates), (201, 199));
 
-    let feed = whole_feed(&*store, 37).await;
+    let feed = whole_feed(&store, 37).await;
     assert_eq!(feed.len(), 200 + 201);
     assert!(
         feed.windows(2).all(|w| w[0].seq < w[1].seq),
@@ -532,7 +564,7 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Arc<dyn S
     assert_eq!(store.deliveries(0, 1000, false).await.unwrap().len(), 300);
 }
 
-async fn payload_text_with_nul_is_stored(store: Arc<dyn Store>) {
+async fn payload_text_with_nul_is_stored(store: Store) {
     // An authentic payload may carry NUL characters; storing it must not fail (or the provider
     // would retry forever), and the event must come back as it went in.
     let mut odd = event(
@@ -621,7 +653,7 @@ async fn open_picks_the_backend_from_the_url() {
 
 #[cfg(feature = "postgres")]
 mod replicas {
-    //! What only a shared database can show: several `PostgresStore`s (as several replicas
+    //! What only a shared database can show: several PostgreSQL stores (as several replicas
     //! would have) on the same tables.
 
     use std::collections::{BTreeMap, BTreeSet};
@@ -630,7 +662,7 @@ mod replicas {
     use std::time::Duration;
 
     use shipfeed::{current_state, sort_timeline, Status, TrackingEvent};
-    use shipfeed_store::{PostgresStore, Store};
+    use shipfeed_store::Store;
 
     use crate::support::{self, event, ingest_events, pg::Schema};
 
@@ -664,9 +696,9 @@ mod replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn two_replicas_store_each_event_once_agree_and_the_feed_never_skips() {
         let schema = Schema::create().await;
-        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
-        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
-        let feed_reader = PostgresStore::connect(&schema.url).await.unwrap();
+        let a = Store::postgres(&schema.url).await.unwrap();
+        let b = Store::postgres(&schema.url).await.unwrap();
+        let feed_reader = Store::postgres(&schema.url).await.unwrap();
 
         // Each parcel arrives as one delivery per event plus one delivery with its whole history
         // (as HappyColis and Shipup resend it); both replicas receive every delivery.
@@ -688,7 +720,7 @@ mod replicas {
             let mut order: Vec<usize> = (0..deliveries.len()).collect();
             support::shuffle(&mut order, 1 + r as u64);
             for i in order {
-                let replica = Arc::clone(replica);
+                let replica = replica.clone();
                 let events = deliveries[i].clone();
                 tasks.push(tokio::spawn(async move {
                     replica.commit(vec![ingest_events(&events)]).await
@@ -707,7 +739,7 @@ mod replicas {
         // Each event stored once, whichever replica got it first.
         assert_eq!(new_events, total_events);
         assert_eq!(duplicates, 2 * occurrences - total_events);
-        let feed = support::whole_feed(&*a, 1000).await;
+        let feed = support::whole_feed(&a, 1000).await;
         assert_eq!(feed.len(), total_events);
         let ids: BTreeSet<_> = feed.iter().map(|i| i.event.event_id.clone()).collect();
         assert_eq!(ids.len(), total_events, "no event twice");
@@ -737,7 +769,7 @@ mod replicas {
     /// Polls the feed from cursor 0 until `writing` is false and the feed has nothing more,
     /// the way a consumer does, returning every `(seq, event_id)` it was given.
     fn poll_feed(
-        store: PostgresStore,
+        store: Store,
         writing: Arc<AtomicBool>,
     ) -> tokio::task::JoinHandle<Vec<(i64, shipfeed::EventId)>> {
         tokio::spawn(async move {
@@ -764,17 +796,17 @@ mod replicas {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn a_feed_consumer_never_skips_while_two_replicas_write() {
         let schema = Schema::create().await;
-        let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
-        let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&schema.url).await.unwrap());
+        let a = Store::postgres(&schema.url).await.unwrap();
+        let b = Store::postgres(&schema.url).await.unwrap();
         let writing = Arc::new(AtomicBool::new(true));
         let consumer = poll_feed(
-            PostgresStore::connect(&schema.url).await.unwrap(),
+            Store::postgres(&schema.url).await.unwrap(),
             Arc::clone(&writing),
         );
         let mut tasks = Vec::new();
         for (r, replica) in [&a, &b].into_iter().enumerate() {
             for i in 0..400 {
-                let replica = Arc::clone(replica);
+                let replica = replica.clone();
                 let parcel = event(
                     &format!("SKIP{r}-{i:03}"),
                     "1",
@@ -791,7 +823,7 @@ mod replicas {
         }
         writing.store(false, Ordering::SeqCst);
         let seen = consumer.await.unwrap();
-        let feed: Vec<_> = support::whole_feed(&*a, 1000)
+        let feed: Vec<_> = support::whole_feed(&a, 1000)
             .await
             .into_iter()
             .map(|item| (item.seq, item.event.event_id))
@@ -812,7 +844,7 @@ mod replicas {
         let connects: Vec<_> = (0..4)
             .map(|_| {
                 let url = schema.url.clone();
-                tokio::spawn(async move { PostgresStore::connect(&url).await })
+                tokio::spawn(async move { Store::postgres(&url).await })
             })
             .collect();
         let mut stores = Vec::new();
@@ -849,7 +881,7 @@ mod replicas {
         assert_eq!(tables, expected.iter().map(|t| t.to_string()).collect());
 
         // A later start finds the schema in place; every store works on the same tables.
-        stores.push(PostgresStore::connect(&schema.url).await.unwrap());
+        stores.push(Store::postgres(&schema.url).await.unwrap());
         let only = event(
             "MIGRATED",
             "1",
@@ -868,29 +900,28 @@ mod replicas {
     #[tokio::test]
     async fn a_schema_of_a_newer_version_is_refused() {
         let schema = Schema::create().await;
-        drop(PostgresStore::connect(&schema.url).await.unwrap());
+        drop(Store::postgres(&schema.url).await.unwrap());
         schema
             .client()
             .await
             .batch_execute("INSERT INTO shipfeed_schema_version (version) VALUES (99)")
             .await
             .unwrap();
-        let error = PostgresStore::connect(&schema.url).await.err().unwrap();
+        let error = Store::postgres(&schema.url).await.err().unwrap();
         assert!(error.to_string().contains("schema version 99"), "{error}");
     }
 
     #[tokio::test]
     async fn an_unreachable_server_is_a_database_error() {
-        let error =
-            PostgresStore::connect("postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
-                .await
-                .err()
-                .unwrap();
+        let error = Store::postgres("postgres://postgres@127.0.0.1:1/test?connect_timeout=2")
+            .await
+            .err()
+            .unwrap();
         assert!(
-            matches!(error, shipfeed_store::StoreError::Database(_)),
+            matches!(error, shipfeed_store::StoreError::Database { .. }),
             "{error}"
         );
-        let error = PostgresStore::connect("postgres://[not a url")
+        let error = Store::postgres("postgres://[not a url")
             .await
             .err()
             .unwrap();

@@ -3,7 +3,6 @@
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test code: panics are the failure reports
 
 use std::path::Path;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use shipfeed::registry::{self, Settings};
@@ -15,15 +14,15 @@ use shipfeed_store::{Ingest, Store};
 
 /// A store under test, with whatever keeps its database alive (and removes it afterwards).
 pub struct TestStore {
-    pub store: Arc<dyn Store>,
+    pub store: Store,
     _sqlite_dir: Option<tempfile::TempDir>,
     #[cfg(feature = "postgres")]
     pub schema: Option<pg::Schema>,
 }
 
 impl TestStore {
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 }
 
@@ -31,9 +30,9 @@ impl TestStore {
 pub async fn sqlite() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shipfeed.db");
-    let store = shipfeed_store::SqliteStore::open(&path).unwrap();
+    let store = shipfeed_store::Store::sqlite(&path).unwrap();
     TestStore {
-        store: Arc::new(store),
+        store,
         _sqlite_dir: Some(dir),
         #[cfg(feature = "postgres")]
         schema: None,
@@ -44,11 +43,11 @@ pub async fn sqlite() -> TestStore {
 #[cfg(feature = "postgres")]
 pub async fn postgres() -> TestStore {
     let schema = pg::Schema::create().await;
-    let store = shipfeed_store::PostgresStore::connect(&schema.url)
+    let store = shipfeed_store::Store::postgres(&schema.url)
         .await
-        .unwrap_or_else(|e| panic!("PostgresStore::connect in schema {}: {e}", schema.name));
+        .unwrap_or_else(|e| panic!("Store::postgres in schema {}: {e}", schema.name));
     TestStore {
-        store: Arc::new(store),
+        store,
         _sqlite_dir: None,
         schema: Some(schema),
     }
@@ -276,7 +275,7 @@ pub fn ingest_error(body: &[u8], error: Error) -> Ingest {
 }
 
 /// Every event of the feed, paged `page` at a time, checking the cursor order on the way.
-pub async fn whole_feed(store: &dyn Store, page: usize) -> Vec<shipfeed_store::FeedItem> {
+pub async fn whole_feed(store: &Store, page: usize) -> Vec<shipfeed_store::FeedItem> {
     let mut items: Vec<shipfeed_store::FeedItem> = Vec::new();
     let mut cursor = 0;
     loop {

@@ -1,0 +1,155 @@
+//! The SQL-level interface between the store's logic ([`crate::write`], [`crate::Store`]) and a
+//! database. A driver knows its schema, its SQL dialect and its durability specifics; it knows
+//! nothing of deduplication, dead letters, shipment states or group commit.
+//!
+//! Values cross this boundary as the store's own rows: JSON already serialized (by the calling
+//! task, off the writer), times as [`DateTime`], providers as [`Provider`]. A driver converts them
+//! to its column types (SQLite: RFC 3339 text; PostgreSQL: `timestamptz`, and text without NUL).
+
+use chrono::{DateTime, Utc};
+use shipfeed_core::Provider;
+
+use crate::StoreError;
+
+/// A raw delivery, as it is stored.
+#[derive(Debug)]
+pub(crate) struct DeliveryRow {
+    pub(crate) endpoint: String,
+    pub(crate) provider: Provider,
+    pub(crate) received_at: DateTime<Utc>,
+    /// The headers as a JSON array of `[name, value]` pairs.
+    pub(crate) headers: String,
+    pub(crate) body: Vec<u8>,
+}
+
+/// A canonical event, as it is stored.
+#[derive(Debug)]
+pub(crate) struct EventRow {
+    pub(crate) event_id: String,
+    pub(crate) shipment_key: String,
+    pub(crate) occurred_at: DateTime<Utc>,
+    pub(crate) status: Option<&'static str>,
+    /// The event as JSON.
+    pub(crate) body: String,
+}
+
+/// A shipment's identity and current state, as they are stored.
+#[derive(Debug)]
+pub(crate) struct ShipmentRow<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) carrier: Option<&'a str>,
+    pub(crate) tracking_number: Option<&'a str>,
+    /// The shipment reference as JSON.
+    pub(crate) shipment: String,
+    /// The state as JSON.
+    pub(crate) state: String,
+}
+
+/// A stored raw delivery, read back.
+#[derive(Debug)]
+pub(crate) struct StoredRow {
+    pub(crate) seq: i64,
+    pub(crate) endpoint: String,
+    pub(crate) provider: String,
+    pub(crate) received_at: DateTime<Utc>,
+    pub(crate) headers: String,
+    pub(crate) body: Vec<u8>,
+    pub(crate) error: Option<String>,
+}
+
+/// A dead letter read back (without the body: listings stay small).
+#[derive(Debug)]
+pub(crate) struct DeadLetterRow {
+    pub(crate) seq: i64,
+    pub(crate) endpoint: String,
+    pub(crate) provider: String,
+    pub(crate) received_at: DateTime<Utc>,
+    pub(crate) error: String,
+}
+
+/// A shipment read back: key, shipment JSON, state JSON and its events' JSON, all from one
+/// snapshot.
+#[derive(Debug)]
+pub(crate) struct ShipmentRows {
+    pub(crate) key: String,
+    pub(crate) shipment: String,
+    pub(crate) state: String,
+    pub(crate) events: Vec<String>,
+}
+
+/// The one connection that writes. The store's writer calls it from a single task, one group of
+/// jobs per transaction, so `&mut self` is all it needs.
+///
+/// Transactions are plain SQL (`BEGIN`, `SAVEPOINT`, ...: the same words in both dialects),
+/// sent through [`WriteDriver::execute`]; only [`WriteDriver::begin`] is the driver's own.
+pub(crate) trait WriteDriver: Send {
+    /// Starts a write transaction, after whatever must precede it (PostgreSQL: reconnect when
+    /// the connection was lost, then take the commit-order lock).
+    async fn begin(&mut self) -> Result<(), StoreError>;
+
+    /// Runs a statement without parameters or results (`COMMIT`, `SAVEPOINT job`, ...).
+    async fn execute(&mut self, sql: &'static str) -> Result<(), StoreError>;
+
+    /// Inserts a raw delivery (with its dead-letter reason, if any); returns its `seq`.
+    async fn insert_delivery(
+        &mut self,
+        row: &DeliveryRow,
+        dead_letter: Option<&str>,
+    ) -> Result<i64, StoreError>;
+
+    /// Sets or clears the dead-letter reason of delivery `seq`; `false` when there is none.
+    async fn set_dead_letter(&mut self, seq: i64, reason: Option<&str>)
+        -> Result<bool, StoreError>;
+
+    /// Inserts an event of delivery `seq` unless its `event_id` is stored; `true` if inserted.
+    async fn insert_event(&mut self, seq: i64, row: &EventRow) -> Result<bool, StoreError>;
+
+    /// Inserts a notice (as JSON) of delivery `seq`.
+    async fn insert_notice(&mut self, seq: i64, body: &str) -> Result<(), StoreError>;
+
+    /// How many events are stored under a shipment key.
+    async fn count_events(&mut self, key: &str) -> Result<usize, StoreError>;
+
+    /// The JSON of every event stored under a shipment key.
+    async fn events_of(&mut self, key: &str) -> Result<Vec<String>, StoreError>;
+
+    /// Inserts or replaces a shipment's identity and state.
+    async fn upsert_shipment(&mut self, row: &ShipmentRow<'_>) -> Result<(), StoreError>;
+
+    /// Saves a named cursor.
+    async fn save_cursor(&mut self, name: &str, position: i64) -> Result<(), StoreError>;
+
+    /// Runs between two groups, outside any transaction (SQLite: the WAL catch-up).
+    async fn after_group(&mut self) {}
+}
+
+/// The connections that read (the feed, lookups, replay). Shared by every clone of a store.
+#[async_trait::async_trait]
+pub(crate) trait ReadDriver: Send + Sync {
+    /// `(seq, event JSON)` of up to `limit` events after `after`, in `seq` order.
+    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
+
+    /// The shipments with this tracking number (and carrier, when given), by key.
+    async fn shipments(
+        &self,
+        carrier: Option<&str>,
+        tracking_number: &str,
+    ) -> Result<Vec<ShipmentRows>, StoreError>;
+
+    /// Up to `limit` dead letters after delivery `after`, in `seq` order.
+    async fn dead_letters(&self, after: i64, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError>;
+
+    /// Up to `limit` deliveries after `after`, in `seq` order; only dead letters when asked.
+    async fn deliveries(
+        &self,
+        after: i64,
+        limit: i64,
+        dead_letters_only: bool,
+    ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// The saved position of a named cursor.
+    async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
