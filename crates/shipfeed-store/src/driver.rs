@@ -1,4 +1,4 @@
-//! The SQL-level interface between the store's logic ([`crate::write`], [`crate::Store`]) and a
+//! The SQL-level interface between the store's logic (`write.rs`, `Store`) and a
 //! database. A driver knows its schema, its SQL dialect and its durability specifics; it knows
 //! nothing of deduplication, dead letters, shipment states or group commit.
 //!

@@ -5,9 +5,9 @@
 //! several `shipfeed serve` replicas sharing one database. [`open`] picks one from a URL or
 //! path.
 //!
-//! The logic is written once: [`write`] (the work queue, group commit, deduplication, dead
+//! The logic is written once: `write` (the work queue, group commit, deduplication, dead
 //! letters, shipment states) and [`Store`]'s reads work through a small SQL-level interface
-//! ([`driver`]); the `sqlite` and `postgres` modules hold only schema, SQL and their
+//! (`driver`); the `sqlite` and `postgres` modules hold only schema, SQL and their
 //! durability specifics (WAL checkpoints; the commit-order lock).
 //!
 //! A commit takes a batch of deliveries and, in **one transaction**, stores each raw
@@ -200,7 +200,7 @@ impl From<StoreError> for Error {
 /// Every write (`commit`, `replace_outcome`, `save_cursor`) is queued to **one writer**, which
 /// takes whatever is queued (up to 512 jobs) into one transaction, so one flush to disk
 /// covers many deliveries; should a job fail, the group runs again with a savepoint per job,
-/// so that it cannot sink the others. That logic is written once ([`write`]); SQLite and
+/// so that it cannot sink the others. That logic is written once (`write.rs`); SQLite and
 /// PostgreSQL differ only in their drivers.
 #[derive(Clone)]
 pub struct Store {
