@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use shipfeed::{ErrorKind, Provider, RawDelivery};
 use shipfeed_store::Ingest;
 use support::moto::Moto;
+use support::recorder::Recorder;
 use support::{
     assert_feed_consistent, client, feed, fixture_delivery, get, happycolis_signed, metric, post,
     sendcloud_signed, sendcloud_status, tracking_number, Backend, Server, TestStore,
@@ -57,6 +58,8 @@ fn sevensenders_body() -> String {
 
 async fn all_four_providers_reach_the_feed_and_the_shipment_api(backend: Backend) {
     let moto = Moto::start();
+    // The server pulls through a recorder, which sees moto confirm the delete.
+    let recorder = Recorder::start(&moto.endpoint);
     let sqs = aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -73,11 +76,14 @@ async fn all_four_providers_reach_the_feed_and_the_shipment_api(backend: Backend
         .unwrap()
         .queue_url
         .unwrap();
-    sqs.send_message()
+    let message_id = sqs
+        .send_message()
         .queue_url(&queue)
         .message_body(sevensenders_body())
         .send()
         .await
+        .unwrap()
+        .message_id
         .unwrap();
 
     let store = TestStore::new(backend);
@@ -92,7 +98,7 @@ region = "eu-central-1"
 api_key_env = "SHIPFEED_SEVENSENDERS_API_KEY"
 wait_time_seconds = 1
 "#,
-            moto.endpoint
+            recorder.endpoint
         ),
     )
     .await;
@@ -129,22 +135,18 @@ wait_time_seconds = 1
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
     assert_feed_consistent(&events);
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(&queue)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-        .send()
-        .await
-        .unwrap();
-    let visible = attributes
-        .attributes()
-        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
-        .cloned();
-    assert_eq!(
-        visible.as_deref(),
-        Some("0"),
-        "the message is deleted after its commit"
-    );
+    // The message is deleted after its commit (moto's queue counters are approximate; the
+    // recorder saw moto's answer to the delete).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !recorder.deleted().contains(&message_id) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message {message_id} not deleted; the recorder saw {:?}\n{}",
+            recorder.events(),
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // The Sendcloud parcel by carrier + tracking number, and by tracking number alone.
     let (status, by_carrier) = get(
@@ -556,33 +558,54 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
     let lines = |expected: usize| {
         let sink = sink.clone();
         async move {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
             loop {
                 let text = std::fs::read_to_string(&sink).unwrap_or_default();
-                let lines: Vec<Value> = text
+                // Only whole lines: a write may be under way.
+                let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+                let lines: Vec<Value> = complete
                     .lines()
                     .map(|l| serde_json::from_str(l).unwrap())
                     .collect();
-                if lines.len() >= expected || std::time::Instant::now() > deadline {
+                if lines.len() >= expected {
                     return lines;
                 }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{} of {expected} lines in the sink file: {lines:?}",
+                    lines.len()
+                );
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }
     };
     let written = lines(3).await;
-    let feed_events: Vec<Value> = feed(&http, &server.base)
-        .await
-        .into_iter()
-        .map(|(_, e)| e)
-        .collect();
+    let items = feed(&http, &server.base).await;
+    let feed_events: Vec<Value> = items.iter().map(|(_, e)| e.clone()).collect();
     assert_eq!(written, feed_events, "the sink writes the feed, in order");
     assert_eq!(written.len(), 3);
 
     // After a restart the saved cursor keeps the sink from writing the same events again. The
-    // cursor is saved just after the lines are flushed; give that commit a moment before the
-    // kill (a kill in between would, by design, write those lines again: at-least-once).
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // cursor is saved just after the lines are flushed: wait until the store has it at the
+    // last event before the kill (a kill in between would, by design, write those lines
+    // again: at-least-once).
+    let last_seq = items.last().map(|(seq, _)| *seq).unwrap();
+    let cursor_name = format!("file:{}", sink.display());
+    let stored = shipfeed_store::open(&store.url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let saved = stored.cursor(&cursor_name).await.unwrap();
+        if saved == last_seq {
+            break;
+        }
+        assert!(
+            saved < last_seq && std::time::Instant::now() < deadline,
+            "outbox cursor {saved}, last event {last_seq}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(stored);
     let server = server.restart().await;
     let delivery = sendcloud_status(1199, (11, "Delivered"), 1_712_188_288_908);
     post(&http, &server.base, &delivery).await.unwrap();
@@ -633,6 +656,17 @@ async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
         .into_iter()
         .map(|(_, e)| e["event_id"].as_str().unwrap().to_owned())
         .collect();
+    // A marker after them: the outbox publishes in feed order, so once the marker is in the
+    // stream, anything it published of ours (a copy included) is there before it.
+    let marker = tracking_number(base + 3);
+    let (status, _) = post(
+        &http,
+        &server.base,
+        &sendcloud_status(base + 3, (11, "Delivered"), 1_712_188_288_908),
+    )
+    .await
+    .unwrap();
+    assert_eq!(status, 200);
 
     let consumer = stream
         .create_consumer(pull::Config {
@@ -645,8 +679,14 @@ async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
         .await
         .unwrap();
     let mut seen = Vec::new();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while seen.len() < ours.len() && std::time::Instant::now() < deadline {
+    let mut marker_seen = false;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !marker_seen {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the marker event never reached NATS; ours seen: {seen:?}\n{}",
+            server.log_text()
+        );
         let mut batch = consumer
             .fetch()
             .max_messages(100)
@@ -656,8 +696,14 @@ async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
             .unwrap();
         while let Some(message) = batch.next().await {
             let message = message.unwrap();
+            // Acknowledged, so that a slow run never sees a redelivery as a second copy.
+            message.ack().await.unwrap();
             let event: Value = serde_json::from_slice(&message.payload).unwrap();
             let tracking = event["shipment"]["tracking_number"].as_str().unwrap_or("");
+            if tracking == marker {
+                marker_seen = true;
+                break;
+            }
             if ours.contains(tracking) {
                 let msg_id = message
                     .headers

@@ -8,6 +8,8 @@
 
 #[path = "../../crates/shipfeed-sqs/tests/support/moto.rs"]
 pub mod moto;
+#[path = "../../crates/shipfeed-sqs/tests/support/recorder.rs"]
+pub mod recorder;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

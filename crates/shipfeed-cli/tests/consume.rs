@@ -1,5 +1,5 @@
 //! End to end: the real `shipfeed consume` binary drains a queue on a private moto_server
-//! into canonical JSON lines and leaves it empty.
+//! into canonical JSON lines and deletes every message.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -13,7 +13,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
-use aws_sdk_sqs::types::QueueAttributeName;
 use moto::Moto;
 
 const LIMIT: Duration = Duration::from_secs(180);
@@ -28,20 +27,6 @@ fn client(moto: &Moto) -> aws_sdk_sqs::Client {
             .endpoint_url(&moto.endpoint)
             .build(),
     )
-}
-
-async fn depth(client: &aws_sdk_sqs::Client, url: &str) -> u64 {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes");
-    out.attributes()
-        .map(|a| a.values().filter_map(|v| v.parse::<u64>().ok()).sum())
-        .unwrap_or(u64::MAX)
 }
 
 fn consume(moto: &Moto, queue: &[&str]) -> Child {
@@ -121,38 +106,22 @@ async fn consume_drains_a_queue_into_json_lines() {
     }
 
     let mut child = consume(&moto, &["--queue-url", &url]);
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let mut stderr = child.stderr.take().expect("stderr");
-    let stderr_reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
+    let (stdout, stdout_reader) = line_reader(child.stdout.take().expect("stdout"));
+    let (stderr, stderr_reader) = line_reader(child.stderr.take().expect("stderr"));
 
+    // Every message handled: 40 events on stdout and the dead letter on stderr. The sink
+    // writes them before the source deletes, and a stop lets the batch in flight finish.
+    let deadline = Instant::now() + LIMIT;
     let mut lines = Vec::new();
-    let deadline = Instant::now() + LIMIT;
     while lines.len() < 40 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => lines.push(line),
-            Err(e) => {
-                let _ = child.kill();
-                panic!("only {} of 40 lines ({e}): {lines:?}", lines.len());
-            }
-        }
+        lines.push(next_line(&stdout, deadline, &mut child, "40 event lines"));
     }
-    let deadline = Instant::now() + LIMIT;
-    while depth(&client, &url).await != 0 {
-        assert!(Instant::now() < deadline, "queue not drained");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut errors = Vec::new();
+    while !errors
+        .iter()
+        .any(|l: &String| l.contains(r#""dead_letter""#))
+    {
+        errors.push(next_line(&stderr, deadline, &mut child, "the dead letter"));
     }
 
     // Graceful stop on SIGTERM.
@@ -162,9 +131,13 @@ async fn consume_drains_a_queue_into_json_lines() {
         .expect("kill -TERM");
     assert!(status.success());
     let status = wait_exit(&mut child);
-    let stderr = stderr_reader.join().expect("stderr");
+    // The readers end at EOF: everything the process wrote is collected.
+    stdout_reader.join().expect("stdout reader");
+    stderr_reader.join().expect("stderr reader");
+    lines.extend(stdout.try_iter());
+    errors.extend(stderr.try_iter());
+    let stderr = errors.join("\n");
     assert!(status.success(), "exit {status}: {stderr}");
-    lines.extend(rx.try_iter());
 
     let mut shipments = HashSet::new();
     for line in &lines {
@@ -200,7 +173,55 @@ async fn consume_drains_a_queue_into_json_lines() {
         stderr.contains(r#""dead_letter""#),
         "dead letter on stderr: {stderr}"
     );
-    assert!(stderr.contains("shipfeed stopped"), "{stderr}");
+    // The source's own exact counts (the queue's are approximate): all 41 deleted.
+    let stopped = errors
+        .iter()
+        .find_map(|l| l.strip_prefix("shipfeed stopped: "))
+        .unwrap_or_else(|| panic!("no stop summary: {stderr}"));
+    let count = |what: &str| -> u64 {
+        stopped
+            .split(", ")
+            .find_map(|part| part.strip_suffix(what)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `{what}` in `{stopped}`"))
+    };
+    let duplicates = count(" duplicates");
+    assert_eq!(count(" received"), 41 + duplicates, "{stopped}");
+    assert_eq!(count(" accepted"), 40, "{stopped}");
+    assert_eq!(count(" dead letters"), 1, "{stopped}");
+    // A copy received after its message was accepted is deleted too.
+    assert!(
+        (41..=41 + duplicates).contains(&count(" deleted")),
+        "{stopped}"
+    );
+}
+
+/// Reads `from` line by line on a thread of its own, until EOF.
+fn line_reader(
+    from: impl Read + Send + 'static,
+) -> (mpsc::Receiver<String>, std::thread::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(from).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (rx, reader)
+}
+
+/// The next line, or a panic (after killing `child`) at `deadline`.
+fn next_line(
+    lines: &mpsc::Receiver<String>,
+    deadline: Instant,
+    child: &mut Child,
+    what: &str,
+) -> String {
+    let left = deadline.saturating_duration_since(Instant::now());
+    lines.recv_timeout(left).unwrap_or_else(|e| {
+        let _ = child.kill();
+        panic!("waiting for {what}: {e}");
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,16 +5,17 @@
 
 mod support;
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shipfeed_core::{ErrorKind, Status};
 use shipfeed_sqs::{DeadLetterPolicy, QueueRef, Sink, SourceStats, SqsSource};
 use support::{
-    adapter, body, config, create_queue, depth, send_all, setup_client, unique_name, wait_until,
-    HangingSink, Moto, RecordingSink,
+    adapter, assert_deleted_after_confirmed, body, config, config_at, create_queue, send_all,
+    setup_client, setup_client_at, unique_name, wait_until, Event, HangingSink, Moto, Recorder,
+    RecordingSink,
 };
 use tokio::sync::watch;
 
@@ -37,11 +38,13 @@ async fn poll_until_received(source: &SqsSource, sink: &dyn Sink) -> SourceStats
 
 /// Every documented status (varied case), a blank, null and absent status, an unknown status
 /// and malformed bodies: each message reaches the sink exactly once, is deleted only after the
-/// sink confirmed, and the queue ends empty.
+/// sink confirmed, and every one of them is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed() {
     let moto = Moto::start();
-    let client = setup_client(&moto);
+    // Everything goes through the recorder, so that the queue URLs name one host.
+    let recorder = Arc::new(Recorder::start(&moto.endpoint));
+    let client = setup_client_at(&recorder.endpoint);
     let name = unique_name("mixed");
     let url = create_queue(&client, &name, 60).await;
 
@@ -72,10 +75,10 @@ async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed()
     let total = bodies.len();
     send_all(&client, &url, &bodies).await;
 
-    let sink = Arc::new(RecordingSink::checking(client.clone(), url.clone()));
+    let sink = Arc::new(RecordingSink::checking(Arc::clone(&recorder)));
     // By name: exercises GetQueueUrl.
     let source = SqsSource::connect(
-        config(&moto, QueueRef::Name(name)).with_pollers(2),
+        config_at(&recorder.endpoint, QueueRef::Name(name)).with_pollers(2),
         adapter(),
     )
     .await
@@ -91,17 +94,15 @@ async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed()
         sink.len() >= total
     })
     .await;
-    wait_until(LIMIT, "an empty queue", || async {
-        depth(&client, &url).await == (0, 0)
-    })
-    .await;
+    // The pollers finish their batches (sink, then delete) before `run` returns.
     stop.send(true).unwrap();
     let stats = running.await.unwrap().expect("run");
 
-    assert!(
-        sink.violations.lock().unwrap().is_empty(),
-        "{:?}",
-        sink.violations.lock().unwrap()
+    let deleted = assert_deleted_after_confirmed(&recorder.events());
+    let accepted: HashSet<String> = sink.counts().into_keys().collect();
+    assert_eq!(
+        deleted, accepted,
+        "moto confirmed the delete of every message"
     );
     let counts = sink.counts();
     assert_eq!(counts.len(), total, "distinct messages");
@@ -181,66 +182,67 @@ async fn a_temporary_sink_failure_leaves_messages_for_redelivery() {
     .await
     .expect("connect");
 
-    // The first batch fails in the sink: nothing is deleted.
+    // The first batch fails in the sink: no delete is even attempted (an attempt ends in
+    // `deleted` or `delete_failed`).
     let first = poll_until_received(&source, sink.as_ref()).await;
     assert!(first.received > 0);
     assert_eq!(first.sink_unavailable, first.received);
-    assert_eq!(first.deleted, 0);
+    assert_eq!((first.deleted, first.delete_failed), (0, 0), "{first:?}");
     assert_eq!(sink.len(), 0);
-    let (visible, in_flight) = depth(&client, &url).await;
-    assert_eq!(
-        visible + in_flight,
-        3,
-        "nothing deleted after a failed sink"
-    );
+    let failed = sink.failed.lock().unwrap().clone();
+    assert_eq!(failed.len() as u64, first.received);
 
-    // After the visibility timeout the messages come back and are accepted.
+    // After the visibility timeout the messages come back and are accepted, then deleted.
+    let later = Arc::new(Mutex::new(SourceStats::default()));
     wait_until(LIMIT, "all three accepted", || {
-        let (source, sink) = (source.clone(), sink.clone());
+        let (source, sink, later) = (source.clone(), sink.clone(), later.clone());
         async move {
-            source.poll_once(sink.as_ref()).await.expect("poll");
+            let stats = source.poll_once(sink.as_ref()).await.expect("poll");
+            *later.lock().unwrap() += stats;
             sink.len() >= 3
         }
     })
     .await;
-    wait_until(LIMIT, "an empty queue", || async {
-        depth(&client, &url).await == (0, 0)
-    })
-    .await;
+    let later = *later.lock().unwrap();
     let counts = sink.counts();
     assert_eq!(counts.len(), 3);
     assert!(counts.values().all(|c| *c == 1));
-    let redelivered = sink
-        .records()
-        .iter()
-        .filter(|r| r.receive_count >= Some(2))
-        .count();
     assert!(
-        redelivered >= first.received as usize,
-        "failed batch came back"
+        failed.iter().all(|id| counts.contains_key(id)),
+        "the failed batch came back: {failed:?} vs {counts:?}"
     );
+    assert_eq!(later.accepted, 3, "{later:?}");
+    assert_deleted(later, 3);
+    assert_eq!(later.delete_failed, 0, "{later:?}");
 }
 
-/// A consumer that dies between receive and the sink's confirmation loses nothing: the
-/// messages reappear after the visibility timeout and the next consumer processes them.
+/// A consumer that dies between receive and the sink's confirmation loses nothing: it deletes
+/// nothing, the messages reappear after the visibility timeout and the next consumer processes
+/// and deletes every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_between_receive_and_sink_loses_nothing() {
+    const TOTAL: usize = 25;
     let moto = Moto::start();
     let client = setup_client(&moto);
     let url = create_queue(&client, &unique_name("crash"), 60).await;
-    let bodies: Vec<String> = (0..25).map(|n| body(n, r#""Out for delivery""#)).collect();
+    let bodies: Vec<String> = (0..TOTAL)
+        .map(|n| body(n, r#""Out for delivery""#))
+        .collect();
     send_all(&client, &url, &bodies).await;
-    let make_config = || {
-        config(&moto, QueueRef::Url(url.clone()))
+    let make_config = |endpoint: &str| {
+        config_at(endpoint, QueueRef::Url(url.clone()))
             .with_pollers(2)
             .with_visibility_timeout(Duration::from_secs(2))
     };
 
+    // The doomed consumer talks to moto through a recorder: what it received and asked to
+    // delete is known exactly (moto's queue counters are approximate).
+    let recorder = Recorder::start(&moto.endpoint);
     let arrived = Arc::new(tokio::sync::Notify::new());
     let hanging: Arc<dyn Sink> = Arc::new(HangingSink {
         arrived: arrived.clone(),
     });
-    let doomed = SqsSource::connect(make_config(), adapter())
+    let doomed = SqsSource::connect(make_config(&recorder.endpoint), adapter())
         .await
         .expect("connect");
     let (_stop, shutdown) = watch::channel(false);
@@ -250,34 +252,57 @@ async fn a_crash_between_receive_and_sink_loses_nothing() {
         .expect("a batch reached the sink");
     crashed.abort();
     assert!(crashed.await.unwrap_err().is_cancelled());
-    let (visible, in_flight) = depth(&client, &url).await;
+    let seen_by_crashed = recorder.events();
     assert_eq!(
-        visible + in_flight,
-        25,
+        recorder.delete_requests(),
+        Vec::<String>::new(),
         "nothing deleted by the crashed consumer"
     );
+    let taken: BTreeSet<String> = seen_by_crashed
+        .iter()
+        .filter_map(|e| match e {
+            Event::Received(id) => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(!taken.is_empty(), "the crashed consumer received messages");
 
     let sink = Arc::new(RecordingSink::default());
-    let source = SqsSource::connect(make_config(), adapter())
+    let source = SqsSource::connect(make_config(&moto.endpoint), adapter())
         .await
         .expect("connect");
     let (stop, shutdown) = watch::channel(false);
     let dyn_sink: Arc<dyn Sink> = sink.clone();
     let running = tokio::spawn(async move { source.run(dyn_sink, shutdown).await });
-    wait_until(LIMIT, "all 25 accepted", || async { sink.len() >= 25 }).await;
-    wait_until(LIMIT, "an empty queue", || async {
-        depth(&client, &url).await == (0, 0)
+    wait_until(LIMIT, "all 25 bodies accepted", || async {
+        let accepted: HashSet<String> = sink.records().into_iter().map(|r| r.body).collect();
+        bodies.iter().all(|b| accepted.contains(b))
     })
     .await;
+    // The pollers finish their batches (sink, then delete) before `run` returns.
     stop.send(true).unwrap();
-    running.await.unwrap().expect("run");
+    let stats = running.await.unwrap().expect("run");
+
+    let records = sink.records();
     let counts = sink.counts();
-    assert_eq!(counts.len(), 25);
+    assert_eq!(counts.len(), TOTAL, "{counts:?}");
     assert!(counts.values().all(|c| *c == 1), "{counts:?}");
+    let mut accepted: Vec<&str> = records.iter().map(|r| r.body.as_str()).collect();
+    accepted.sort_unstable();
+    let mut sent: Vec<&str> = bodies.iter().map(String::as_str).collect();
+    sent.sort_unstable();
+    assert_eq!(accepted, sent, "every body exactly once");
+    assert!(
+        taken.iter().all(|id| counts.contains_key(id)),
+        "what the crashed consumer held came back: {taken:?}"
+    );
+    assert_eq!(stats.accepted, TOTAL as u64, "{stats:?}");
+    assert_deleted(stats, TOTAL);
+    assert_eq!(stats.delete_failed, 0, "{stats:?}");
 }
 
 /// 1,000 messages fed in waves (moto's cost per call grows with depth, so the depth stays at
-/// about 100): each is normalized exactly once and the queue ends empty.
+/// about 100): each is normalized exactly once and deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_1000_messages_is_drained_exactly_once() {
     const TOTAL: usize = 1000;
@@ -316,10 +341,7 @@ async fn a_burst_of_1000_messages_is_drained_exactly_once() {
         })
         .await;
     }
-    wait_until(LIMIT, "an empty queue", || async {
-        depth(&client, &url).await == (0, 0)
-    })
-    .await;
+    // The pollers finish their batches (sink, then delete) before `run` returns.
     stop.send(true).unwrap();
     let stats = running.await.unwrap().expect("run");
 
@@ -358,20 +380,39 @@ async fn leave_for_redrive_keeps_bad_messages_on_the_queue() {
     let sink = RecordingSink::default();
     let source = SqsSource::connect(
         config(&moto, QueueRef::Url(url.clone()))
-            .with_dead_letters(DeadLetterPolicy::LeaveForRedrive),
+            .with_dead_letters(DeadLetterPolicy::LeaveForRedrive)
+            .with_visibility_timeout(Duration::from_secs(1)),
         adapter(),
     )
     .await
     .expect("connect");
     let stats = poll_until_received(&source, &sink).await;
     assert_eq!(stats.left_on_queue, 1);
+    assert_eq!((stats.deleted, stats.delete_failed), (0, 0), "{stats:?}");
     assert_eq!(
         sink.calls.load(Ordering::SeqCst),
         0,
         "the sink never saw it"
     );
-    let (visible, in_flight) = depth(&client, &url).await;
-    assert_eq!(visible + in_flight, 1);
+    // Still on the queue: it is handed out again once its visibility timeout ends.
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    let again = loop {
+        let out = client
+            .receive_message()
+            .queue_url(&url)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        if let Some(message) = out.messages.unwrap_or_default().pop() {
+            break message;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the message did not come back within {LIMIT:?}"
+        );
+    };
+    assert_eq!(again.body(), Some("[not an object]"));
 }
 
 /// A queue name or URL that does not exist is a configuration error that says so.

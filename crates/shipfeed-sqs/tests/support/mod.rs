@@ -1,11 +1,13 @@
-//! Shared helpers of the SQS integration tests: a private moto server, a plain SDK client for
-//! setting queues up, Seven Senders message bodies, and recording sinks.
+//! Shared helpers of the SQS integration tests: a private moto server (with a recording proxy
+//! in front when a test needs to see deletes), a plain SDK client for setting queues up, Seven
+//! Senders message bodies, and recording sinks.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod moto;
+pub mod recorder;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,17 +19,23 @@ use shipfeed_core::{Error, ErrorKind, Output};
 use shipfeed_sqs::{async_trait, QueueRef, Sink, SourcedDelivery, SqsConfig, SqsCredentials};
 
 pub use moto::Moto;
+pub use recorder::{Event, Recorder};
 
 /// The API key the tests pull with (moto accepts any key; the secret is empty as for 7S).
 pub const API_KEY: &str = "7s-test-api-key";
 
 /// A plain SDK client for test setup, with the same empty-secret credentials.
 pub fn setup_client(moto: &Moto) -> Client {
+    setup_client_at(&moto.endpoint)
+}
+
+/// [`setup_client`] for another endpoint (a [`Recorder`] in front of moto).
+pub fn setup_client_at(endpoint: &str) -> Client {
     let config = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("eu-central-1"))
         .credentials_provider(Credentials::new(API_KEY, "", None, None, "tests"))
-        .endpoint_url(&moto.endpoint)
+        .endpoint_url(endpoint)
         .build();
     Client::from_conf(config)
 }
@@ -60,8 +68,13 @@ pub async fn create_queue(client: &Client, name: &str, visibility_seconds: u32) 
 
 /// A source configuration for a moto queue: API key + empty secret, short long-poll waits.
 pub fn config(moto: &Moto, queue: QueueRef) -> SqsConfig {
+    config_at(&moto.endpoint, queue)
+}
+
+/// [`config`] for another endpoint (a [`Recorder`] in front of moto).
+pub fn config_at(endpoint: &str, queue: QueueRef) -> SqsConfig {
     SqsConfig::new(queue)
-        .with_endpoint_url(&moto.endpoint)
+        .with_endpoint_url(endpoint)
         .with_region("eu-central-1")
         .with_credentials(SqsCredentials::ApiKey(API_KEY.into()))
         .with_wait_time_seconds(1)
@@ -113,29 +126,6 @@ pub async fn send_all(client: &Client, queue_url: &str, bodies: &[String]) {
     }
 }
 
-/// (visible, in flight) message counts.
-pub async fn depth(client: &Client, queue_url: &str) -> (u64, u64) {
-    let out = client
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .send()
-        .await
-        .expect("queue attributes");
-    let attrs = out.attributes().cloned().unwrap_or_default();
-    let get = |name: QueueAttributeName| {
-        attrs
-            .get(&name)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(u64::MAX)
-    };
-    (
-        get(QueueAttributeName::ApproximateNumberOfMessages),
-        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-    )
-}
-
 /// Waits until `condition` holds, checking every 100 ms; panics with `what` after `limit`.
 pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
 where
@@ -163,21 +153,23 @@ pub struct Record {
     pub outputs: Result<Vec<Output>, (ErrorKind, Option<String>)>,
 }
 
-/// A sink that records what it accepts, can fail its first calls with a temporary error, and
-/// checks on every call that the batch is still on the queue (not yet deleted).
+/// A sink that records what it accepts (and the ids of the batches it failed), can fail its
+/// first calls with a temporary error, and can note each confirmation in a [`Recorder`]'s log,
+/// so that a test can check no delete was asked for before it ([`assert_deleted_after_confirmed`]).
 #[derive(Default)]
 pub struct RecordingSink {
     pub records: Mutex<Vec<Record>>,
     pub calls: AtomicUsize,
     pub fail_first: AtomicUsize,
-    pub queue: Option<(Client, String)>,
-    pub violations: Mutex<Vec<String>>,
+    /// Message ids of the batches this sink failed, in order.
+    pub failed: Mutex<Vec<String>>,
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 impl RecordingSink {
-    pub fn checking(client: Client, queue_url: String) -> Self {
+    pub fn checking(recorder: Arc<Recorder>) -> Self {
         RecordingSink {
-            queue: Some((client, queue_url)),
+            recorder: Some(recorder),
             ..RecordingSink::default()
         }
     }
@@ -204,22 +196,22 @@ impl RecordingSink {
 impl Sink for RecordingSink {
     async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
-        if let Some((client, url)) = &self.queue {
-            // Not deleted before the sink confirmed: the batch is still in flight on the queue.
-            let (_, in_flight) = depth(client, url).await;
-            if in_flight < batch.len() as u64 {
-                self.violations.lock().unwrap().push(format!(
-                    "batch of {} but only {in_flight} messages in flight",
-                    batch.len()
-                ));
-            }
-        }
         let fail = self
             .fail_first
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
             .is_ok();
         if fail {
+            self.failed
+                .lock()
+                .unwrap()
+                .extend(batch.iter().map(|item| item.message_id.clone()));
             return Err(Error::new(ErrorKind::Unavailable, "store is down (test)"));
+        }
+        if let Some(recorder) = &self.recorder {
+            // Noted before returning: the source may delete only after this point.
+            for item in &batch {
+                recorder.note(Event::Confirmed(item.message_id.clone()));
+            }
         }
         let mut records = self.records.lock().unwrap();
         for item in batch {
@@ -244,6 +236,29 @@ impl Sink for RecordingSink {
         }
         Ok(())
     }
+}
+
+/// Every delete in `events` was asked for after a sink confirmed that message; returns the
+/// ids moto confirmed deleted.
+pub fn assert_deleted_after_confirmed(events: &[Event]) -> HashSet<String> {
+    let mut confirmed = HashSet::new();
+    let mut deleted = HashSet::new();
+    for event in events {
+        match event {
+            Event::Confirmed(id) => {
+                confirmed.insert(id.clone());
+            }
+            Event::DeleteRequested(id) => assert!(
+                confirmed.contains(id),
+                "message {id} deleted before the sink confirmed it: {events:?}"
+            ),
+            Event::Deleted(id) => {
+                deleted.insert(id.clone());
+            }
+            Event::Received(_) => {}
+        }
+    }
+    deleted
 }
 
 /// A sink that signals when a batch arrives and then never answers: a consumer that crashes
