@@ -1,5 +1,5 @@
 //! Shared helpers of the SQS integration tests: a private moto server, a plain SDK client for
-//! setting queues up, Seven Senders message bodies, and recording sinks.
+//! setting queues up, Seven Senders message bodies, and recording inboxes.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
@@ -14,7 +14,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use shipfeed_core::{Error, ErrorKind, Output};
-use shipfeed_sqs::{async_trait, QueueRef, Sink, SourcedDelivery, SqsConfig, SqsCredentials};
+use shipfeed_sqs::{async_trait, Inbox, QueueRef, SourcedDelivery, SqsConfig, SqsCredentials};
 
 pub use moto::Moto;
 
@@ -152,7 +152,7 @@ where
     }
 }
 
-/// What a recording sink keeps of one accepted item.
+/// What a recording inbox keeps of one accepted item.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub message_id: String,
@@ -163,10 +163,10 @@ pub struct Record {
     pub outputs: Result<Vec<Output>, (ErrorKind, Option<String>)>,
 }
 
-/// A sink that records what it accepts, can fail its first calls with a temporary error, and
+/// An inbox that records what it accepts, can fail its first calls with a temporary error, and
 /// checks on every call that the batch is still on the queue (not yet deleted).
 #[derive(Default)]
-pub struct RecordingSink {
+pub struct RecordingInbox {
     pub records: Mutex<Vec<Record>>,
     pub calls: AtomicUsize,
     pub fail_first: AtomicUsize,
@@ -174,11 +174,11 @@ pub struct RecordingSink {
     pub violations: Mutex<Vec<String>>,
 }
 
-impl RecordingSink {
+impl RecordingInbox {
     pub fn checking(client: Client, queue_url: String) -> Self {
-        RecordingSink {
+        RecordingInbox {
             queue: Some((client, queue_url)),
-            ..RecordingSink::default()
+            ..RecordingInbox::default()
         }
     }
 
@@ -201,11 +201,11 @@ impl RecordingSink {
 }
 
 #[async_trait]
-impl Sink for RecordingSink {
+impl Inbox for RecordingInbox {
     async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         if let Some((client, url)) = &self.queue {
-            // Not deleted before the sink confirmed: the batch is still in flight on the queue.
+            // Not deleted before the inbox confirmed: the batch is still in flight on the queue.
             let (_, in_flight) = depth(client, url).await;
             if in_flight < batch.len() as u64 {
                 self.violations.lock().unwrap().push(format!(
@@ -246,14 +246,14 @@ impl Sink for RecordingSink {
     }
 }
 
-/// A sink that signals when a batch arrives and then never answers: a consumer that crashes
-/// between receive and the sink's confirmation.
-pub struct HangingSink {
+/// An inbox that signals when a batch arrives and then never answers: a consumer that crashes
+/// between receive and the inbox's confirmation.
+pub struct HangingInbox {
     pub arrived: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
-impl Sink for HangingSink {
+impl Inbox for HangingInbox {
     async fn accept(&self, _batch: Vec<SourcedDelivery>) -> Result<(), Error> {
         self.arrived.notify_one();
         std::future::pending::<()>().await;
