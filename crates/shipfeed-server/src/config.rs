@@ -26,7 +26,8 @@ pub struct Config {
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
     /// Where new events go, fed from the stored feed (at-least-once, deduplicate on
-    /// `event_id`): `"stdout"` (JSON lines, the default), `"none"`, a `nats://` URL (NATS
+    /// `event_id`), each as the feed item `GET /v1/events` lists (`{"seq": N, "type":
+    /// "event", ...}`): `"stdout"` (JSON lines, the default), `"none"`, a `nats://` URL (NATS
     /// JetStream, stream `SHIPFEED`, `Nats-Msg-Id` = `event_id`), or a file path (JSON lines,
     /// appended).
     #[serde(default = "default_sink")]

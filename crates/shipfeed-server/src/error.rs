@@ -2,8 +2,6 @@
 
 use std::path::PathBuf;
 
-use shipfeed_store::StoreError;
-
 /// A boxed error from a dependency whose own type is not part of this API (NATS, a parser).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -70,9 +68,6 @@ pub enum ServiceError {
         #[source]
         source: BoxError,
     },
-    /// The store failed.
-    #[error("store")]
-    Store(#[from] StoreError),
 }
 
 /// `error` and its sources, joined by `: ` (for one log line).
