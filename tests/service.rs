@@ -12,6 +12,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use serde_json::{json, Value};
 use shipfeed::{ErrorKind, Provider, RawDelivery};
 use shipfeed_store::Ingest;
+use shipfeed_testkit::schema::Schema;
 use support::moto::Moto;
 use support::recorder::Recorder;
 use support::{
@@ -45,6 +46,7 @@ on_both_stores!(
     an_oversize_body_is_413_and_stores_nothing,
     odd_input_never_gets_a_server_error,
     new_events_reach_the_json_lines_file_sink_once,
+    new_events_reach_the_stdout_sink_as_feed_items,
     new_events_are_published_to_nats_jetstream_once,
 );
 
@@ -445,6 +447,10 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
     assert_eq!(first["recovered"], 1, "{first}");
     assert_eq!(first["new_events"], 1, "{first}");
     assert_eq!(first["dead_letters"], 1, "the malformed one stays: {first}");
+    assert_eq!(
+        first["skipped"], 0,
+        "every endpoint is still configured: {first}"
+    );
     let again = replay(&server, &[]);
     assert_eq!(again["new_events"], 0, "replay is idempotent: {again}");
     assert_eq!(again["replayed"], 2, "{again}");
@@ -563,10 +569,8 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
                 let text = std::fs::read_to_string(&sink).unwrap_or_default();
                 // Only whole lines: a write may be under way.
                 let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-                let lines: Vec<Value> = complete
-                    .lines()
-                    .map(|l| serde_json::from_str(l).unwrap())
-                    .collect();
+                let schema = Schema::feed_item();
+                let lines: Vec<Value> = complete.lines().map(|l| schema.assert_line(l)).collect();
                 if lines.len() >= expected {
                     return lines;
                 }
@@ -614,6 +618,48 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
     assert_eq!(
         written[3]["shipment"]["tracking_number"],
         tracking_number(1199)
+    );
+}
+
+/// `sink = "stdout"`: each new event once, as the feed item `GET /v1/events` lists, in order.
+async fn new_events_reach_the_stdout_sink_as_feed_items(backend: Backend) {
+    let store = TestStore::new(backend);
+    let server = Server::start(&store, "sink = \"stdout\"").await;
+    let http = client();
+    for parcel in 0..2 {
+        let delivery = sendcloud_status(1300 + parcel, (11, "Delivered"), 1_712_188_288_908);
+        post(&http, &server.base, &delivery).await.unwrap();
+        post(&http, &server.base, &delivery).await.unwrap(); // a retry: no second line
+    }
+    let (feed_item, output) = (Schema::feed_item(), Schema::output());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let written: Vec<Value> = loop {
+        let text = server.stdout_text();
+        // Only whole lines: the sink may be mid-write.
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        let lines: Vec<Value> = complete.lines().map(|l| feed_item.assert_line(l)).collect();
+        if lines.len() >= 2 {
+            break lines;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "stdout: {text}\n{}",
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    for line in &written {
+        output.assert_valid(line);
+        assert_eq!(line["type"], "event", "{line}");
+    }
+    let feed_items: Vec<Value> = feed(&http, &server.base)
+        .await
+        .into_iter()
+        .map(|(_, item)| item)
+        .collect();
+    assert_eq!(
+        written, feed_items,
+        "stdout carries the feed's items, in order"
     );
 }
 
@@ -699,6 +745,8 @@ async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
             // Acknowledged, so that a slow run never sees a redelivery as a second copy.
             message.ack().await.unwrap();
             let event: Value = serde_json::from_slice(&message.payload).unwrap();
+            Schema::feed_item().assert_valid(&event);
+            Schema::output().assert_valid(&event);
             let tracking = event["shipment"]["tracking_number"].as_str().unwrap_or("");
             if tracking == marker {
                 marker_seen = true;

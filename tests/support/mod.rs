@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use shipfeed::auth::{sign_base64, sign_hex};
 use shipfeed::Secret;
+use shipfeed_testkit::schema::Schema;
 use shipfeed_testkit::FIXTURE_SECRET;
 
 /// Where the server keeps its data.
@@ -139,6 +140,7 @@ pub struct Server {
     pub base: String,
     config: PathBuf,
     log: PathBuf,
+    stdout: PathBuf,
 }
 
 /// The secrets the servers run with: the fixtures' secret for every provider.
@@ -186,8 +188,12 @@ basic_user = "shipup"
     }
 
     async fn spawn(config: PathBuf, port: u16) -> Server {
-        let log = config.with_extension(format!("{}.log", NEXT.fetch_add(1, Ordering::Relaxed)));
+        let run = NEXT.fetch_add(1, Ordering::Relaxed);
+        let log = config.with_extension(format!("{run}.log"));
         let log_file = std::fs::File::create(&log).unwrap();
+        // What the stdout sink writes, for the tests that read it.
+        let stdout = config.with_extension(format!("{run}.stdout"));
+        let stdout_file = std::fs::File::create(&stdout).unwrap();
         let child = Command::new(binary())
             .args(["serve", "--config"])
             .arg(&config)
@@ -195,7 +201,7 @@ basic_user = "shipup"
             .env("SHIPFEED_SEVENSENDERS_API_KEY", "7s-e2e-key")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout_file)
             .stderr(log_file)
             .spawn()
             .unwrap();
@@ -204,6 +210,7 @@ basic_user = "shipup"
             base: format!("http://127.0.0.1:{port}"),
             config,
             log,
+            stdout,
         };
         server.wait_ready().await;
         server
@@ -255,6 +262,11 @@ basic_user = "shipup"
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// What the server wrote on stdout so far (the stdout sink's lines).
+    pub fn stdout_text(&self) -> String {
+        std::fs::read_to_string(&self.stdout).unwrap_or_default()
+    }
+
     /// A file next to the store, for tests that need one (a sink target).
     pub fn scratch_file(store: &TestStore, name: &str) -> PathBuf {
         store.dir.join(name)
@@ -276,6 +288,7 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
         let _ = std::fs::remove_file(&self.log);
+        let _ = std::fs::remove_file(&self.stdout);
     }
 }
 
@@ -399,8 +412,11 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// The whole event feed, paged through with its cursor: `(seq, event)` in order.
+/// The whole event feed, paged through with its cursor: `(seq, item)` in order, each item
+/// checked against `schema/feed-item.schema.json` and `schema/output.schema.json` (an item is
+/// the tagged event with its `seq`).
 pub async fn feed(client: &reqwest::Client, base: &str) -> Vec<(i64, Value)> {
+    let (feed_item, output) = (Schema::feed_item(), Schema::output());
     let mut items = Vec::new();
     let mut after = 0;
     loop {
@@ -416,7 +432,9 @@ pub async fn feed(client: &reqwest::Client, base: &str) -> Vec<(i64, Value)> {
             return items;
         }
         for item in events {
-            items.push((item["seq"].as_i64().unwrap(), item["event"].clone()));
+            feed_item.assert_valid(&item);
+            output.assert_valid(&item);
+            items.push((item["seq"].as_i64().unwrap(), item));
         }
         after = page["next_cursor"].as_i64().unwrap();
     }

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use shipfeed::registry::{self, Settings};
 use shipfeed::Provider;
 use shipfeed_server::SqsSourceConfig;
-use shipfeed_sqs::{DeadLetterPolicy, JsonLinesSink, SqsConfig, SqsSource};
+use shipfeed_sqs::{DeadLetterPolicy, JsonLinesInbox, SqsConfig, SqsSource};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -82,7 +82,7 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
             eprintln!("shipfeed: stopping after the batches in flight");
             let _ = stop.send(true);
         });
-        let stats = source.run(Arc::new(JsonLinesSink::stdio()), shutdown).await?;
+        let stats = source.run(Arc::new(JsonLinesInbox::stdio()), shutdown).await?;
         eprintln!(
             "shipfeed stopped: {} received, {} accepted, {} dead letters, {} deleted, {} duplicates",
             stats.received, stats.accepted, stats.dead_lettered, stats.deleted, stats.duplicates

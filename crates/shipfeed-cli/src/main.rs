@@ -25,14 +25,22 @@ enum Command {
     Normalize(normalize::Args),
     /// Check a delivery's signature or credentials: prints valid/invalid and why.
     Verify(verify::Args),
-    /// Print the JSON Schema of one canonical output line.
-    Schema,
+    /// Print the JSON Schema of one canonical output line (or of one feed item).
+    Schema(SchemaArgs),
     /// Run the ingestion service (embedded SQLite by default) and print where to POST.
     Serve(serve::Args),
     /// Pull an SQS queue (Seven Senders) and print canonical JSON lines until Ctrl-C/SIGTERM.
     Consume(consume::Args),
     /// Re-normalize stored deliveries (after a mapping fix); idempotent by event id.
     Replay(serve::ReplayArgs),
+}
+
+#[derive(clap::Args)]
+struct SchemaArgs {
+    /// The schema of one item of the service's feed (`GET /v1/events`, the serve sinks)
+    /// instead: a canonical output line with its `seq` beside the `type` tag.
+    #[arg(long)]
+    feed_item: bool,
 }
 
 /// Normalizing builds many small strings; mimalloc serves them faster than glibc's allocator
@@ -48,8 +56,12 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Consume(args) => consume::run(&args),
         Command::Replay(args) => serve::replay(&args),
-        Command::Schema => {
-            print!("{}", shipfeed::output_schema());
+        Command::Schema(args) => {
+            if args.feed_item {
+                print!("{}", shipfeed::json_schema::<shipfeed_store::FeedItem>());
+            } else {
+                print!("{}", shipfeed::output_schema());
+            }
             Ok(ExitCode::SUCCESS)
         }
     };

@@ -48,7 +48,7 @@ async fn open_service(config: &Config) -> Result<Arc<Service>> {
     let store = shipfeed_store::open(&config.store)
         .await
         .with_context(|| format!("open the store {}", config.store))?;
-    Service::new(config, store)
+    Ok(Service::new(config, store)?)
 }
 
 pub(crate) fn replay(args: &ReplayArgs) -> Result<ExitCode> {
@@ -79,6 +79,18 @@ pub(crate) fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             "replayed {} deliveries: {} new events, {} already stored, {} dead letters recovered, {} still dead letters",
             summary.replayed, summary.new_events, summary.duplicates, summary.recovered, summary.dead_letters
         );
+        if summary.skipped > 0 {
+            let endpoints: Vec<String> = summary
+                .skipped_endpoints
+                .iter()
+                .map(|(name, count)| format!("`{name}` ({count})"))
+                .collect();
+            eprintln!(
+                "skipped {} deliveries whose endpoint or sqs_source is no longer configured (or now serves another provider): {}",
+                summary.skipped,
+                endpoints.join(", ")
+            );
+        }
         println!("{}", serde_json::to_string(&summary)?);
         Ok(ExitCode::SUCCESS)
     })

@@ -140,9 +140,9 @@ async fn consume_drains_a_queue_into_json_lines() {
     assert!(status.success(), "exit {status}: {stderr}");
 
     let mut shipments = HashSet::new();
+    let schema = shipfeed_testkit::schema::Schema::output();
     for line in &lines {
-        let value: serde_json::Value =
-            serde_json::from_str(line).expect("one JSON object per line");
+        let value = schema.assert_line(line);
         assert_eq!(value["type"], "event", "{line}");
         assert_eq!(value["provider"], "sevensenders");
         assert_eq!(value["shipment"]["carrier"], "austrian_post");

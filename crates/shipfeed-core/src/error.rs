@@ -4,13 +4,15 @@ use std::fmt;
 
 use crate::Provider;
 
-/// What went wrong, coarsely: enough for a transport to pick its answer.
+/// What went wrong, coarsely: enough for a transport to pick its answer (the service maps it
+/// in one place per transport: `shipfeed_server::http_status`, and the SQS source's
+/// disposition).
 ///
 /// | kind | HTTP answer | SQS disposition |
 /// |---|---|---|
 /// | [`MissingSignature`](ErrorKind::MissingSignature), [`InvalidSignature`](ErrorKind::InvalidSignature), [`MissingSecret`](ErrorKind::MissingSecret) | 401, nothing stored | not applicable |
 /// | [`Payload`](ErrorKind::Payload) | 2xx + dead letter | dead letter, then delete |
-/// | [`Config`](ErrorKind::Config), [`ProviderDisabled`](ErrorKind::ProviderDisabled) | 404 / startup failure | leave on the queue |
+/// | [`Config`](ErrorKind::Config), [`ProviderDisabled`](ErrorKind::ProviderDisabled) | startup failure, or 500 and nothing stored for an endpoint that cannot check deliveries | leave on the queue (the source stops when the queue itself is misconfigured) |
 /// | [`Unavailable`](ErrorKind::Unavailable) | 503 | leave for redelivery |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

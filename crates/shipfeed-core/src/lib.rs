@@ -46,7 +46,13 @@ pub use state::{current_state, sort_timeline, ShipmentState};
 ///
 /// The committed copy lives in `schema/output.schema.json`; `cargo xtask fixtures` keeps it fresh.
 pub fn output_schema() -> String {
-    let schema = schemars::schema_for!(Output);
+    json_schema::<Output>()
+}
+
+/// The JSON Schema of `T`, pretty-printed with a final newline: the form of the files in
+/// `schema/` (the service's feed item is `json_schema::<shipfeed_store::FeedItem>()`).
+pub fn json_schema<T: schemars::JsonSchema>() -> String {
+    let schema = schemars::schema_for!(T);
     let mut text = serde_json::to_string_pretty(&schema)
         .unwrap_or_else(|e| unreachable!("a schema always serializes: {e}"));
     text.push('\n');

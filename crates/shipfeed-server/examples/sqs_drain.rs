@@ -36,9 +36,10 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use shipfeed::registry::{self, Settings};
-use shipfeed::{Error, Provider};
-use shipfeed_sqs::{async_trait, QueueRef, Sink, SourcedDelivery, SqsConfig, SqsSource};
-use shipfeed_store::{Ingest, Store};
+use shipfeed::Provider;
+use shipfeed_server::{IngestObserver, Ingestor, StoreInbox};
+use shipfeed_sqs::{QueueRef, SqsConfig, SqsSource};
+use shipfeed_store::{Committed, Store};
 use shipfeed_testkit::corpus;
 
 const API_KEY: &str = "7s-bench-api-key";
@@ -372,33 +373,18 @@ async fn raw_drain(
     Ok(format!("deleted={}", consumed.load(Ordering::Acquire)))
 }
 
-/// Commits each batch into the store, like the service's SQS sink: raw message, events, shipment
-/// state and dead letters in one durable transaction; `Ok` only after it.
-struct CommitSink {
-    store: Store,
-    consumed: Arc<AtomicU64>,
-}
+/// Counts the deliveries the service's SQS inbox has committed (raw message, events, shipment
+/// state and dead letters in one durable transaction each batch).
+struct CountCommitted(Arc<AtomicU64>);
 
-#[async_trait]
-impl Sink for CommitSink {
-    async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
-        let count = batch.len() as u64;
-        let ingests: Vec<Ingest> = batch
-            .into_iter()
-            .map(|item| Ingest {
-                endpoint: "sevensenders".to_owned(),
-                provider: Provider::SevenSenders,
-                delivery: item.delivery,
-                outcome: item.outcome,
-            })
-            .collect();
-        self.store.commit(ingests).await.map_err(Error::from)?;
-        self.consumed.fetch_add(count, Ordering::AcqRel);
-        Ok(())
+impl IngestObserver for CountCommitted {
+    fn committed(&self, _endpoint: &str, _provider: Provider, _committed: &Committed) {
+        self.0.fetch_add(1, Ordering::AcqRel);
     }
 }
 
-/// `SqsSource` (same pollers, batch size and wait) into a [`CommitSink`] on a fresh SQLite file.
+/// `SqsSource` (same pollers, batch size and wait) into the service's [`StoreInbox`] on a fresh
+/// SQLite file.
 async fn shipfeed_drain(
     args: &Args,
     url: &str,
@@ -415,10 +401,15 @@ async fn shipfeed_drain(
         .with_pollers(args.pollers);
     let adapter = registry::adapter(Provider::SevenSenders, &Settings::default())?;
     let source = SqsSource::connect(config, adapter).await?;
-    let sink = Arc::new(CommitSink {
-        store: store.clone(),
-        consumed: Arc::clone(consumed),
-    });
+    let ingestor = Ingestor::new(
+        store.clone(),
+        Arc::new(CountCommitted(Arc::clone(consumed))),
+    );
+    let inbox = Arc::new(StoreInbox::new(
+        ingestor,
+        "sevensenders",
+        Provider::SevenSenders,
+    ));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let total = args.messages;
     let watcher_consumed = Arc::clone(consumed);
@@ -428,7 +419,7 @@ async fn shipfeed_drain(
         }
         let _ = stop.send(true);
     });
-    let stats = source.run(sink, shutdown).await?;
+    let stats = source.run(inbox, shutdown).await?;
     watcher.await.context("watcher task")?;
     let stored = store
         .deliveries(0, usize::try_from(total).unwrap_or(usize::MAX) + 10, false)

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 use shipfeed::{Credentials, Provider, Secret};
 use shipfeed_sqs::{QueueRef, SqsConfig, SqsCredentials};
+
+use crate::ServiceError;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,7 +26,8 @@ pub struct Config {
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
     /// Where new events go, fed from the stored feed (at-least-once, deduplicate on
-    /// `event_id`): `"stdout"` (JSON lines, the default), `"none"`, a `nats://` URL (NATS
+    /// `event_id`), each as the feed item `GET /v1/events` lists (`{"seq": N, "type":
+    /// "event", ...}`): `"stdout"` (JSON lines, the default), `"none"`, a `nats://` URL (NATS
     /// JetStream, stream `SHIPFEED`, `Nats-Msg-Id` = `event_id`), or a file path (JSON lines,
     /// appended).
     #[serde(default = "default_sink")]
@@ -171,28 +173,31 @@ impl Config {
     /// `SHIPFEED_STORE` and `SHIPFEED_BODY_LIMIT_BYTES`.
     ///
     /// # Errors
-    /// Unreadable file, invalid TOML, duplicate endpoint names, bad overrides.
-    pub fn load(path: Option<&Path>) -> Result<Self> {
+    /// [`ServiceError::Read`] or [`ServiceError::Parse`] for an unreadable file or invalid
+    /// TOML, [`ServiceError::Setting`] for a bad override, [`ServiceError::Config`] for
+    /// duplicate endpoint names or an SQS source without exactly one queue.
+    pub fn load(path: Option<&Path>) -> Result<Self, ServiceError> {
         let mut config = match path {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("read {}", path.display()))?;
-                toml::from_str(&text).with_context(|| format!("parse {}", path.display()))?
+                let text = std::fs::read_to_string(path).map_err(|source| ServiceError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ServiceError::Parse {
+                    path: path.to_owned(),
+                    source: Box::new(source),
+                })?
             }
             None => Config::embedded(),
         };
         if let Ok(listen) = std::env::var("SHIPFEED_LISTEN") {
-            config.listen = listen
-                .parse()
-                .with_context(|| format!("SHIPFEED_LISTEN={listen}"))?;
+            config.listen = parse_setting("SHIPFEED_LISTEN", listen)?;
         }
         if let Ok(store) = std::env::var("SHIPFEED_STORE") {
             config.store = store;
         }
         if let Ok(limit) = std::env::var("SHIPFEED_BODY_LIMIT_BYTES") {
-            config.body_limit_bytes = limit
-                .parse()
-                .with_context(|| format!("SHIPFEED_BODY_LIMIT_BYTES={limit}"))?;
+            config.body_limit_bytes = parse_setting("SHIPFEED_BODY_LIMIT_BYTES", limit)?;
         }
         let mut names: Vec<&str> = config
             .endpoints
@@ -202,18 +207,34 @@ impl Config {
             .collect();
         names.sort_unstable();
         if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
-            bail!("endpoint `{}` is configured twice", pair[0]);
+            return Err(ServiceError::Config(format!(
+                "endpoint `{}` is configured twice",
+                pair[0]
+            )));
         }
         for source in &config.sqs_sources {
             if source.queue_url.is_some() == source.queue_name.is_some() {
-                bail!(
+                return Err(ServiceError::Config(format!(
                     "sqs_source `{}`: set exactly one of queue_url and queue_name",
                     source.name
-                );
+                )));
             }
         }
         Ok(config)
     }
+}
+
+/// `value` of `setting` parsed, or a [`ServiceError::Setting`] naming both.
+fn parse_setting<T>(setting: &str, value: String) -> Result<T, ServiceError>
+where
+    T: std::str::FromStr,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    value.parse().map_err(|source| ServiceError::Setting {
+        setting: setting.to_owned(),
+        value,
+        source: Box::new(source),
+    })
 }
 
 impl EndpointConfig {
@@ -230,12 +251,15 @@ impl EndpointConfig {
     /// adapters reject (fail closed).
     ///
     /// # Errors
-    /// A configured secret file that cannot be read.
-    pub fn credentials(&self) -> Result<Credentials> {
+    /// [`ServiceError::Read`] for a configured secret file that cannot be read.
+    pub fn credentials(&self) -> Result<Credentials, ServiceError> {
         let secret = match (&self.secret_file, &self.secret_env) {
             (Some(file), _) => Some(
                 std::fs::read_to_string(file)
-                    .with_context(|| format!("read secret file {}", file.display()))?
+                    .map_err(|source| ServiceError::Read {
+                        path: file.clone(),
+                        source,
+                    })?
                     .trim_end_matches(['\r', '\n'])
                     .to_owned(),
             ),

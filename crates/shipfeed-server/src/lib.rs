@@ -5,8 +5,11 @@
 //! one durable transaction (group-committed with concurrent requests) and only then answer 2xx.
 //! An authentic delivery that cannot be normalized is stored as a dead letter and still
 //! answered 2xx (HappyColis blocks its queue on any non-2xx; Sendcloud retries for hours). Only
-//! a store failure answers 503. SQS sources ([`Service::start_sqs_sources`]) feed the same
-//! store and delete a message only after its commit.
+//! a store failure answers 503; an endpoint that cannot check deliveries at all (credentials
+//! its provider cannot use) answers 500, stores nothing and logs why. Every status follows
+//! from the error's kind in one place, [`http_status`]. SQS sources
+//! ([`Service::start_sqs_sources`]) feed the same store through the same [`Ingestor`] and
+//! delete a message only after its commit.
 //!
 //! # Durability
 //!
@@ -30,6 +33,8 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+mod error;
+mod ingest;
 mod metrics;
 mod outbox;
 mod replay;
@@ -37,26 +42,29 @@ mod sqs;
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
 use shipfeed::registry::{self, Settings};
-use shipfeed::{Adapter, Credentials, Headers, Output, Provider, RawDelivery};
-use shipfeed_store::{Committed, Ingest, Store};
+use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Output, Provider, RawDelivery};
+use shipfeed_store::{Committed, Store};
 use tokio::sync::Notify;
 
 pub use config::{Config, EndpointConfig, SqsSourceConfig};
-use metrics::Metrics;
+pub use error::{BoxError, ServiceError};
+pub use ingest::{IngestError, IngestObserver, Ingestor};
+use metrics::{Metrics, Outcome};
 pub use outbox::{OutboxTarget, NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use replay::{ReplayFilter, ReplaySummary};
-pub use sqs::StoreSink;
+pub use sqs::StoreInbox;
 
 /// One configured inbound endpoint or SQS source, ready to serve.
 struct Endpoint {
@@ -73,125 +81,27 @@ struct Source {
     config: SqsSourceConfig,
 }
 
-/// Shared state of the service.
-pub struct Service {
-    /// Webhook endpoints by name.
-    endpoints: HashMap<String, Endpoint>,
-    /// SQS sources by name (names are unique across endpoints and sources).
-    sources: HashMap<String, Source>,
-    store: Store,
+/// What the service observes of its ingest path: its metrics, and the outbox's wake-up.
+struct Observer {
     metrics: Metrics,
     new_events: Notify,
 }
 
-impl Service {
-    /// Builds the service from its configuration and an opened store.
-    ///
-    /// # Errors
-    /// An endpoint whose provider is not in this build, whose secret file cannot be read, or
-    /// an SQS source with an unknown time zone.
-    pub fn new(config: &Config, store: Store) -> anyhow::Result<Arc<Self>> {
-        let mut endpoints = HashMap::new();
-        for endpoint in &config.endpoints {
-            endpoints.insert(
-                endpoint.name.clone(),
-                Endpoint {
-                    provider: endpoint.provider,
-                    adapter: registry::adapter(endpoint.provider, &Settings::default())?.into(),
-                    credentials: endpoint.credentials()?,
-                },
-            );
-        }
-        let mut sources = HashMap::new();
-        for source in &config.sqs_sources {
-            let zone: chrono_tz::Tz = source.source_time_zone.parse().map_err(|e| {
-                anyhow::anyhow!(
-                    "sqs_source `{}`: source_time_zone `{}`: {e}",
-                    source.name,
-                    source.source_time_zone
-                )
-            })?;
-            let settings = Settings::with_source_time_zone(zone);
-            let endpoint = Endpoint {
-                provider: source.provider,
-                adapter: registry::adapter(source.provider, &settings)?.into(),
-                credentials: Credentials::None,
-            };
-            sources.insert(
-                source.name.clone(),
-                Source {
-                    endpoint,
-                    settings,
-                    config: source.clone(),
-                },
-            );
-        }
-        Ok(Arc::new(Service {
-            endpoints,
-            sources,
-            store,
-            metrics: Metrics::default(),
-            new_events: Notify::new(),
-        }))
-    }
-
-    /// The endpoint or SQS source of this name.
-    fn endpoint_or_source(&self, name: &str) -> Option<&Endpoint> {
-        self.endpoints
-            .get(name)
-            .or_else(|| self.sources.get(name).map(|source| &source.endpoint))
-    }
-
-    /// The store behind the service.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Counts what one committed delivery did, and wakes the feed sinks when it added events.
-    fn observe(&self, endpoint: &str, provider_id: Provider, committed: &Committed) {
-        let provider = provider_id.as_str();
-        let outcome = if committed.dead_letter.is_some() {
-            "dead_letter"
-        } else {
-            "stored"
-        };
-        self.metrics.add(
-            "shipfeed_deliveries_total",
-            &[
-                ("endpoint", endpoint),
-                ("provider", provider),
-                ("outcome", outcome),
-            ],
-            1,
-        );
-        self.metrics.add(
-            "shipfeed_duplicate_events_total",
-            &[("provider", provider)],
-            committed.duplicates as u64,
-        );
-        if let Some(reason) = &committed.dead_letter {
-            tracing::warn!(%endpoint, delivery = committed.delivery_seq, %reason, "dead letter");
-        }
-        self.observe_new_events(provider_id, committed);
-    }
-
+impl Observer {
     /// Counts a commit's new events by status and wakes the outbox when there are any.
-    fn observe_new_events(&self, provider: Provider, committed: &Committed) {
-        let provider = provider.as_str();
+    fn new_events(&self, provider: Provider, committed: &Committed) {
         for status in &committed.new_event_statuses {
-            self.metrics.add(
-                "shipfeed_events_total",
-                &[("provider", provider), ("status", status)],
-                1,
-            );
+            self.metrics.new_event(provider, status);
         }
         if committed.new_events > 0 {
             self.new_events.notify_waiters();
         }
     }
+}
 
+impl IngestObserver for Observer {
     /// Counts the unmapped codes among an adapter's outputs (by provider and raw code).
-    fn observe_outputs(&self, provider: Provider, outcome: &Result<Vec<Output>, shipfeed::Error>) {
+    fn normalized(&self, provider: Provider, outcome: &Result<Vec<Output>, shipfeed::Error>) {
         let Ok(outputs) = outcome else { return };
         for event in outputs
             .iter()
@@ -204,12 +114,133 @@ impl Service {
                 .as_deref()
                 .or(event.raw.message.as_deref())
                 .unwrap_or("");
-            self.metrics.add(
-                "shipfeed_unmapped_codes_total",
-                &[("provider", provider.as_str()), ("code", code)],
-                1,
+            self.metrics.unmapped_code(provider, code);
+        }
+    }
+
+    fn commit_took(&self, seconds: f64) {
+        self.metrics.commit_seconds(seconds);
+    }
+
+    fn committed(&self, endpoint: &str, provider: Provider, committed: &Committed) {
+        let outcome = if committed.dead_letter.is_some() {
+            Outcome::DeadLetter
+        } else {
+            Outcome::Stored
+        };
+        self.metrics.delivery(endpoint, provider, outcome);
+        self.metrics
+            .duplicates(provider, committed.duplicates as u64);
+        if let Some(reason) = &committed.dead_letter {
+            tracing::warn!(%endpoint, delivery = committed.delivery_seq, %reason, "dead letter");
+        }
+        self.new_events(provider, committed);
+    }
+
+    fn replayed(&self, provider: Provider, committed: &Committed) {
+        self.new_events(provider, committed);
+    }
+}
+
+/// Shared state of the service.
+pub struct Service {
+    /// Webhook endpoints by name.
+    endpoints: HashMap<String, Endpoint>,
+    /// SQS sources by name (names are unique across endpoints and sources).
+    sources: HashMap<String, Source>,
+    ingestor: Ingestor,
+    observer: Arc<Observer>,
+    /// The service's own metrics registry (see `metrics.rs` for why it is not global).
+    registry: Registry,
+}
+
+impl Service {
+    /// Builds the service from its configuration and an opened store.
+    ///
+    /// # Errors
+    /// [`ServiceError::Endpoint`] for an endpoint whose provider is not in this build,
+    /// [`ServiceError::Read`] for a secret file that cannot be read, [`ServiceError::Setting`]
+    /// for an SQS source with an unknown time zone.
+    pub fn new(config: &Config, store: Store) -> Result<Arc<Self>, ServiceError> {
+        let mut endpoints = HashMap::new();
+        for endpoint in &config.endpoints {
+            let adapter =
+                registry::adapter(endpoint.provider, &Settings::default()).map_err(|source| {
+                    ServiceError::Endpoint {
+                        name: endpoint.name.clone(),
+                        source,
+                    }
+                })?;
+            endpoints.insert(
+                endpoint.name.clone(),
+                Endpoint {
+                    provider: endpoint.provider,
+                    adapter: adapter.into(),
+                    credentials: endpoint.credentials()?,
+                },
             );
         }
+        let mut sources = HashMap::new();
+        for source in &config.sqs_sources {
+            let zone: chrono_tz::Tz =
+                source
+                    .source_time_zone
+                    .parse()
+                    .map_err(|e: chrono_tz::ParseError| ServiceError::Setting {
+                        setting: format!("sqs_source `{}`: source_time_zone", source.name),
+                        value: source.source_time_zone.clone(),
+                        source: e.to_string().into(),
+                    })?;
+            let settings = Settings::with_source_time_zone(zone);
+            let adapter = registry::adapter(source.provider, &settings).map_err(|error| {
+                ServiceError::Endpoint {
+                    name: source.name.clone(),
+                    source: error,
+                }
+            })?;
+            let endpoint = Endpoint {
+                provider: source.provider,
+                adapter: adapter.into(),
+                credentials: Credentials::None,
+            };
+            sources.insert(
+                source.name.clone(),
+                Source {
+                    endpoint,
+                    settings,
+                    config: source.clone(),
+                },
+            );
+        }
+        let (metrics, registry) = Metrics::new();
+        let observer = Arc::new(Observer {
+            metrics,
+            new_events: Notify::new(),
+        });
+        Ok(Arc::new(Service {
+            endpoints,
+            sources,
+            ingestor: Ingestor::new(store, Arc::clone(&observer) as Arc<dyn IngestObserver>),
+            observer,
+            registry,
+        }))
+    }
+
+    /// The endpoint or SQS source of this name.
+    fn endpoint_or_source(&self, name: &str) -> Option<&Endpoint> {
+        self.endpoints
+            .get(name)
+            .or_else(|| self.sources.get(name).map(|source| &source.endpoint))
+    }
+
+    /// The store behind the service.
+    pub fn store(&self) -> &Store {
+        self.ingestor.store()
+    }
+
+    /// The service's ingest path: its store, observed by its metrics and its outbox.
+    pub fn ingestor(&self) -> &Ingestor {
+        &self.ingestor
     }
 
     /// The HTTP routes.
@@ -236,6 +267,32 @@ impl Service {
     }
 }
 
+/// The HTTP status that answers an error of `kind`: the one place the service maps errors to
+/// statuses. Authentication failures (including an endpoint without a secret: fail closed)
+/// are 401; a misconfigured endpoint or a provider left out of the build is 500, so the
+/// provider retries after the fix instead of treating the delivery as refused; a dependency
+/// that is down is 503.
+///
+/// ```
+/// use axum::http::StatusCode;
+/// use shipfeed::ErrorKind;
+/// use shipfeed_server::http_status;
+///
+/// assert_eq!(http_status(ErrorKind::InvalidSignature), StatusCode::UNAUTHORIZED);
+/// assert_eq!(http_status(ErrorKind::MissingSecret), StatusCode::UNAUTHORIZED);
+/// assert_eq!(http_status(ErrorKind::Config), StatusCode::INTERNAL_SERVER_ERROR);
+/// assert_eq!(http_status(ErrorKind::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+/// ```
+pub fn http_status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        kind if kind.is_authentication() => StatusCode::UNAUTHORIZED,
+        ErrorKind::Payload => StatusCode::BAD_REQUEST,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        // Config, ProviderDisabled and kinds added later: ours to fix, not the sender's.
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 /// An HTTP request's headers as a delivery's [`Headers`]. A value that is not visible ASCII
 /// (which no provider's signature or id header is) is left out.
 ///
@@ -254,6 +311,10 @@ pub fn to_headers(headers: &HeaderMap) -> Headers {
         .collect()
 }
 
+fn error_response(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({"error": message.to_string()}))).into_response()
+}
+
 async fn receive(
     State(service): State<Arc<Service>>,
     Path(name): Path<String>,
@@ -261,78 +322,65 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let Some(endpoint) = service.endpoints.get(&name) else {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": format!("no endpoint `{name}`")})),
-        )
-            .into_response();
+        return error_response(StatusCode::NOT_FOUND, format!("no endpoint `{name}`"));
     };
     let delivery = RawDelivery {
         body: Vec::from(body),
         headers: to_headers(&headers),
         received_at: chrono::Utc::now(),
     };
-    let provider = endpoint.provider.as_str();
+    let metrics = &service.observer.metrics;
     if let Err(error) = endpoint.adapter.verify(&delivery, &endpoint.credentials) {
+        let status = http_status(error.kind());
         // Never log the body: it is unauthenticated input.
-        tracing::warn!(endpoint = %name, %error, "rejected delivery");
-        service.metrics.add(
-            "shipfeed_deliveries_total",
-            &[
-                ("endpoint", &name),
-                ("provider", provider),
-                ("outcome", "unauthorized"),
-            ],
-            1,
+        if error.kind().is_authentication() {
+            tracing::warn!(endpoint = %name, %error, "rejected delivery");
+            metrics.delivery(&name, endpoint.provider, Outcome::Unauthorized);
+            return error_response(status, &error);
+        }
+        // Verify answers an authentication kind or, for credentials the provider cannot use,
+        // a configuration error.
+        tracing::error!(
+            endpoint = %name,
+            %error,
+            "the endpoint cannot check deliveries; fix its configuration (nothing stored)"
         );
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": error.to_string()})),
-        )
-            .into_response();
+        metrics.delivery(&name, endpoint.provider, Outcome::Misconfigured);
+        // The detail is for the operator's log, not for whoever sent the request.
+        return error_response(status, "the endpoint is misconfigured; nothing was stored");
     }
     let outcome = endpoint.adapter.parse(&delivery);
-    service.observe_outputs(endpoint.provider, &outcome);
-    let started = Instant::now();
-    let ingest = Ingest {
-        endpoint: name.clone(),
-        provider: endpoint.provider,
-        delivery,
-        outcome,
-    };
-    let committed = match service.store.commit(vec![ingest]).await {
-        Ok(mut committed) if committed.len() == 1 => committed.remove(0),
-        Ok(_) | Err(_) => {
-            service.metrics.add(
-                "shipfeed_deliveries_total",
-                &[
-                    ("endpoint", &name),
-                    ("provider", provider),
-                    ("outcome", "store_unavailable"),
-                ],
-                1,
-            );
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"error": "store unavailable; retry later"})),
+    let ingest = service
+        .ingestor
+        .ingest(&name, endpoint.provider, delivery, outcome);
+    match service.ingestor.commit_one(ingest).await {
+        Ok(committed) => {
+            let status = if committed.dead_letter.is_some() {
+                "dead_letter"
+            } else {
+                "stored"
+            };
+            (
+                StatusCode::OK,
+                Json(json!({"status": status, "delivery": committed})),
             )
-                .into_response();
+                .into_response()
         }
-    };
-    service
-        .metrics
-        .observe_commit(started.elapsed().as_secs_f64());
-    service.observe(&name, endpoint.provider, &committed);
-    let outcome = if committed.dead_letter.is_some() {
-        "dead_letter"
-    } else {
-        "stored"
-    };
-    (
-        StatusCode::OK,
-        Json(json!({"status": outcome, "delivery": committed})),
-    )
-        .into_response()
+        Err(IngestError::Store(store_error)) => {
+            tracing::warn!(endpoint = %name, error = %error::chain(&store_error), "store unavailable");
+            metrics.delivery(&name, endpoint.provider, Outcome::StoreUnavailable);
+            let kind = shipfeed::Error::from(store_error).kind();
+            error_response(http_status(kind), "store unavailable; retry later")
+        }
+        Err(error) => {
+            tracing::error!(endpoint = %name, %error, "the store broke its contract");
+            metrics.delivery(&name, endpoint.provider, Outcome::Internal);
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; retry later",
+            )
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -348,16 +396,12 @@ fn default_limit() -> usize {
 }
 
 fn unavailable(error: impl std::fmt::Display) -> Response {
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({"error": error.to_string()})),
-    )
-        .into_response()
+    error_response(StatusCode::SERVICE_UNAVAILABLE, error)
 }
 
 async fn events(State(service): State<Arc<Service>>, Query(page): Query<Page>) -> Response {
     match service
-        .store
+        .store()
         .events_after(page.after, page.limit.clamp(1, 1000))
         .await
     {
@@ -370,7 +414,7 @@ async fn events(State(service): State<Arc<Service>>, Query(page): Query<Page>) -
 }
 
 async fn shipments(service: &Service, carrier: Option<&str>, tracking: &str) -> Response {
-    match service.store.shipments(carrier, tracking).await {
+    match service.store().shipments(carrier, tracking).await {
         Ok(views) if views.is_empty() => (
             StatusCode::NOT_FOUND,
             Json(json!({"error": "no such shipment"})),
@@ -397,7 +441,7 @@ async fn shipments_by_carrier(
 
 async fn dead_letters(State(service): State<Arc<Service>>, Query(page): Query<Page>) -> Response {
     match service
-        .store
+        .store()
         .dead_letters(page.after, page.limit.clamp(1, 1000))
         .await
     {
@@ -407,12 +451,46 @@ async fn dead_letters(State(service): State<Arc<Service>>, Query(page): Query<Pa
 }
 
 async fn ready(State(service): State<Arc<Service>>) -> Response {
-    match service.store.ping().await {
+    match service.store().ping().await {
         Ok(()) => "ready".into_response(),
         Err(error) => unavailable(error),
     }
 }
 
-async fn metrics(State(service): State<Arc<Service>>) -> String {
-    service.metrics.render()
+async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&service.registry),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_kind_has_its_http_status() {
+        for (kind, status) in [
+            (ErrorKind::MissingSignature, StatusCode::UNAUTHORIZED),
+            (ErrorKind::InvalidSignature, StatusCode::UNAUTHORIZED),
+            // Fail closed: no secret means no delivery is authentic.
+            (ErrorKind::MissingSecret, StatusCode::UNAUTHORIZED),
+            (ErrorKind::Payload, StatusCode::BAD_REQUEST),
+            (ErrorKind::Config, StatusCode::INTERNAL_SERVER_ERROR),
+            (
+                ErrorKind::ProviderDisabled,
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (ErrorKind::Unavailable, StatusCode::SERVICE_UNAVAILABLE),
+        ] {
+            assert_eq!(http_status(kind), status, "{kind:?}");
+        }
+        // What a store failure becomes on its way to the answer.
+        let store_down = shipfeed::Error::from(shipfeed_store::StoreError::Closed);
+        assert_eq!(
+            http_status(store_down.kind()),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
 }

@@ -1,83 +1,324 @@
-//! Counters in Prometheus text format. Label sets are small (endpoints, outcomes, statuses,
-//! unmapped codes), so a locked ordered map is plenty.
+//! The service's Prometheus metrics, with prometheus-client.
+//!
+//! Why prometheus-client rather than `metrics` + `metrics-exporter-prometheus`: the `metrics`
+//! facade records into one process-global recorder, but every [`Service`](crate::Service) owns
+//! its counters (tests and benchmarks build several services in one process, and each one's
+//! `/metrics` must show its own). prometheus-client has no global state: a `Registry` per
+//! service. It has no process collector of its own, so the `process_*` metrics come from
+//! metrics-process's raw snapshot (read from `/proc` at each scrape), without the facade.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use shipfeed::Provider;
 
 /// Commit latency buckets, in seconds.
-const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
-#[derive(Default)]
-pub(crate) struct Metrics {
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
-    commit: Mutex<(Vec<u64>, f64, u64)>,
+/// The `Content-Type` of [`Metrics::render`]'s output.
+pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    endpoint: String,
+    provider: &'static str,
+    outcome: &'static str,
 }
 
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderLabels {
+    provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    provider: &'static str,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabels {
+    provider: &'static str,
+    code: String,
+}
+
+/// What a delivery came to, as the `outcome` label of `shipfeed_deliveries_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Stored,
+    DeadLetter,
+    Unauthorized,
+    Misconfigured,
+    StoreUnavailable,
+    Internal,
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Stored => "stored",
+            Outcome::DeadLetter => "dead_letter",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Misconfigured => "misconfigured",
+            Outcome::StoreUnavailable => "store_unavailable",
+            Outcome::Internal => "internal_error",
+        }
+    }
+}
+
+/// The service's counters; cheap to clone (every clone counts into the same registry).
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    deliveries: Family<DeliveryLabels, Counter>,
+    duplicates: Family<ProviderLabels, Counter>,
+    events: Family<StatusLabels, Counter>,
+    unmapped: Family<CodeLabels, Counter>,
+    commit: Histogram,
 }
 
 impl Metrics {
-    /// Adds `by` to counter `name` with the given labels.
-    pub(crate) fn add(&self, name: &'static str, labels: &[(&str, &str)], by: u64) {
-        let labels = labels
-            .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect::<Vec<_>>()
-            .join(",");
-        if let Ok(mut counters) = self.counters.lock() {
-            *counters.entry((name, labels)).or_default() += by;
-        }
+    /// The counters and the registry that renders them (and the process metrics).
+    pub(crate) fn new() -> (Metrics, Registry) {
+        let metrics = Metrics {
+            deliveries: Family::default(),
+            duplicates: Family::default(),
+            events: Family::default(),
+            unmapped: Family::default(),
+            commit: Histogram::new(COMMIT_BUCKETS),
+        };
+        let mut registry = Registry::default();
+        // Counters are registered without `_total`: the encoder appends it.
+        registry.register(
+            "shipfeed_deliveries",
+            "Deliveries by endpoint, provider and outcome",
+            metrics.deliveries.clone(),
+        );
+        registry.register(
+            "shipfeed_duplicate_events",
+            "Events received again under a stored event_id",
+            metrics.duplicates.clone(),
+        );
+        registry.register(
+            "shipfeed_events",
+            "Events stored for the first time, by provider and status",
+            metrics.events.clone(),
+        );
+        registry.register(
+            "shipfeed_unmapped_codes",
+            "Provider codes no mapping knows, by provider and raw code",
+            metrics.unmapped.clone(),
+        );
+        registry.register(
+            "shipfeed_commit_seconds",
+            "Time from handing deliveries to the store to their durable commit",
+            metrics.commit.clone(),
+        );
+        registry.register_collector(Box::new(ProcessMetrics));
+        (metrics, registry)
     }
 
-    pub(crate) fn observe_commit(&self, seconds: f64) {
-        if let Ok(mut commit) = self.commit.lock() {
-            if commit.0.is_empty() {
-                commit.0 = vec![0; BUCKETS.len()];
-            }
-            for (count, bound) in commit.0.iter_mut().zip(BUCKETS) {
-                if seconds <= bound {
-                    *count += 1;
-                }
-            }
-            commit.1 += seconds;
-            commit.2 += 1;
-        }
+    pub(crate) fn delivery(&self, endpoint: &str, provider: Provider, outcome: Outcome) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                endpoint: endpoint.to_owned(),
+                provider: provider.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
     }
 
-    pub(crate) fn render(&self) -> String {
-        let mut out = String::new();
-        if let Ok(counters) = self.counters.lock() {
-            let mut last = "";
-            for ((name, labels), value) in counters.iter() {
-                if *name != last {
-                    let _ = writeln!(out, "# TYPE {name} counter");
-                    last = name;
-                }
-                let _ = writeln!(out, "{name}{{{labels}}} {value}");
-            }
+    pub(crate) fn duplicates(&self, provider: Provider, count: u64) {
+        self.duplicates
+            .get_or_create(&ProviderLabels {
+                provider: provider.as_str(),
+            })
+            .inc_by(count);
+    }
+
+    pub(crate) fn new_event(&self, provider: Provider, status: &str) {
+        self.events
+            .get_or_create(&StatusLabels {
+                provider: provider.as_str(),
+                status: status.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn unmapped_code(&self, provider: Provider, code: &str) {
+        self.unmapped
+            .get_or_create(&CodeLabels {
+                provider: provider.as_str(),
+                code: code.to_owned(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn commit_seconds(&self, seconds: f64) {
+        self.commit.observe(seconds);
+    }
+}
+
+/// Renders `registry` in the Prometheus text format (version 0.0.4).
+pub(crate) fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    if let Err(error) = prometheus_client::encoding::prometheus_text::encode(&mut text, registry) {
+        // Only a failing writer errs, and a String never fails.
+        tracing::error!(%error, "could not encode the metrics");
+    }
+    text
+}
+
+/// The standard `process_*` metrics, read at each scrape.
+#[derive(Debug)]
+struct ProcessMetrics;
+
+fn encode_gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: Option<f64>,
+) -> Result<(), fmt::Error> {
+    let Some(value) = value else { return Ok(()) };
+    let gauge = ConstGauge::new(value);
+    gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)
+}
+
+impl Collector for ProcessMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let process = metrics_process::collector::collect();
+        if let Some(seconds) = process.cpu_seconds_total {
+            let counter = ConstCounter::new(seconds);
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                counter.metric_type(),
+            )?)?;
         }
-        if let Ok(commit) = self.commit.lock() {
-            let _ = writeln!(out, "# TYPE shipfeed_commit_seconds histogram");
-            for (i, bound) in BUCKETS.iter().enumerate() {
-                let count = commit.0.get(i).copied().unwrap_or(0);
-                let _ = writeln!(
-                    out,
-                    "shipfeed_commit_seconds_bucket{{le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "shipfeed_commit_seconds_bucket{{le=\"+Inf\"}} {}",
-                commit.2
-            );
-            let _ = writeln!(out, "shipfeed_commit_seconds_sum {}", commit.1);
-            let _ = writeln!(out, "shipfeed_commit_seconds_count {}", commit.2);
+        let as_f64 = |v: Option<u64>| v.map(|v| v as f64);
+        let gauges = [
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                as_f64(process.open_fds),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                as_f64(process.max_fds),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                as_f64(process.virtual_memory_bytes),
+            ),
+            (
+                "process_virtual_memory_max_bytes",
+                "Maximum amount of virtual memory available in bytes",
+                as_f64(process.virtual_memory_max_bytes),
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                as_f64(process.resident_memory_bytes),
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds",
+                as_f64(process.start_time_seconds),
+            ),
+            (
+                "process_threads",
+                "Number of OS threads in the process",
+                as_f64(process.threads),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            encode_gauge(&mut encoder, name, help, value)?;
         }
-        out
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The value of the series that starts with `series` (labels included).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+    }
+
+    #[test]
+    fn names_and_labels_are_the_ones_dashboards_and_tests_read() {
+        let (metrics, registry) = Metrics::new();
+        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Stored);
+        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Stored);
+        metrics.delivery("odd\"name", Provider::Shipup, Outcome::Unauthorized);
+        metrics.duplicates(Provider::Sendcloud, 3);
+        metrics.new_event(Provider::Sendcloud, "delivered");
+        metrics.unmapped_code(Provider::HappyColis, "X99");
+        metrics.commit_seconds(0.004);
+        let text = render(&registry);
+        let series = [
+            (
+                r#"shipfeed_deliveries_total{endpoint="sendcloud-eu",provider="sendcloud",outcome="stored"}"#,
+                2.0,
+            ),
+            (
+                r#"shipfeed_deliveries_total{endpoint="odd\"name",provider="shipup",outcome="unauthorized"}"#,
+                1.0,
+            ),
+            (
+                r#"shipfeed_duplicate_events_total{provider="sendcloud"}"#,
+                3.0,
+            ),
+            (
+                r#"shipfeed_events_total{provider="sendcloud",status="delivered"}"#,
+                1.0,
+            ),
+            (
+                r#"shipfeed_unmapped_codes_total{provider="happycolis",code="X99"}"#,
+                1.0,
+            ),
+            (r#"shipfeed_commit_seconds_bucket{le="0.001"}"#, 0.0),
+            (r#"shipfeed_commit_seconds_bucket{le="0.005"}"#, 1.0),
+            (r#"shipfeed_commit_seconds_bucket{le="+Inf"}"#, 1.0),
+            ("shipfeed_commit_seconds_count", 1.0),
+        ];
+        for (name, expected) in series {
+            assert_eq!(value(&text, name), Some(expected), "{name} in\n{text}");
+        }
+        assert!(
+            text.contains("# TYPE shipfeed_deliveries_total counter"),
+            "{text}"
+        );
+        assert!(
+            value(&text, "process_resident_memory_bytes").is_some_and(|bytes| bytes > 0.0),
+            "{text}"
+        );
+        assert!(
+            value(&text, "process_cpu_seconds_total").is_some(),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_registry_counts_on_its_own() {
+        let (first, first_registry) = Metrics::new();
+        let (_second, second_registry) = Metrics::new();
+        first.delivery("a", Provider::Sendcloud, Outcome::Stored);
+        let series =
+            r#"shipfeed_deliveries_total{endpoint="a",provider="sendcloud",outcome="stored"}"#;
+        assert_eq!(value(&render(&first_registry), series), Some(1.0));
+        assert_eq!(value(&render(&second_registry), series), None);
     }
 }

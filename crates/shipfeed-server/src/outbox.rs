@@ -2,17 +2,20 @@
 //! store after each delivered batch. At-least-once: a crash between delivering and saving the
 //! cursor delivers that batch again, so consumers deduplicate on `event_id` (NATS JetStream
 //! does it for them within its duplicate window, via `Nats-Msg-Id`).
+//!
+//! Every line and message is a feed item exactly as `GET /v1/events` lists it:
+//! `{"seq": N, "type": "event", ...}` (`schema/feed-item.schema.json`).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use async_trait::async_trait;
 use shipfeed_store::FeedItem;
 
-use crate::Service;
+use crate::error::{chain, BoxError};
+use crate::{Service, ServiceError};
 
 /// Events read from the store per batch.
 const BATCH: usize = 500;
@@ -52,13 +55,14 @@ impl OutboxTarget {
 #[async_trait]
 trait Outbox: Send + Sync {
     /// Delivers the batch; `Ok` only when all of it is delivered.
-    async fn deliver(&self, items: &[FeedItem]) -> anyhow::Result<()>;
+    async fn deliver(&self, items: &[FeedItem]) -> Result<(), BoxError>;
 }
 
+/// One JSON line per feed item.
 fn json_lines(items: &[FeedItem]) -> Vec<u8> {
     let mut lines = Vec::new();
     for item in items {
-        if serde_json::to_writer(&mut lines, &item.event).is_ok() {
+        if serde_json::to_writer(&mut lines, item).is_ok() {
             lines.push(b'\n');
         }
     }
@@ -69,7 +73,7 @@ struct JsonLines(Option<PathBuf>);
 
 #[async_trait]
 impl Outbox for JsonLines {
-    async fn deliver(&self, items: &[FeedItem]) -> anyhow::Result<()> {
+    async fn deliver(&self, items: &[FeedItem]) -> Result<(), BoxError> {
         write_lines(self.0.as_deref(), &json_lines(items))?;
         Ok(())
     }
@@ -98,10 +102,13 @@ fn write_lines(file: Option<&Path>, lines: &[u8]) -> std::io::Result<()> {
 struct Nats(async_nats::jetstream::Context);
 
 impl Nats {
-    async fn connect(url: &str) -> anyhow::Result<Self> {
+    async fn connect(url: &str) -> Result<Self, ServiceError> {
         let client = async_nats::connect(url)
             .await
-            .with_context(|| format!("connect to NATS at {url}"))?;
+            .map_err(|source| ServiceError::Outbox {
+                context: format!("connect to NATS at {url}"),
+                source: Box::new(source),
+            })?;
         let jetstream = async_nats::jetstream::new(client);
         jetstream
             .get_or_create_stream(async_nats::jetstream::stream::Config {
@@ -110,14 +117,17 @@ impl Nats {
                 ..Default::default()
             })
             .await
-            .with_context(|| format!("create or find the JetStream stream {NATS_STREAM}"))?;
+            .map_err(|source| ServiceError::Outbox {
+                context: format!("create or find the JetStream stream {NATS_STREAM}"),
+                source: Box::new(source),
+            })?;
         Ok(Nats(jetstream))
     }
 }
 
 #[async_trait]
 impl Outbox for Nats {
-    async fn deliver(&self, items: &[FeedItem]) -> anyhow::Result<()> {
+    async fn deliver(&self, items: &[FeedItem]) -> Result<(), BoxError> {
         // Publish the whole batch, then wait for every acknowledgement: one round trip of
         // latency per batch, not per event.
         let mut acks = Vec::with_capacity(items.len());
@@ -130,7 +140,7 @@ impl Outbox for Nats {
             );
             let mut headers = async_nats::HeaderMap::new();
             headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.as_str());
-            let payload = serde_json::to_vec(event)?;
+            let payload = serde_json::to_vec(item)?;
             acks.push(
                 self.0
                     .publish_with_headers(subject, headers, payload.into())
@@ -148,8 +158,8 @@ impl Service {
     /// Starts the outbox task for `target` (after connecting, for NATS).
     ///
     /// # Errors
-    /// NATS unreachable or its stream cannot be created.
-    pub async fn start_outbox(self: &Arc<Self>, target: &OutboxTarget) -> anyhow::Result<()> {
+    /// [`ServiceError::Outbox`] when NATS is unreachable or its stream cannot be created.
+    pub async fn start_outbox(self: &Arc<Self>, target: &OutboxTarget) -> Result<(), ServiceError> {
         let (outbox, cursor): (Arc<dyn Outbox>, String) = match target {
             OutboxTarget::None => return Ok(()),
             OutboxTarget::Stdout => (Arc::new(JsonLines(None)), "stdout".to_owned()),
@@ -167,18 +177,19 @@ impl Service {
     }
 
     async fn run_outbox(self: Arc<Self>, outbox: Arc<dyn Outbox>, cursor: String) {
-        let mut position = self.store.cursor(&cursor).await.unwrap_or(0);
+        let store = self.ingestor.store();
+        let mut position = store.cursor(&cursor).await.unwrap_or(0);
         loop {
-            let notified = self.new_events.notified();
-            match self.store.events_after(position, BATCH).await {
+            let notified = self.observer.new_events.notified();
+            match store.events_after(position, BATCH).await {
                 Ok(items) if !items.is_empty() => {
                     if let Err(error) = outbox.deliver(&items).await {
-                        tracing::error!(error = %format!("{error:#}"), %cursor, "outbox cannot deliver; retrying");
+                        tracing::error!(error = %chain(error.as_ref()), %cursor, "outbox cannot deliver; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
                     position = items.last().map_or(position, |item| item.seq);
-                    if let Err(error) = self.store.save_cursor(&cursor, position).await {
+                    if let Err(error) = store.save_cursor(&cursor, position).await {
                         tracing::warn!(%error, %cursor, "could not save the outbox cursor");
                     }
                     continue;

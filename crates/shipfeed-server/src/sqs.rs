@@ -1,64 +1,51 @@
-//! SQS sources (Seven Senders) in the same pipeline as the webhooks: a [`StoreSink`] commits
-//! each received batch into the store, and only then does the source delete the messages.
+//! SQS sources (Seven Senders) in the same pipeline as the webhooks: a [`StoreInbox`] commits
+//! each received batch through the service's [`Ingestor`], and only then does the source
+//! delete the messages.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use shipfeed::registry;
 use shipfeed::{Error, ErrorKind, Provider};
-use shipfeed_sqs::{Sink, SourcedDelivery, SqsSource};
-use shipfeed_store::{Ingest, Store};
+use shipfeed_sqs::{Inbox, SourcedDelivery, SqsSource};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::Service;
+use crate::{Ingestor, Service, ServiceError};
 
-/// A [`Sink`] that commits queue messages into a [`Store`]: raw message, deduplicated events,
-/// shipment state and dead letters in one durable transaction per batch. `Ok` only after the
-/// commit, so the source deletes nothing that is not stored.
-pub struct StoreSink {
-    store: Store,
+/// The [`Inbox`] of an SQS source in the service: commits queue messages into the store (raw
+/// message, deduplicated events, shipment state and dead letters in one durable transaction
+/// per batch). `Ok` only after the commit, so the source deletes nothing that is not stored.
+#[derive(Debug)]
+pub struct StoreInbox {
+    ingestor: Ingestor,
     name: String,
     provider: Provider,
-    service: Option<Arc<Service>>,
 }
 
-impl StoreSink {
-    /// Commits into `store`, recording deliveries under the source `name`.
-    pub fn new(store: Store, name: impl Into<String>, provider: Provider) -> Self {
-        StoreSink {
-            store,
+impl StoreInbox {
+    /// Commits through `ingestor`, recording deliveries under the source `name`.
+    pub fn new(ingestor: Ingestor, name: impl Into<String>, provider: Provider) -> Self {
+        StoreInbox {
+            ingestor,
             name: name.into(),
             provider,
-            service: None,
         }
     }
 }
 
 #[async_trait]
-impl Sink for StoreSink {
+impl Inbox for StoreInbox {
     async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
-        let ingests: Vec<Ingest> = batch
+        let ingests = batch
             .into_iter()
-            .map(|item| Ingest {
-                endpoint: self.name.clone(),
-                provider: self.provider,
-                delivery: item.delivery,
-                outcome: item.outcome,
+            .map(|item| {
+                self.ingestor
+                    .ingest(&self.name, self.provider, item.delivery, item.outcome)
             })
             .collect();
-        if let Some(service) = &self.service {
-            for ingest in &ingests {
-                service.observe_outputs(self.provider, &ingest.outcome);
-            }
-        }
-        // A store failure is temporary: the batch stays on the queue and comes back.
-        let committed = self.store.commit(ingests).await.map_err(Error::from)?;
-        if let Some(service) = &self.service {
-            for done in &committed {
-                service.observe(&self.name, self.provider, done);
-            }
-        }
+        // Temporary either way: the batch stays on the queue and comes back.
+        self.ingestor.commit(ingests).await?;
         Ok(())
     }
 }
@@ -68,31 +55,37 @@ impl Service {
     /// turns true; each task ends after finishing the batches it has in flight.
     ///
     /// # Errors
-    /// A source that cannot be set up (invalid configuration, queue name not found).
+    /// [`ServiceError::SqsSource`] for a source that cannot be set up (invalid configuration,
+    /// queue name not found, queue unreachable).
     pub async fn start_sqs_sources(
         self: &Arc<Self>,
         shutdown: &watch::Receiver<bool>,
-    ) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    ) -> Result<Vec<JoinHandle<()>>, ServiceError> {
         let mut tasks = Vec::new();
         for (name, configured) in &self.sources {
             let provider = configured.endpoint.provider;
-            let adapter = registry::adapter(provider, &configured.settings)?;
+            let setup = |source| ServiceError::SqsSource {
+                name: name.clone(),
+                source,
+            };
+            let adapter = registry::adapter(provider, &configured.settings).map_err(setup)?;
             let source = SqsSource::connect(configured.config.sqs_config(), adapter)
                 .await
-                .map_err(|e| anyhow::anyhow!("sqs_source `{name}`: {e}"))?;
+                .map_err(setup)?;
             eprintln!(
                 "  pulling {} messages from {} into the store (sqs_source `{name}`)",
                 provider,
                 source.queue_url()
             );
-            let sink = Arc::new(StoreSink {
-                service: Some(Arc::clone(self)),
-                ..StoreSink::new(self.store.clone(), name.clone(), provider)
-            });
+            let inbox = Arc::new(StoreInbox::new(
+                self.ingestor.clone(),
+                name.clone(),
+                provider,
+            ));
             let shutdown = shutdown.clone();
             let name = name.clone();
             tasks.push(tokio::spawn(async move {
-                match source.run(sink, shutdown).await {
+                match source.run(inbox, shutdown).await {
                     Ok(stats) => tracing::info!(source = %name, ?stats, "sqs source stopped"),
                     Err(error) if error.kind() == ErrorKind::Config => {
                         tracing::error!(source = %name, %error, "sqs source misconfigured; stopped");

@@ -53,9 +53,9 @@ pub enum SqsCredentials {
 /// What to do with a message the adapter cannot understand ([`ErrorKind::Payload`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeadLetterPolicy {
-    /// Hand it to the sink as a dead letter, then delete it once the sink accepted it.
+    /// Hand it to the inbox as a dead letter, then delete it once the inbox accepted it.
     #[default]
-    SinkThenDelete,
+    InboxThenDelete,
     /// Leave it on the queue, so that the queue's redrive policy moves it to a dead-letter
     /// queue after `maxReceiveCount` receives.
     LeaveForRedrive,
@@ -91,7 +91,7 @@ pub struct SqsConfig {
     /// Concurrent pollers (default 1).
     pub pollers: usize,
     /// How long a received message stays invisible to other consumers; `None` keeps the
-    /// queue's own setting. A message whose batch the sink did not accept comes back after it.
+    /// queue's own setting. A message whose batch the inbox did not accept comes back after it.
     pub visibility_timeout: Option<Duration>,
     /// What to do with messages the adapter cannot understand.
     pub dead_letters: DeadLetterPolicy,
@@ -103,7 +103,7 @@ pub struct SqsConfig {
 impl SqsConfig {
     /// Defaults: environment credentials, region from the environment or `eu-central-1`,
     /// 20-second long polling, batches of 10, one poller, the queue's visibility timeout, dead
-    /// letters to the sink.
+    /// letters to the inbox.
     pub fn new(queue: QueueRef) -> Self {
         SqsConfig {
             queue,
@@ -114,7 +114,7 @@ impl SqsConfig {
             batch_size: MAX_BATCH,
             pollers: 1,
             visibility_timeout: None,
-            dead_letters: DeadLetterPolicy::SinkThenDelete,
+            dead_letters: DeadLetterPolicy::InboxThenDelete,
             adapter_credentials: Credentials::None,
         }
     }

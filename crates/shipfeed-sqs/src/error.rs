@@ -1,9 +1,49 @@
 //! SQS errors turned into the core [`Error`], with a kind that tells the source what to do:
-//! `Config` stops it (wrong queue, wrong credentials), `Unavailable` is retried.
+//! `Config` stops it (wrong queue, wrong credentials), `Unavailable` is retried. What the
+//! source does with any error, its own or an adapter's or the inbox's, is [`Disposition::of`].
 
 use aws_sdk_sqs::config::http::HttpResponse;
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
-use shipfeed_core::{Error, ErrorKind};
+use shipfeed_core::{Error, ErrorClass, ErrorKind};
+
+/// Where in a poll cycle an error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Receiving from the queue.
+    Receive,
+    /// The adapter's verify and parse of one message.
+    Normalize,
+    /// Handing a batch to the inbox.
+    Inbox,
+}
+
+/// What the source does after an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    /// The message itself is the problem: hand it to the inbox as a dead letter and delete it
+    /// once accepted (unless [`DeadLetterPolicy::LeaveForRedrive`](crate::DeadLetterPolicy)).
+    DeadLetter,
+    /// Leave the message(s) on the queue and go on: they come back after the visibility
+    /// timeout (a failed receive is tried again after a pause).
+    Leave,
+    /// Leave the message(s) and stop the source with the error: nothing will succeed until
+    /// the configuration changes.
+    Stop,
+}
+
+impl Disposition {
+    /// The one mapping from an error's kind and class to what happens to the messages.
+    pub(crate) fn of(step: Step, error: &Error) -> Disposition {
+        match (step, error.kind(), error.class()) {
+            (Step::Normalize, ErrorKind::Payload, _) => Disposition::DeadLetter,
+            // Not the message's fault (a misconfigured adapter): keep it for after the fix,
+            // and keep serving the messages that do normalize.
+            (Step::Normalize, _, _) => Disposition::Leave,
+            (Step::Receive | Step::Inbox, _, ErrorClass::Temporary) => Disposition::Leave,
+            (Step::Receive | Step::Inbox, _, ErrorClass::Permanent) => Disposition::Stop,
+        }
+    }
+}
 
 /// Error codes meaning "this queue does not exist" (query and JSON protocol spellings).
 const MISSING_QUEUE: &[&str] = &[
@@ -115,9 +155,35 @@ where
 
 #[cfg(test)]
 mod tests {
-    use shipfeed_core::ErrorClass;
-
     use super::*;
+
+    #[test]
+    fn dispositions_follow_kind_and_class() {
+        let payload = Error::payload("not JSON");
+        let config = Error::new(ErrorKind::Config, "an HMAC secret for an unsigned queue");
+        let down = Error::new(ErrorKind::Unavailable, "store down");
+        assert_eq!(
+            Disposition::of(Step::Normalize, &payload),
+            Disposition::DeadLetter
+        );
+        assert_eq!(
+            Disposition::of(Step::Normalize, &config),
+            Disposition::Leave
+        );
+        for step in [Step::Receive, Step::Inbox] {
+            assert_eq!(Disposition::of(step, &down), Disposition::Leave, "{step:?}");
+            assert_eq!(
+                Disposition::of(step, &config),
+                Disposition::Stop,
+                "{step:?}"
+            );
+            assert_eq!(
+                Disposition::of(step, &payload),
+                Disposition::Stop,
+                "{step:?}"
+            );
+        }
+    }
 
     #[test]
     fn missing_queues_and_bad_credentials_are_config_errors_with_clear_messages() {

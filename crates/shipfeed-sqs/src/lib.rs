@@ -4,16 +4,18 @@
 //! [`SqsSource`] receives batches (long polling, up to 10 messages, `N` concurrent pollers),
 //! turns each message into a [`RawDelivery`](shipfeed_core::RawDelivery) (body; `MessageId`,
 //! system and message attributes as headers; `received_at` from `SentTimestamp`), normalizes
-//! it with the configured [`Adapter`](shipfeed_core::Adapter), and hands the batch to a
-//! [`Sink`]. Messages are deleted **only after the sink has durably accepted them**:
+//! it with the configured [`Adapter`](shipfeed_core::Adapter), and hands the batch to an
+//! [`Inbox`]. Messages are deleted **only after the inbox has durably accepted them**. What
+//! happens to a message follows from the error's kind and class, in one place (the source's
+//! `Disposition::of`):
 //!
-//! | outcome | sink | queue |
+//! | outcome | inbox | queue |
 //! |---|---|---|
-//! | normalized | events | deleted after the sink's `Ok` |
-//! | [`Payload`](shipfeed_core::ErrorKind::Payload) error (a bad message) | dead letter | deleted after the sink's `Ok` (or left for the queue's redrive policy: [`DeadLetterPolicy`]) |
+//! | normalized | events | deleted after the inbox's `Ok` |
+//! | [`Payload`](shipfeed_core::ErrorKind::Payload) error (a bad message) | dead letter | deleted after the inbox's `Ok` (or left for the queue's redrive policy: [`DeadLetterPolicy`]) |
 //! | other adapter error (configuration) | – | left |
-//! | sink error, temporary | – | left; back after the visibility timeout |
-//! | sink error, permanent | – | left; the source stops with the error |
+//! | inbox or receive error, temporary | – | left; back after the visibility timeout |
+//! | inbox or receive error, permanent | – | left; the source stops with the error |
 //! | delete fails (after one retry) | – | delivered again; downstream dedup absorbs it |
 //! | a copy of a message in flight here, or recently accepted (SQS is at-least-once) | – | not processed twice; deleted with the newest receipt handle |
 //!
@@ -22,7 +24,7 @@
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use shipfeed_sqs::{JsonLinesSink, QueueRef, SqsConfig, SqsCredentials, SqsSource};
+//! use shipfeed_sqs::{JsonLinesInbox, QueueRef, SqsConfig, SqsCredentials, SqsSource};
 //!
 //! # async fn run() -> Result<(), shipfeed_core::Error> {
 //! let config = SqsConfig::new(QueueRef::Url("https://analytics-api.7senders.com/queue.xml".into()))
@@ -35,7 +37,7 @@
 //!     let _ = tokio::signal::ctrl_c().await;
 //!     let _ = stop.send(true);
 //! });
-//! let stats = source.run(Arc::new(JsonLinesSink::stdio()), shutdown).await?;
+//! let stats = source.run(Arc::new(JsonLinesInbox::stdio()), shutdown).await?;
 //! eprintln!("{stats:?}");
 //! # Ok(())
 //! # }
@@ -51,15 +53,15 @@
 
 mod config;
 mod error;
-mod sink;
+mod inbox;
 mod source;
 
 pub use config::{
     DeadLetterPolicy, QueueRef, SqsConfig, SqsCredentials, DEFAULT_REGION, MAX_BATCH,
     MAX_WAIT_TIME_SECONDS,
 };
-pub use sink::{dead_letter_value, JsonLinesSink, Sink, SourcedDelivery};
+pub use inbox::{dead_letter_value, Inbox, JsonLinesInbox, SourcedDelivery};
 pub use source::{SourceStats, SqsSource, MESSAGE_ID_HEADER};
 
-/// Re-exported so that callers can implement [`Sink`] without naming the crate.
+/// Re-exported so that callers can implement [`Inbox`] without naming the crate.
 pub use async_trait::async_trait;

@@ -1,4 +1,4 @@
-//! The polling loop: receive, normalize, hand to the sink, delete what the sink accepted.
+//! The polling loop: receive, normalize, hand to the inbox, delete what the inbox accepted.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::AddAssign;
@@ -7,13 +7,13 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemAttributeName};
 use chrono::{DateTime, Utc};
-use shipfeed_core::{Adapter, Error, ErrorClass, ErrorKind, Headers, RawDelivery};
+use shipfeed_core::{Adapter, Error, ErrorKind, Headers, RawDelivery};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::config::{self, DeadLetterPolicy, QueueRef, SqsConfig};
-use crate::error;
-use crate::sink::{Sink, SourcedDelivery};
+use crate::error::{self, Disposition, Step};
+use crate::inbox::{Inbox, SourcedDelivery};
 
 /// The header carrying the SQS `MessageId` in every [`RawDelivery`] this source builds.
 pub const MESSAGE_ID_HEADER: &str = "MessageId";
@@ -27,23 +27,23 @@ const MAX_BACKOFF: Duration = Duration::from_secs(30);
 pub struct SourceStats {
     /// Messages received.
     pub received: u64,
-    /// Messages normalized and accepted by the sink.
+    /// Messages normalized and accepted by the inbox.
     pub accepted: u64,
-    /// Messages the adapter could not understand, accepted by the sink as dead letters.
+    /// Messages the adapter could not understand, accepted by the inbox as dead letters.
     pub dead_lettered: u64,
     /// Messages left on the queue because of an adapter error that is not the message's
     /// fault, or by [`DeadLetterPolicy::LeaveForRedrive`].
     pub left_on_queue: u64,
-    /// Messages left on the queue because the sink was temporarily unavailable.
-    pub sink_unavailable: u64,
+    /// Messages left on the queue because the inbox was temporarily unavailable.
+    pub inbox_unavailable: u64,
     /// Messages deleted from the queue.
     pub deleted: u64,
     /// Messages whose deletion failed twice: they will be delivered again.
     pub delete_failed: u64,
     /// Copies of a message received again (SQS delivers at least once) while this source
-    /// still had it in flight, or after the sink accepted it (the last 10,000 accepted ids are
-    /// remembered): not handed to the sink a second time, and deleted with the newest
-    /// receipt handle. Copies beyond that window reach the sink again; it deduplicates.
+    /// still had it in flight, or after the inbox accepted it (the last 10,000 accepted ids are
+    /// remembered): not handed to the inbox a second time, and deleted with the newest
+    /// receipt handle. Copies beyond that window reach the inbox again; it deduplicates.
     pub duplicates: u64,
 }
 
@@ -53,7 +53,7 @@ impl AddAssign for SourceStats {
         self.accepted += other.accepted;
         self.dead_lettered += other.dead_lettered;
         self.left_on_queue += other.left_on_queue;
-        self.sink_unavailable += other.sink_unavailable;
+        self.inbox_unavailable += other.inbox_unavailable;
         self.deleted += other.deleted;
         self.delete_failed += other.delete_failed;
         self.duplicates += other.duplicates;
@@ -78,7 +78,7 @@ struct Inner {
 const REMEMBERED: usize = 10_000;
 
 /// Message ids this source is processing (with the receipt handles of copies other pollers
-/// received meanwhile) or has recently had accepted by the sink.
+/// received meanwhile) or has recently had accepted by the inbox.
 #[derive(Default)]
 struct Seen(Mutex<SeenState>);
 
@@ -96,7 +96,7 @@ enum Claim {
     New,
     /// Another poller has it in flight; its receipt handle was kept for the delete.
     InFlight,
-    /// Already accepted by the sink: delete this copy, do not process it again.
+    /// Already accepted by the inbox: delete this copy, do not process it again.
     Done,
 }
 
@@ -121,7 +121,7 @@ impl Seen {
         }
     }
 
-    /// Ends a claim, remembering the id when the sink accepted it, and returns the newest
+    /// Ends a claim, remembering the id when the inbox accepted it, and returns the newest
     /// receipt handle seen for the message: SQS deletes reliably only with the most recent one.
     fn release(&self, message_id: &str, own: String, accepted: bool) -> String {
         if message_id.is_empty() {
@@ -206,28 +206,28 @@ impl SqsSource {
     ///
     /// A receive that is waiting for messages is abandoned on shutdown (SQS makes any message
     /// it was about to hand over visible again after the visibility timeout); a batch already
-    /// received is always taken to the end: sink, then delete.
+    /// received is always taken to the end: inbox, then delete.
     ///
     /// # Errors
-    /// The first permanent error of any loop (a missing queue, rejected credentials, a sink
+    /// The first permanent error of any loop (a missing queue, rejected credentials, an inbox
     /// that refuses for good); the other loops then stop after their in-flight batch.
-    /// Temporary errors (network, throttling, a temporarily unavailable sink) are logged and
+    /// Temporary errors (network, throttling, a temporarily unavailable inbox) are logged and
     /// retried, never returned.
     pub async fn run(
         &self,
-        sink: Arc<dyn Sink>,
+        inbox: Arc<dyn Inbox>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<SourceStats, Error> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut pollers = JoinSet::new();
         for index in 0..self.inner.config.pollers {
             let inner = Arc::clone(&self.inner);
-            let sink = Arc::clone(&sink);
+            let inbox = Arc::clone(&inbox);
             let stop = Stop {
                 shutdown: shutdown.clone(),
                 internal: stop_rx.clone(),
             };
-            pollers.spawn(async move { inner.poll_loop(index, sink.as_ref(), stop).await });
+            pollers.spawn(async move { inner.poll_loop(index, inbox.as_ref(), stop).await });
         }
         let mut total = SourceStats::default();
         let mut first_error = None;
@@ -257,11 +257,11 @@ impl SqsSource {
     /// One receive (waiting up to the configured long-poll time) and its batch, to the end.
     ///
     /// # Errors
-    /// Any receive error, and a permanent sink error.
-    pub async fn poll_once(&self, sink: &dyn Sink) -> Result<SourceStats, Error> {
+    /// Any receive error, and a permanent inbox error.
+    pub async fn poll_once(&self, inbox: &dyn Inbox) -> Result<SourceStats, Error> {
         let messages = self.inner.receive().await?;
         let mut stats = SourceStats::default();
-        self.inner.handle(messages, sink, &mut stats).await?;
+        self.inner.handle(messages, inbox, &mut stats).await?;
         Ok(stats)
     }
 }
@@ -290,7 +290,7 @@ impl Inner {
     async fn poll_loop(
         &self,
         index: usize,
-        sink: &dyn Sink,
+        inbox: &dyn Inbox,
         mut stop: Stop,
     ) -> (SourceStats, Result<(), Error>) {
         let mut stats = SourceStats::default();
@@ -307,7 +307,7 @@ impl Inner {
                     backoff = Duration::from_secs(1);
                     messages
                 }
-                Err(error) if error.class() == ErrorClass::Temporary => {
+                Err(error) if Disposition::of(Step::Receive, &error) == Disposition::Leave => {
                     tracing::warn!(poller = index, %error, retry_in = ?backoff, "receive failed");
                     tokio::select! {
                         () = stop.wait() => break,
@@ -318,8 +318,8 @@ impl Inner {
                 }
                 Err(error) => return (stats, Err(error)),
             };
-            // Not cancellable: a received batch is always taken to the sink and deleted.
-            if let Err(error) = self.handle(messages, sink, &mut stats).await {
+            // Not cancellable: a received batch is always taken to the inbox and deleted.
+            if let Err(error) = self.handle(messages, inbox, &mut stats).await {
                 return (stats, Err(error));
             }
         }
@@ -347,11 +347,11 @@ impl Inner {
         Ok(output.messages.unwrap_or_default())
     }
 
-    /// Normalizes a batch, hands what belongs to the sink, and deletes what it accepted.
+    /// Normalizes a batch, hands what belongs to the inbox, and deletes what it accepted.
     async fn handle(
         &self,
         messages: Vec<Message>,
-        sink: &dyn Sink,
+        inbox: &dyn Inbox,
         stats: &mut SourceStats,
     ) -> Result<(), Error> {
         if messages.is_empty() {
@@ -374,14 +374,14 @@ impl Inner {
                     stats.duplicates += 1;
                 }
                 Claim::Done => {
-                    tracing::debug!(%message_id, "received again after the sink accepted it; deleted");
+                    tracing::debug!(%message_id, "received again after the inbox accepted it; deleted");
                     stats.duplicates += 1;
                     duplicates.push((message_id, receipt));
                 }
             }
         }
-        let result = self.process(claimed.iter(), sink, stats).await;
-        // Release every claim, whatever happened; delete what the sink accepted.
+        let result = self.process(claimed.iter(), inbox, stats).await;
+        // Release every claim, whatever happened; delete what the inbox accepted.
         let mut to_delete = Vec::new();
         for (_, message_id, receipt) in claimed {
             let accepted = result.as_ref().is_ok_and(|ids| ids.contains(&message_id));
@@ -397,12 +397,12 @@ impl Inner {
         result.map(|_| ())
     }
 
-    /// Normalizes and hands to the sink; returns the ids of the messages the sink accepted
+    /// Normalizes and hands to the inbox; returns the ids of the messages the inbox accepted
     /// (none when it was temporarily unavailable).
     async fn process<'a>(
         &self,
         messages: impl Iterator<Item = &'a (Message, String, String)>,
-        sink: &dyn Sink,
+        inbox: &dyn Inbox,
         stats: &mut SourceStats,
     ) -> Result<Vec<String>, Error> {
         let mut batch = Vec::new();
@@ -413,7 +413,7 @@ impl Inner {
                 .adapter
                 .construct(&delivery, &self.config.adapter_credentials);
             if let Err(error) = &outcome {
-                let leave = error.kind() != ErrorKind::Payload
+                let leave = Disposition::of(Step::Normalize, error) != Disposition::DeadLetter
                     || self.config.dead_letters == DeadLetterPolicy::LeaveForRedrive;
                 if leave {
                     tracing::error!(%message_id, %error, "message left on the queue");
@@ -434,20 +434,20 @@ impl Inner {
         }
         let ids: Vec<String> = batch.iter().map(|d| d.message_id.clone()).collect();
         let count = ids.len() as u64;
-        match sink.accept(batch).await {
+        match inbox.accept(batch).await {
             Ok(()) => {
                 stats.accepted += count - dead;
                 stats.dead_lettered += dead;
                 Ok(ids)
             }
-            Err(error) if error.class() == ErrorClass::Temporary => {
+            Err(error) if Disposition::of(Step::Inbox, &error) == Disposition::Leave => {
                 tracing::warn!(
                     %error,
                     messages = count,
-                    "sink unavailable; the messages stay on the queue and come back after the \
+                    "inbox unavailable; the messages stay on the queue and come back after the \
                      visibility timeout"
                 );
-                stats.sink_unavailable += count;
+                stats.inbox_unavailable += count;
                 Ok(Vec::new())
             }
             Err(error) => Err(error),

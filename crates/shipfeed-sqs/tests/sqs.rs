@@ -11,21 +11,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use shipfeed_core::{ErrorKind, Status};
-use shipfeed_sqs::{DeadLetterPolicy, QueueRef, Sink, SourceStats, SqsSource};
+use shipfeed_sqs::{DeadLetterPolicy, Inbox, QueueRef, SourceStats, SqsSource};
 use support::{
     adapter, assert_deleted_after_confirmed, body, config, config_at, create_queue, send_all,
-    setup_client, setup_client_at, unique_name, wait_until, Event, HangingSink, Moto, Recorder,
-    RecordingSink,
+    setup_client, setup_client_at, unique_name, wait_until, Event, HangingInbox, Moto, Recorder,
+    RecordingInbox,
 };
 use tokio::sync::watch;
 
 const LIMIT: Duration = Duration::from_secs(180);
 
 /// Polls until a receive returns messages; the stats of that poll.
-async fn poll_until_received(source: &SqsSource, sink: &dyn Sink) -> SourceStats {
+async fn poll_until_received(source: &SqsSource, inbox: &dyn Inbox) -> SourceStats {
     let deadline = tokio::time::Instant::now() + LIMIT;
     loop {
-        let stats = source.poll_once(sink).await.expect("poll");
+        let stats = source.poll_once(inbox).await.expect("poll");
         if stats.received > 0 {
             return stats;
         }
@@ -37,10 +37,10 @@ async fn poll_until_received(source: &SqsSource, sink: &dyn Sink) -> SourceStats
 }
 
 /// Every documented status (varied case), a blank, null and absent status, an unknown status
-/// and malformed bodies: each message reaches the sink exactly once, is deleted only after the
-/// sink confirmed, and every one of them is deleted.
+/// and malformed bodies: each message reaches the inbox exactly once, is deleted only after the
+/// inbox confirmed, and every one of them is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed() {
+async fn every_message_is_normalized_once_and_deleted_after_the_inbox_confirmed() {
     let moto = Moto::start();
     // Everything goes through the recorder, so that the queue URLs name one host.
     let recorder = Arc::new(Recorder::start(&moto.endpoint));
@@ -75,7 +75,7 @@ async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed()
     let total = bodies.len();
     send_all(&client, &url, &bodies).await;
 
-    let sink = Arc::new(RecordingSink::checking(Arc::clone(&recorder)));
+    let inbox = Arc::new(RecordingInbox::checking(Arc::clone(&recorder)));
     // By name: exercises GetQueueUrl.
     let source = SqsSource::connect(
         config_at(&recorder.endpoint, QueueRef::Name(name)).with_pollers(2),
@@ -85,26 +85,26 @@ async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed()
     .expect("connect");
     assert_eq!(source.queue_url(), url);
     let (stop, shutdown) = watch::channel(false);
-    let dyn_sink: Arc<dyn Sink> = sink.clone();
+    let dyn_inbox: Arc<dyn Inbox> = inbox.clone();
     let running = tokio::spawn({
         let source = source.clone();
-        async move { source.run(dyn_sink, shutdown).await }
+        async move { source.run(dyn_inbox, shutdown).await }
     });
-    wait_until(LIMIT, "every message in the sink", || async {
-        sink.len() >= total
+    wait_until(LIMIT, "every message in the inbox", || async {
+        inbox.len() >= total
     })
     .await;
-    // The pollers finish their batches (sink, then delete) before `run` returns.
+    // The pollers finish their batches (inbox, then delete) before `run` returns.
     stop.send(true).unwrap();
     let stats = running.await.unwrap().expect("run");
 
     let deleted = assert_deleted_after_confirmed(&recorder.events());
-    let accepted: HashSet<String> = sink.counts().into_keys().collect();
+    let accepted: HashSet<String> = inbox.counts().into_keys().collect();
     assert_eq!(
         deleted, accepted,
         "moto confirmed the delete of every message"
     );
-    let counts = sink.counts();
+    let counts = inbox.counts();
     assert_eq!(counts.len(), total, "distinct messages");
     assert!(
         counts.values().all(|c| *c == 1),
@@ -117,7 +117,7 @@ async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed()
     assert_eq!(stats.dead_lettered, 2);
     assert_deleted(stats, total);
 
-    let records = sink.records();
+    let records = inbox.records();
     // received_at is the queue's SentTimestamp, not the consumer's clock.
     for record in &records {
         let sent = record
@@ -130,7 +130,7 @@ async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed()
         let record = records
             .iter()
             .find(|r| r.body.contains(&format!(r#""id":"{shipment}""#)))
-            .unwrap_or_else(|| panic!("{shipment} not in the sink"));
+            .unwrap_or_else(|| panic!("{shipment} not in the inbox"));
         let outputs = record.outputs.as_ref().expect("normalized");
         let event = outputs[0].as_event().expect("event");
         assert_eq!(
@@ -163,18 +163,18 @@ async fn every_message_is_normalized_once_and_deleted_after_the_sink_confirmed()
         .any(|r| r.outputs.as_ref().err().and_then(|e| e.1.as_deref()) == Some("status_time")));
 }
 
-/// A temporarily failing sink leaves the batch on the queue; it comes back after the
+/// A temporarily failing inbox leaves the batch on the queue; it comes back after the
 /// visibility timeout and is then accepted and deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_temporary_sink_failure_leaves_messages_for_redelivery() {
+async fn a_temporary_inbox_failure_leaves_messages_for_redelivery() {
     let moto = Moto::start();
     let client = setup_client(&moto);
-    let url = create_queue(&client, &unique_name("sinkfail"), 60).await;
+    let url = create_queue(&client, &unique_name("inboxfail"), 60).await;
     let bodies: Vec<String> = (0..3).map(|n| body(n, r#""In transit""#)).collect();
     send_all(&client, &url, &bodies).await;
 
-    let sink = Arc::new(RecordingSink::default());
-    sink.fail_first.store(1, Ordering::SeqCst);
+    let inbox = Arc::new(RecordingInbox::default());
+    inbox.fail_first.store(1, Ordering::SeqCst);
     let source = SqsSource::connect(
         config(&moto, QueueRef::Url(url.clone())).with_visibility_timeout(Duration::from_secs(2)),
         adapter(),
@@ -182,29 +182,29 @@ async fn a_temporary_sink_failure_leaves_messages_for_redelivery() {
     .await
     .expect("connect");
 
-    // The first batch fails in the sink: no delete is even attempted (an attempt ends in
+    // The first batch fails in the inbox: no delete is even attempted (an attempt ends in
     // `deleted` or `delete_failed`).
-    let first = poll_until_received(&source, sink.as_ref()).await;
+    let first = poll_until_received(&source, inbox.as_ref()).await;
     assert!(first.received > 0);
-    assert_eq!(first.sink_unavailable, first.received);
+    assert_eq!(first.inbox_unavailable, first.received);
     assert_eq!((first.deleted, first.delete_failed), (0, 0), "{first:?}");
-    assert_eq!(sink.len(), 0);
-    let failed = sink.failed.lock().unwrap().clone();
+    assert_eq!(inbox.len(), 0);
+    let failed = inbox.failed.lock().unwrap().clone();
     assert_eq!(failed.len() as u64, first.received);
 
     // After the visibility timeout the messages come back and are accepted, then deleted.
     let later = Arc::new(Mutex::new(SourceStats::default()));
     wait_until(LIMIT, "all three accepted", || {
-        let (source, sink, later) = (source.clone(), sink.clone(), later.clone());
+        let (source, inbox, later) = (source.clone(), inbox.clone(), later.clone());
         async move {
-            let stats = source.poll_once(sink.as_ref()).await.expect("poll");
+            let stats = source.poll_once(inbox.as_ref()).await.expect("poll");
             *later.lock().unwrap() += stats;
-            sink.len() >= 3
+            inbox.len() >= 3
         }
     })
     .await;
     let later = *later.lock().unwrap();
-    let counts = sink.counts();
+    let counts = inbox.counts();
     assert_eq!(counts.len(), 3);
     assert!(counts.values().all(|c| *c == 1));
     assert!(
@@ -216,11 +216,11 @@ async fn a_temporary_sink_failure_leaves_messages_for_redelivery() {
     assert_eq!(later.delete_failed, 0, "{later:?}");
 }
 
-/// A consumer that dies between receive and the sink's confirmation loses nothing: it deletes
+/// A consumer that dies between receive and the inbox's confirmation loses nothing: it deletes
 /// nothing, the messages reappear after the visibility timeout and the next consumer processes
 /// and deletes every one of them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_crash_between_receive_and_sink_loses_nothing() {
+async fn a_crash_between_receive_and_inbox_loses_nothing() {
     const TOTAL: usize = 25;
     let moto = Moto::start();
     let client = setup_client(&moto);
@@ -239,7 +239,7 @@ async fn a_crash_between_receive_and_sink_loses_nothing() {
     // delete is known exactly (moto's queue counters are approximate).
     let recorder = Recorder::start(&moto.endpoint);
     let arrived = Arc::new(tokio::sync::Notify::new());
-    let hanging: Arc<dyn Sink> = Arc::new(HangingSink {
+    let hanging: Arc<dyn Inbox> = Arc::new(HangingInbox {
         arrived: arrived.clone(),
     });
     let doomed = SqsSource::connect(make_config(&recorder.endpoint), adapter())
@@ -249,7 +249,7 @@ async fn a_crash_between_receive_and_sink_loses_nothing() {
     let crashed = tokio::spawn(async move { doomed.run(hanging, shutdown).await });
     tokio::time::timeout(LIMIT, arrived.notified())
         .await
-        .expect("a batch reached the sink");
+        .expect("a batch reached the inbox");
     crashed.abort();
     assert!(crashed.await.unwrap_err().is_cancelled());
     let seen_by_crashed = recorder.events();
@@ -267,24 +267,24 @@ async fn a_crash_between_receive_and_sink_loses_nothing() {
         .collect();
     assert!(!taken.is_empty(), "the crashed consumer received messages");
 
-    let sink = Arc::new(RecordingSink::default());
+    let inbox = Arc::new(RecordingInbox::default());
     let source = SqsSource::connect(make_config(&moto.endpoint), adapter())
         .await
         .expect("connect");
     let (stop, shutdown) = watch::channel(false);
-    let dyn_sink: Arc<dyn Sink> = sink.clone();
-    let running = tokio::spawn(async move { source.run(dyn_sink, shutdown).await });
+    let dyn_inbox: Arc<dyn Inbox> = inbox.clone();
+    let running = tokio::spawn(async move { source.run(dyn_inbox, shutdown).await });
     wait_until(LIMIT, "all 25 bodies accepted", || async {
-        let accepted: HashSet<String> = sink.records().into_iter().map(|r| r.body).collect();
+        let accepted: HashSet<String> = inbox.records().into_iter().map(|r| r.body).collect();
         bodies.iter().all(|b| accepted.contains(b))
     })
     .await;
-    // The pollers finish their batches (sink, then delete) before `run` returns.
+    // The pollers finish their batches (inbox, then delete) before `run` returns.
     stop.send(true).unwrap();
     let stats = running.await.unwrap().expect("run");
 
-    let records = sink.records();
-    let counts = sink.counts();
+    let records = inbox.records();
+    let counts = inbox.counts();
     assert_eq!(counts.len(), TOTAL, "{counts:?}");
     assert!(counts.values().all(|c| *c == 1), "{counts:?}");
     let mut accepted: Vec<&str> = records.iter().map(|r| r.body.as_str()).collect();
@@ -310,7 +310,7 @@ async fn a_burst_of_1000_messages_is_drained_exactly_once() {
     let moto = Moto::start();
     let client = setup_client(&moto);
     let url = create_queue(&client, &unique_name("burst"), 300).await;
-    let sink = Arc::new(RecordingSink::default());
+    let inbox = Arc::new(RecordingInbox::default());
     let source = SqsSource::connect(
         config(&moto, QueueRef::Url(url.clone())).with_pollers(4),
         adapter(),
@@ -318,8 +318,8 @@ async fn a_burst_of_1000_messages_is_drained_exactly_once() {
     .await
     .expect("connect");
     let (stop, shutdown) = watch::channel(false);
-    let dyn_sink: Arc<dyn Sink> = sink.clone();
-    let running = tokio::spawn(async move { source.run(dyn_sink, shutdown).await });
+    let dyn_inbox: Arc<dyn Inbox> = inbox.clone();
+    let running = tokio::spawn(async move { source.run(dyn_inbox, shutdown).await });
 
     for wave in 0..TOTAL / WAVE {
         let bodies: Vec<String> = (wave * WAVE..(wave + 1) * WAVE)
@@ -337,16 +337,16 @@ async fn a_burst_of_1000_messages_is_drained_exactly_once() {
         send_all(&client, &url, &bodies).await;
         let done = (wave + 1) * WAVE;
         wait_until(LIMIT, &format!("wave {wave} drained"), || async {
-            sink.len() >= done
+            inbox.len() >= done
         })
         .await;
     }
-    // The pollers finish their batches (sink, then delete) before `run` returns.
+    // The pollers finish their batches (inbox, then delete) before `run` returns.
     stop.send(true).unwrap();
     let stats = running.await.unwrap().expect("run");
 
-    let records = sink.records();
-    let counts = sink.counts();
+    let records = inbox.records();
+    let counts = inbox.counts();
     let dups: Vec<_> = records
         .iter()
         .filter(|r| counts[&r.message_id] > 1)
@@ -377,7 +377,7 @@ async fn leave_for_redrive_keeps_bad_messages_on_the_queue() {
     let client = setup_client(&moto);
     let url = create_queue(&client, &unique_name("redrive"), 60).await;
     send_all(&client, &url, &["[not an object]".to_owned()]).await;
-    let sink = RecordingSink::default();
+    let inbox = RecordingInbox::default();
     let source = SqsSource::connect(
         config(&moto, QueueRef::Url(url.clone()))
             .with_dead_letters(DeadLetterPolicy::LeaveForRedrive)
@@ -386,13 +386,13 @@ async fn leave_for_redrive_keeps_bad_messages_on_the_queue() {
     )
     .await
     .expect("connect");
-    let stats = poll_until_received(&source, &sink).await;
+    let stats = poll_until_received(&source, &inbox).await;
     assert_eq!(stats.left_on_queue, 1);
     assert_eq!((stats.deleted, stats.delete_failed), (0, 0), "{stats:?}");
     assert_eq!(
-        sink.calls.load(Ordering::SeqCst),
+        inbox.calls.load(Ordering::SeqCst),
         0,
-        "the sink never saw it"
+        "the inbox never saw it"
     );
     // Still on the queue: it is handed out again once its visibility timeout ends.
     let deadline = tokio::time::Instant::now() + LIMIT;
@@ -437,8 +437,8 @@ async fn missing_queues_give_clear_errors() {
         .await
         .expect("a URL is not checked before the first receive");
     let (_stop, shutdown) = watch::channel(false);
-    let sink: Arc<dyn Sink> = Arc::new(RecordingSink::default());
-    let err = tokio::time::timeout(LIMIT, source.run(sink, shutdown))
+    let inbox: Arc<dyn Inbox> = Arc::new(RecordingInbox::default());
+    let err = tokio::time::timeout(LIMIT, source.run(inbox, shutdown))
         .await
         .expect("run stops by itself")
         .expect_err("missing queue URL");
@@ -461,7 +461,7 @@ async fn rejected_credentials_give_a_clear_error() {
     assert!(err.to_string().contains("empty secret"), "{err}");
 }
 
-/// Every message was deleted once; a copy received after the sink accepted its message is
+/// Every message was deleted once; a copy received after the inbox accepted its message is
 /// deleted too, a copy received while the message was still in flight is not.
 fn assert_deleted(stats: SourceStats, total: usize) {
     let total = total as u64;

@@ -73,13 +73,41 @@ pub struct Committed {
     pub new_event_statuses: Vec<String>,
 }
 
-/// One entry of the event feed.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One entry of the event feed. On the wire it is a canonical output line with its cursor
+/// beside the tag: `{"seq": N, "type": "event", ...the event's fields}` (schema:
+/// `schema/feed-item.schema.json`), so the `type` tag can grow other kinds of item.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[serde(tag = "type", rename = "event")]
+#[schemars(rename = "FeedItem", transform = feed_item_tag)]
 pub struct FeedItem {
     /// The cursor: strictly increasing, stable across restarts.
     pub seq: i64,
     /// The canonical event.
+    #[serde(flatten)]
     pub event: TrackingEvent,
+}
+
+/// schemars leaves out the `type` tag serde writes for a tagged struct; this puts it in.
+fn feed_item_tag(schema: &mut schemars::Schema) {
+    if let Some(properties) = schema
+        .ensure_object()
+        .entry("properties")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+    {
+        properties.insert(
+            "type".to_owned(),
+            serde_json::json!({"type": "string", "const": "event"}),
+        );
+    }
+    if let Some(required) = schema
+        .ensure_object()
+        .entry("required")
+        .or_insert_with(|| serde_json::json!([]))
+        .as_array_mut()
+    {
+        required.insert(0, serde_json::json!("type"));
+    }
 }
 
 /// A dead letter: an authentic delivery that could not be normalized.

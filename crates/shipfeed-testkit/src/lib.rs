@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod corpus;
+#[cfg(feature = "schema")]
+pub mod schema;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Shared helpers of the SQS integration tests: a private moto server (with a recording proxy
 //! in front when a test needs to see deletes), a plain SDK client for setting queues up, Seven
-//! Senders message bodies, and recording sinks.
+//! Senders message bodies, and recording inboxes.
 
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +16,7 @@ use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::types::{QueueAttributeName, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
 use shipfeed_core::{Error, ErrorKind, Output};
-use shipfeed_sqs::{async_trait, QueueRef, Sink, SourcedDelivery, SqsConfig, SqsCredentials};
+use shipfeed_sqs::{async_trait, Inbox, QueueRef, SourcedDelivery, SqsConfig, SqsCredentials};
 
 pub use moto::Moto;
 pub use recorder::{Event, Recorder};
@@ -142,7 +142,7 @@ where
     }
 }
 
-/// What a recording sink keeps of one accepted item.
+/// What a recording inbox keeps of one accepted item.
 #[derive(Debug, Clone)]
 pub struct Record {
     pub message_id: String,
@@ -153,24 +153,24 @@ pub struct Record {
     pub outputs: Result<Vec<Output>, (ErrorKind, Option<String>)>,
 }
 
-/// A sink that records what it accepts (and the ids of the batches it failed), can fail its
+/// An inbox that records what it accepts (and the ids of the batches it failed), can fail its
 /// first calls with a temporary error, and can note each confirmation in a [`Recorder`]'s log,
 /// so that a test can check no delete was asked for before it ([`assert_deleted_after_confirmed`]).
 #[derive(Default)]
-pub struct RecordingSink {
+pub struct RecordingInbox {
     pub records: Mutex<Vec<Record>>,
     pub calls: AtomicUsize,
     pub fail_first: AtomicUsize,
-    /// Message ids of the batches this sink failed, in order.
+    /// Message ids of the batches this inbox failed, in order.
     pub failed: Mutex<Vec<String>>,
     pub recorder: Option<Arc<Recorder>>,
 }
 
-impl RecordingSink {
+impl RecordingInbox {
     pub fn checking(recorder: Arc<Recorder>) -> Self {
-        RecordingSink {
+        RecordingInbox {
             recorder: Some(recorder),
-            ..RecordingSink::default()
+            ..RecordingInbox::default()
         }
     }
 
@@ -193,7 +193,7 @@ impl RecordingSink {
 }
 
 #[async_trait]
-impl Sink for RecordingSink {
+impl Inbox for RecordingInbox {
     async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let fail = self
@@ -238,7 +238,7 @@ impl Sink for RecordingSink {
     }
 }
 
-/// Every delete in `events` was asked for after a sink confirmed that message; returns the
+/// Every delete in `events` was asked for after an inbox confirmed that message; returns the
 /// ids moto confirmed deleted.
 pub fn assert_deleted_after_confirmed(events: &[Event]) -> HashSet<String> {
     let mut confirmed = HashSet::new();
@@ -250,7 +250,7 @@ pub fn assert_deleted_after_confirmed(events: &[Event]) -> HashSet<String> {
             }
             Event::DeleteRequested(id) => assert!(
                 confirmed.contains(id),
-                "message {id} deleted before the sink confirmed it: {events:?}"
+                "message {id} deleted before the inbox confirmed it: {events:?}"
             ),
             Event::Deleted(id) => {
                 deleted.insert(id.clone());
@@ -261,14 +261,14 @@ pub fn assert_deleted_after_confirmed(events: &[Event]) -> HashSet<String> {
     deleted
 }
 
-/// A sink that signals when a batch arrives and then never answers: a consumer that crashes
-/// between receive and the sink's confirmation.
-pub struct HangingSink {
+/// An inbox that signals when a batch arrives and then never answers: a consumer that crashes
+/// between receive and the inbox's confirmation.
+pub struct HangingInbox {
     pub arrived: Arc<tokio::sync::Notify>,
 }
 
 #[async_trait]
-impl Sink for HangingSink {
+impl Inbox for HangingInbox {
     async fn accept(&self, _batch: Vec<SourcedDelivery>) -> Result<(), Error> {
         self.arrived.notify_one();
         std::future::pending::<()>().await;

@@ -22,7 +22,7 @@ pub enum Event {
     DeleteRequested(String),
     /// moto answered that this message was deleted.
     Deleted(String),
-    /// A test's sink is about to confirm this message (see [`Recorder::note`]).
+    /// A test's inbox is about to confirm this message (see [`Recorder::note`]).
     Confirmed(String),
 }
 

@@ -1,4 +1,5 @@
-//! Where normalized deliveries go: the [`Sink`] contract and a JSON-lines sink.
+//! Where the source hands its batches: the [`Inbox`] contract, and an inbox that writes JSON
+//! lines (for `shipfeed consume`).
 
 use std::io::{self, Write};
 use std::sync::Mutex;
@@ -15,7 +16,7 @@ pub struct SourcedDelivery {
     /// The message as the adapter saw it: body, attributes as headers, `received_at`.
     pub delivery: RawDelivery,
     /// The adapter's result. An `Err` here is always [`ErrorKind::Payload`]: a dead letter to
-    /// keep (other errors never reach the sink; their messages stay on the queue).
+    /// keep (other errors never reach the inbox; their messages stay on the queue).
     pub outcome: Result<Vec<Output>, Error>,
 }
 
@@ -26,16 +27,17 @@ impl SourcedDelivery {
     }
 }
 
-/// The downstream store of a source.
+/// What a source hands its batches to, before anything downstream of the store: the
+/// service's store (and, later, its durable inbox), or JSON lines for `shipfeed consume`.
 ///
 /// Contract: `Ok(())` means **every** item of the batch is durable (events and dead letters);
 /// only then does the source delete the messages from the queue. An error of class
 /// [`Temporary`](shipfeed_core::ErrorClass::Temporary) leaves the whole batch on the queue, to
-/// come back after the visibility timeout (so a sink must tolerate seeing an item again:
+/// come back after the visibility timeout (so an inbox must tolerate seeing an item again:
 /// deduplicate on `event_id` / `message_id`). A permanent error stops the source.
 #[async_trait]
-pub trait Sink: Send + Sync {
-    /// Stores a batch durably.
+pub trait Inbox: Send + Sync {
+    /// Takes a batch durably.
     ///
     /// # Errors
     /// [`ErrorKind::Unavailable`] when the store cannot take the batch now; any other kind
@@ -49,22 +51,22 @@ pub trait Sink: Send + Sync {
 /// Durable in the sense of "handed to the writer and flushed": right for stdout piped into
 /// another program or a file, not a database.
 #[derive(Debug)]
-pub struct JsonLinesSink<W, D> {
+pub struct JsonLinesInbox<W, D> {
     out: Mutex<W>,
     dead_letters: Mutex<D>,
 }
 
-impl JsonLinesSink<io::Stdout, io::Stderr> {
+impl JsonLinesInbox<io::Stdout, io::Stderr> {
     /// Events on stdout, dead letters on stderr.
     pub fn stdio() -> Self {
-        JsonLinesSink::new(io::stdout(), io::stderr())
+        JsonLinesInbox::new(io::stdout(), io::stderr())
     }
 }
 
-impl<W: Write + Send, D: Write + Send> JsonLinesSink<W, D> {
-    /// A sink writing events to `out` and dead letters to `dead_letters`.
+impl<W: Write + Send, D: Write + Send> JsonLinesInbox<W, D> {
+    /// An inbox writing events to `out` and dead letters to `dead_letters`.
     pub fn new(out: W, dead_letters: D) -> Self {
-        JsonLinesSink {
+        JsonLinesInbox {
             out: Mutex::new(out),
             dead_letters: Mutex::new(dead_letters),
         }
@@ -118,7 +120,7 @@ pub fn dead_letter_value(item: &SourcedDelivery, error: &Error) -> serde_json::V
 }
 
 #[async_trait]
-impl<W: Write + Send, D: Write + Send> Sink for JsonLinesSink<W, D> {
+impl<W: Write + Send, D: Write + Send> Inbox for JsonLinesInbox<W, D> {
     async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
         self.write_batch(&batch).map_err(|e| {
             Error::new(
@@ -140,7 +142,7 @@ mod tests {
 
     #[tokio::test]
     async fn events_go_to_out_one_per_line_and_dead_letters_to_the_other_writer() {
-        let sink = JsonLinesSink::new(Vec::new(), Vec::new());
+        let inbox = JsonLinesInbox::new(Vec::new(), Vec::new());
         let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let good = SourcedDelivery {
             message_id: "m1".into(),
@@ -156,8 +158,8 @@ mod tests {
             outcome: Err(Error::payload("not JSON").with_path("status")),
         };
         assert!(bad.is_dead_letter() && !good.is_dead_letter());
-        sink.accept(vec![good, bad]).await.unwrap();
-        let (out, dead) = sink.into_inner();
+        inbox.accept(vec![good, bad]).await.unwrap();
+        let (out, dead) = inbox.into_inner();
         let out = String::from_utf8(out).unwrap();
         let lines: Vec<serde_json::Value> = out
             .lines()
@@ -185,7 +187,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failing_writer_is_a_temporary_error() {
-        let sink = JsonLinesSink::new(Broken, Vec::new());
+        let inbox = JsonLinesInbox::new(Broken, Vec::new());
         let at = chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let item = SourcedDelivery {
             message_id: "m1".into(),
@@ -196,7 +198,7 @@ mod tests {
                 Status::Delivered,
             ))]),
         };
-        let err = sink.accept(vec![item]).await.unwrap_err();
+        let err = inbox.accept(vec![item]).await.unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Unavailable);
     }
 }

@@ -1,0 +1,295 @@
+//! The service in-process on a free port, over real HTTP, on a real SQLite store in a
+//! temporary directory: how errors become HTTP statuses, the wire shape of the feed and of the
+//! file outbox, replay of deliveries whose endpoint is gone, and each service's own metrics.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shipfeed::{ErrorKind, Provider, RawDelivery};
+use shipfeed_server::{Config, OutboxTarget, ReplayFilter, Service};
+use shipfeed_store::Ingest;
+use shipfeed_testkit::schema::Schema;
+use shipfeed_testkit::FIXTURE_SECRET;
+
+/// A running service and the directory holding its store, config and secret.
+struct Running {
+    base: String,
+    service: Arc<Service>,
+    dir: tempfile::TempDir,
+}
+
+/// Starts a service with three endpoints: `sendcloud` (the fixtures' secret), `unset` (a
+/// Sendcloud endpoint without a secret) and `shipup-hmac` (a Shipup endpoint given an HMAC
+/// secret, which Shipup cannot use: a configuration error).
+async fn start() -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, format!("{FIXTURE_SECRET}\n")).unwrap();
+    let config_path = dir.path().join("shipfeed.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            r#"store = "{store}"
+sink = "none"
+[[endpoint]]
+name = "sendcloud"
+provider = "sendcloud"
+secret_file = "{secret}"
+[[endpoint]]
+name = "unset"
+provider = "sendcloud"
+[[endpoint]]
+name = "shipup-hmac"
+provider = "shipup"
+secret_file = "{secret}"
+"#,
+            store = dir.path().join("shipfeed.db").display(),
+            secret = secret.display(),
+        ),
+    )
+    .unwrap();
+    let config = Config::load(Some(&config_path)).unwrap();
+    let store = shipfeed_store::open(&config.store).await.unwrap();
+    let service = Service::new(&config, store).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = service.router(config.body_limit_bytes);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Running { base, service, dir }
+}
+
+/// A generated Sendcloud fixture: its body and the headers signed with the fixtures' secret.
+fn sendcloud_fixture(name: &str) -> RawDelivery {
+    let path = shipfeed_testkit::fixtures_dir().join(format!("sendcloud/generated/{name}"));
+    shipfeed_testkit::load(&path).0
+}
+
+async fn post(base: &str, endpoint: &str, delivery: &RawDelivery) -> (u16, Value) {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/webhooks/{endpoint}"))
+        .body(delivery.body.clone());
+    for (name, value) in delivery.headers.iter() {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn get_text(url: &str) -> (String, String) {
+    let response = reqwest::get(url).await.unwrap();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (content_type, response.text().await.unwrap())
+}
+
+/// The value of a Prometheus series (labels included), 0 when absent.
+async fn metric(base: &str, series: &str) -> u64 {
+    let (_, text) = get_text(&format!("{base}/metrics")).await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_to_a_verify_error_follows_its_kind_and_only_authentic_deliveries_are_stored() {
+    let running = start().await;
+    let delivered = sendcloud_fixture("v2-status-00011-delivered.json");
+
+    let (status, answer) = post(&running.base, "sendcloud", &delivered).await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (200, &json!("stored")),
+        "{answer}"
+    );
+
+    // A wrong signature: not authentic.
+    let mut tampered = delivered.clone();
+    tampered.body.push(b' ');
+    let (status, answer) = post(&running.base, "sendcloud", &tampered).await;
+    assert_eq!(status, 401, "{answer}");
+
+    // No secret configured: rejected (fail closed), as unauthenticated.
+    let (status, answer) = post(&running.base, "unset", &delivered).await;
+    assert_eq!(status, 401, "{answer}");
+
+    // An endpoint configured with credentials its provider cannot use: ours to fix, 500.
+    let (status, answer) = post(&running.base, "shipup-hmac", &delivered).await;
+    assert_eq!(status, 500, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("misconfigured"),
+        "{answer}"
+    );
+
+    let stored = running
+        .service
+        .store()
+        .deliveries(0, 10, false)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 1, "only the authentic delivery is stored");
+    for (endpoint, provider, outcome, count) in [
+        ("sendcloud", "sendcloud", "stored", 1),
+        ("sendcloud", "sendcloud", "unauthorized", 1),
+        ("unset", "sendcloud", "unauthorized", 1),
+        ("shipup-hmac", "shipup", "misconfigured", 1),
+    ] {
+        let series = format!(
+            "shipfeed_deliveries_total{{endpoint=\"{endpoint}\",provider=\"{provider}\",outcome=\"{outcome}\"}}"
+        );
+        assert_eq!(metric(&running.base, &series).await, count, "{series}");
+    }
+}
+
+/// Waits until `path` holds at least `count` lines (or panics after 30 s).
+async fn lines_of(path: &Path, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= count {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} lines of {count} in {}",
+            lines.len(),
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feed_items_and_outbox_lines_have_the_published_shape() {
+    let running = start().await;
+    let fixtures = [
+        "v2-status-00011-delivered.json",
+        "v2-status-00001-announced.json",
+    ];
+    for name in fixtures {
+        let (status, answer) = post(&running.base, "sendcloud", &sendcloud_fixture(name)).await;
+        assert_eq!(status, 200, "{name}: {answer}");
+    }
+    let (_, page) = get_text(&format!("{}/v1/events?after=0", running.base)).await;
+    let page: Value = serde_json::from_str(&page).unwrap();
+    let items = page["events"].as_array().unwrap();
+    assert_eq!(items.len(), fixtures.len(), "{page}");
+    let (feed_item, output) = (Schema::feed_item(), Schema::output());
+    for item in items {
+        feed_item.assert_valid(item);
+        output.assert_valid(item);
+        assert_eq!(item["type"], "event", "{item}");
+        assert!(
+            item["seq"].is_i64() && item["event_id"].is_string(),
+            "{item}"
+        );
+    }
+
+    // The file outbox writes the same items, one per line (stdout goes through the same code).
+    let file = running.dir.path().join("events.jsonl");
+    running
+        .service
+        .start_outbox(&OutboxTarget::File(file.clone()))
+        .await
+        .unwrap();
+    let lines = lines_of(&file, items.len()).await;
+    let written: Vec<Value> = lines.iter().map(|l| feed_item.assert_line(l)).collect();
+    for line in &written {
+        output.assert_valid(line);
+    }
+    assert_eq!(&written, items, "the outbox writes the feed's items");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_skips_and_reports_deliveries_whose_endpoint_is_gone() {
+    let running = start().await;
+    let (status, _) = post(
+        &running.base,
+        "sendcloud",
+        &sendcloud_fixture("v2-status-00011-delivered.json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Stored by an earlier configuration: an endpoint since removed, and one whose name now
+    // belongs to another provider. Replaying them with settings they did not arrive under
+    // would be a guess.
+    let old = sendcloud_fixture("v2-status-00001-announced.json");
+    let not_understood = || {
+        Err(shipfeed::Error::new(
+            ErrorKind::Payload,
+            "unknown status (an older build)",
+        ))
+    };
+    running
+        .service
+        .store()
+        .commit(vec![
+            Ingest {
+                endpoint: "sendcloud-eu-old".into(),
+                provider: Provider::Sendcloud,
+                delivery: old.clone(),
+                outcome: not_understood(),
+            },
+            Ingest {
+                endpoint: "unset".into(),
+                provider: Provider::HappyColis,
+                delivery: old,
+                outcome: not_understood(),
+            },
+        ])
+        .await
+        .unwrap();
+
+    let summary = running
+        .service
+        .replay(&ReplayFilter::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(summary.replayed, 1, "{summary:?}");
+    assert_eq!(summary.skipped, 2, "{summary:?}");
+    assert_eq!(
+        serde_json::to_value(&summary.skipped_endpoints).unwrap(),
+        json!({"sendcloud-eu-old": 1, "unset": 1})
+    );
+    let dead = running.service.store().dead_letters(0, 10).await.unwrap();
+    assert_eq!(
+        dead.len(),
+        2,
+        "skipped deliveries stay as they were: {dead:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_service_has_its_own_metrics_with_process_metrics() {
+    let (first, second) = (start().await, start().await);
+    let (status, _) = post(
+        &first.base,
+        "sendcloud",
+        &sendcloud_fixture("v2-status-00011-delivered.json"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let stored =
+        r#"shipfeed_deliveries_total{endpoint="sendcloud",provider="sendcloud",outcome="stored"}"#;
+    assert_eq!(metric(&first.base, stored).await, 1);
+    assert_eq!(metric(&second.base, stored).await, 0);
+    let (content_type, text) = get_text(&format!("{}/metrics", first.base)).await;
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    for name in [
+        "shipfeed_commit_seconds_bucket",
+        "shipfeed_events_total",
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+    ] {
+        assert!(text.contains(name), "{name} in\n{text}");
+    }
+}
