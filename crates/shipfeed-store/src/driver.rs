@@ -9,7 +9,7 @@
 use chrono::{DateTime, Utc};
 use shipfeed_core::Provider;
 
-use crate::StoreError;
+use crate::{Lease, StoreError};
 
 /// A raw delivery, as it is stored.
 #[derive(Debug)]
@@ -118,6 +118,12 @@ pub(crate) trait WriteDriver: Send {
 
     /// Saves a named cursor.
     async fn save_cursor(&mut self, name: &str, position: i64) -> Result<(), StoreError>;
+
+    /// The lease of this name, if one was ever granted.
+    async fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError>;
+
+    /// Inserts or replaces a lease.
+    async fn put_lease(&mut self, lease: &Lease) -> Result<(), StoreError>;
 
     /// Runs between two groups, outside any transaction (SQLite: the WAL catch-up).
     async fn after_group(&mut self) {}

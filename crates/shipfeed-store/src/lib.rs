@@ -23,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 mod driver;
+mod lease;
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -40,6 +41,7 @@ use shipfeed_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use driver::{ReadDriver, WriteDriver};
+pub use lease::Lease;
 use write::{Done, Job, Work};
 
 /// One authenticated delivery and what its adapter made of it.
@@ -177,6 +179,17 @@ pub enum StoreError {
     /// The store's writer has stopped (shutdown or crash).
     #[error("the store is shutting down")]
     Closed,
+    /// A write made on behalf of a lease under an epoch the lease no longer has: another
+    /// holder has taken it over since, and this write was refused.
+    #[error("lease `{lease}` is no longer held under epoch {epoch} (now {current:?})")]
+    Fenced {
+        /// The lease's name.
+        lease: String,
+        /// The epoch the write carried.
+        epoch: i64,
+        /// The lease's epoch now (`None`: never granted).
+        current: Option<i64>,
+    },
     /// A broken invariant inside the store (a bug, reported rather than panicking).
     #[error("internal store error: {0}")]
     Internal(String),
@@ -215,7 +228,9 @@ impl From<StoreError> for Error {
     fn from(error: StoreError) -> Self {
         let kind = match error {
             StoreError::Database { .. } | StoreError::Closed => ErrorKind::Unavailable,
-            StoreError::Config(_) | StoreError::NotFound(_) => ErrorKind::Config,
+            StoreError::Config(_) | StoreError::NotFound(_) | StoreError::Fenced { .. } => {
+                ErrorKind::Config
+            }
             StoreError::Internal(_) => ErrorKind::Unavailable,
         };
         Error::new(kind, error.chain()).with_source(error)
@@ -348,11 +363,93 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when nothing was stored.
     pub async fn save_cursor(&self, name: &str, position: i64) -> Result<(), StoreError> {
-        match self
-            .submit(Work::SaveCursor(name.to_owned(), position))
-            .await?
-        {
+        self.submit_cursor(Work::SaveCursor(name.to_owned(), position, None))
+            .await
+    }
+
+    /// Saves the position of a named feed consumer that runs under `lease`: in the same
+    /// transaction, the lease must still have the epoch it was granted with.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the lease was taken over since (nothing is saved); any
+    /// other [`StoreError`] when nothing was stored.
+    pub async fn save_cursor_under(
+        &self,
+        lease: &Lease,
+        name: &str,
+        position: i64,
+    ) -> Result<(), StoreError> {
+        let held = Some((lease.name.clone(), lease.epoch));
+        self.submit_cursor(Work::SaveCursor(name.to_owned(), position, held))
+            .await
+    }
+
+    async fn submit_cursor(&self, work: Work) -> Result<(), StoreError> {
+        match self.submit(work).await? {
             Done::SaveCursor => Ok(()),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// Grants `holder` the lease `name` from `now` for `ttl`, unless another holder has it
+    /// and it has not run out: a renewal keeps the lease's epoch, a first grant or a takeover
+    /// gets a new one. `None` when someone else holds it.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// use chrono::{DateTime, TimeDelta};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = shipfeed_store::Store::sqlite(dir.path().join("shipfeed.db"))?;
+    /// let (now, ttl) = (DateTime::UNIX_EPOCH, TimeDelta::seconds(10));
+    /// let a = store.acquire_lease("projector", "replica-a", now, ttl).await?.unwrap();
+    /// assert!(store.acquire_lease("projector", "replica-b", now, ttl).await?.is_none());
+    /// let later = now + TimeDelta::seconds(11); // a has not renewed: b takes over
+    /// let b = store.acquire_lease("projector", "replica-b", later, ttl).await?.unwrap();
+    /// assert_eq!(b.epoch, a.epoch + 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written.
+    pub async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: chrono::TimeDelta,
+    ) -> Result<Option<Lease>, StoreError> {
+        let work = Work::AcquireLease {
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            now,
+            until: now + ttl,
+        };
+        match self.submit(work).await? {
+            Done::Lease(lease) => Ok(lease),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// Gives up lease `name` held under `epoch` (at shutdown), so that the next holder need
+    /// not wait for it to run out. A lease taken over since is left alone.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written.
+    pub async fn release_lease(
+        &self,
+        name: &str,
+        epoch: i64,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let work = Work::ReleaseLease {
+            name: name.to_owned(),
+            epoch,
+            now,
+        };
+        match self.submit(work).await? {
+            Done::Released => Ok(()),
             _ => Err(StoreError::internal("the writer answered another job")),
         }
     }

@@ -72,7 +72,7 @@ use crate::driver::{
     WriteDriver,
 };
 use crate::migrate::{self, Migration};
-use crate::StoreError;
+use crate::{Lease, StoreError};
 
 /// How many reader connections one store opens at most.
 const MAX_READERS: usize = 4;
@@ -86,9 +86,10 @@ const LOCK_NAMESPACE: i64 = 0x5348_4950;
 /// Advisory lock taken around migrations (database-wide: migrations are rare and short).
 const MIGRATION_LOCK: i64 = LOCK_NAMESPACE << 32;
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    sql: "
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: "
 CREATE TABLE deliveries (
     seq         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     endpoint    text NOT NULL,
@@ -129,7 +130,19 @@ CREATE TABLE cursors (
     position bigint NOT NULL
 );
 ",
-}];
+    },
+    Migration {
+        version: 2,
+        sql: "
+CREATE TABLE leases (
+    name       text PRIMARY KEY,
+    holder     text NOT NULL,
+    epoch      bigint NOT NULL,
+    expires_at timestamptz NOT NULL
+);
+",
+    },
+];
 
 fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
     move |error| StoreError::database(context, error)
@@ -259,6 +272,8 @@ struct Statements {
     events_of: Statement,
     upsert_shipment: Statement,
     save_cursor: Statement,
+    lease: Statement,
+    put_lease: Statement,
 }
 
 impl Statements {
@@ -297,6 +312,13 @@ impl Statements {
             save_cursor: prepare(
                 "INSERT INTO cursors (name, position) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+            )
+            .await?,
+            lease: prepare("SELECT holder, epoch, expires_at FROM leases WHERE name = $1").await?,
+            put_lease: prepare(
+                "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+                     epoch = excluded.epoch, expires_at = excluded.expires_at",
             )
             .await?,
         })
@@ -508,6 +530,41 @@ impl WriteDriver for PgWriter {
             .execute(&st.save_cursor, &[&no_nul(name), &position])
             .await
             .map_err(pg("save a cursor"))?;
+        Ok(())
+    }
+
+    async fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError> {
+        let (client, st) = self.open()?;
+        let row = client
+            .query_opt(&st.lease, &[&no_nul(name)])
+            .await
+            .map_err(pg("read a lease"))?;
+        row.map(|row| {
+            Ok(Lease {
+                name: name.to_owned(),
+                holder: row.try_get(0)?,
+                epoch: row.try_get(1)?,
+                expires_at: row.try_get(2)?,
+            })
+        })
+        .transpose()
+        .map_err(pg("read a lease"))
+    }
+
+    async fn put_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        let (client, st) = self.open()?;
+        client
+            .execute(
+                &st.put_lease,
+                &[
+                    &no_nul(&lease.name),
+                    &no_nul(&lease.holder),
+                    &lease.epoch,
+                    &lease.expires_at,
+                ],
+            )
+            .await
+            .map_err(pg("store a lease"))?;
         Ok(())
     }
 }

@@ -15,7 +15,7 @@ use crate::driver::{
     WriteDriver,
 };
 use crate::migrate::{self, Migration};
-use crate::StoreError;
+use crate::{Lease, StoreError};
 
 const MIGRATIONS: &[Migration] = &[
     Migration {
@@ -88,6 +88,18 @@ CREATE TABLE notices_v2 (
 INSERT INTO notices_v2 (seq, delivery_seq, body) SELECT seq, delivery_seq, body FROM notices;
 DROP TABLE notices;
 ALTER TABLE notices_v2 RENAME TO notices;
+",
+    },
+    // Expiry in Unix milliseconds: RFC 3339 texts with varying fractions do not sort as times.
+    Migration {
+        version: 3,
+        sql: "
+CREATE TABLE leases (
+    name       TEXT PRIMARY KEY,
+    holder     TEXT NOT NULL,
+    epoch      INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);
 ",
     },
 ];
@@ -344,6 +356,44 @@ impl WriteDriver for SqliteWriter {
             )
             .and_then(|mut save| save.execute(params![name, position]))
             .map_err(db("save a cursor"))?;
+        Ok(())
+    }
+
+    async fn lease(&mut self, name: &str) -> Result<Option<Lease>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT holder, epoch, expires_at FROM leases WHERE name = ?1")
+            .and_then(|mut select| {
+                select
+                    .query_row([name], |r| {
+                        Ok(Lease {
+                            name: name.to_owned(),
+                            holder: r.get(0)?,
+                            epoch: r.get(1)?,
+                            expires_at: DateTime::from_timestamp_millis(r.get(2)?)
+                                .unwrap_or_default(),
+                        })
+                    })
+                    .optional()
+            })
+            .map_err(db("read a lease"))
+    }
+
+    async fn put_lease(&mut self, lease: &Lease) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO leases(name, holder, epoch, expires_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(name) DO UPDATE SET holder = excluded.holder,
+                     epoch = excluded.epoch, expires_at = excluded.expires_at",
+            )
+            .and_then(|mut upsert| {
+                upsert.execute(params![
+                    lease.name,
+                    lease.holder,
+                    lease.epoch,
+                    lease.expires_at.timestamp_millis(),
+                ])
+            })
+            .map_err(db("store a lease"))?;
         Ok(())
     }
 

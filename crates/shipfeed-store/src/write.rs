@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
 use shipfeed_core::{current_state, sort_timeline, Error, Output, Provider, TrackingEvent};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{DeliveryRow, EventRow, ShipmentRow, WriteDriver};
-use crate::{shipment_key, Committed, Ingest, StoreError};
+use crate::{lease, shipment_key, Committed, Ingest, Lease, StoreError};
 
 /// How many queued jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -20,7 +21,19 @@ pub(crate) const QUEUE: usize = 4096;
 pub(crate) enum Work {
     Commit(Vec<(DeliveryRow, Outcome)>),
     Replace(i64, Outcome),
-    SaveCursor(String, i64),
+    /// A cursor, saved only while the lease (name, epoch) is still held when given.
+    SaveCursor(String, i64, Option<(String, i64)>),
+    AcquireLease {
+        name: String,
+        holder: String,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    },
+    ReleaseLease {
+        name: String,
+        epoch: i64,
+        now: DateTime<Utc>,
+    },
 }
 
 /// What the writer did.
@@ -28,6 +41,8 @@ pub(crate) enum Done {
     Commit(Vec<Committed>),
     Replace(Committed),
     SaveCursor,
+    Lease(Option<Lease>),
+    Released,
 }
 
 pub(crate) struct Job {
@@ -203,9 +218,24 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
             }
             Ok(Done::Replace(record_outcome(driver, seq, outcome).await?))
         }
-        Work::SaveCursor(name, position) => {
+        Work::SaveCursor(name, position, held) => {
+            if let Some((lease, epoch)) = held {
+                lease::check(driver, lease, *epoch).await?;
+            }
             driver.save_cursor(name, *position).await?;
             Ok(Done::SaveCursor)
+        }
+        Work::AcquireLease {
+            name,
+            holder,
+            now,
+            until,
+        } => Ok(Done::Lease(
+            lease::acquire(driver, name, holder, *now, *until).await?,
+        )),
+        Work::ReleaseLease { name, epoch, now } => {
+            lease::release(driver, name, *epoch, *now).await?;
+            Ok(Done::Released)
         }
     }
 }

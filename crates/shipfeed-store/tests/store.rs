@@ -10,6 +10,7 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use chrono::TimeDelta;
 use shipfeed::{current_state, sort_timeline, Error, Output, Provider, RawDelivery, Status};
 use shipfeed_store::{Committed, Ingest, Store};
 use support::{event, events_of, fixture, ingest_error, ingest_events, whole_feed};
@@ -49,6 +50,7 @@ conformance!(
     many_ingests_in_one_commit_and_many_concurrent_commits,
     payload_text_with_nul_is_stored,
     a_failing_job_does_not_sink_the_others,
+    a_lease_has_one_holder_at_a_time_and_fences_a_stale_one,
 );
 
 const DELIVERED: &str = "sendcloud/generated/v2-status-00011-delivered.json";
@@ -456,6 +458,68 @@ async fn a_failing_job_does_not_sink_the_others(store: Store) {
     assert_eq!(whole_feed(&store, 100).await.len(), 50);
 }
 
+async fn a_lease_has_one_holder_at_a_time_and_fences_a_stale_one(store: Store) {
+    let t0 = support::at("2024-06-01T12:00:00Z");
+    let ttl = TimeDelta::seconds(10);
+    let after = |seconds| t0 + TimeDelta::seconds(seconds);
+    let acquire = |holder: &'static str, now| {
+        let store = store.clone();
+        async move {
+            store
+                .acquire_lease("projector", holder, now, ttl)
+                .await
+                .unwrap()
+        }
+    };
+
+    let a = acquire("a", t0).await.expect("a free lease is granted");
+    assert_eq!(
+        (a.holder.as_str(), a.epoch, a.expires_at),
+        ("a", 1, after(10))
+    );
+    assert_eq!(acquire("b", t0).await, None, "held by a");
+    let renewed = acquire("a", after(5)).await.expect("the holder renews");
+    assert_eq!((renewed.epoch, renewed.expires_at), (1, after(15)));
+    assert_eq!(acquire("b", after(14)).await, None, "not run out yet");
+
+    // a stalls past its lease: b takes over under a new epoch, and a can no longer write.
+    let b = acquire("b", after(15)).await.expect("a lease that ran out");
+    assert_eq!(b.epoch, 2);
+    assert_eq!(acquire("a", after(16)).await, None);
+    let error = store
+        .save_cursor_under(&renewed, "projector", 10)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            shipfeed_store::StoreError::Fenced {
+                epoch: 1,
+                current: Some(2),
+                ..
+            }
+        ),
+        "{error}"
+    );
+    assert_eq!(store.cursor("projector").await.unwrap(), 0, "nothing saved");
+    store.save_cursor_under(&b, "projector", 20).await.unwrap();
+    assert_eq!(store.cursor("projector").await.unwrap(), 20);
+
+    // Released, it is free at once; a release under an old epoch leaves the new holder alone.
+    store
+        .release_lease("projector", b.epoch, after(17))
+        .await
+        .unwrap();
+    let again = acquire("a", after(17)).await.expect("released");
+    assert_eq!(again.epoch, 3);
+    store
+        .release_lease("projector", b.epoch, after(18))
+        .await
+        .unwrap();
+    assert_eq!(acquire("b", after(18)).await, None, "a still holds it");
+    assert!(acquire("c", after(18)).await.is_none());
+}
+
 async fn cursors_are_saved_and_read_back(store: Store) {
     assert_eq!(store.cursor("stdout").await.unwrap(), 0);
     store.save_cursor("stdout", 42).await.unwrap();
@@ -853,13 +917,13 @@ mod replicas {
         }
         let client = schema.client().await;
         let versions: Vec<i32> = client
-            .query("SELECT version FROM shipfeed_schema_version", &[])
+            .query("SELECT version FROM shipfeed_schema_version ORDER BY version", &[])
             .await
             .unwrap()
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2], "each migration applied once");
         let tables: BTreeSet<String> = client
             .query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -874,6 +938,7 @@ mod replicas {
             "cursors",
             "deliveries",
             "events",
+            "leases",
             "notices",
             "shipfeed_schema_version",
             "shipments",
@@ -895,6 +960,39 @@ mod replicas {
         for store in &stores {
             assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
         }
+    }
+
+    /// Replicas asking for the same lease at the same instant: exactly one is granted it,
+    /// whichever commits first, and the others see it held.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn replicas_racing_for_a_lease_get_one_holder() {
+        let schema = Schema::create().await;
+        let mut replicas = Vec::new();
+        for _ in 0..4 {
+            replicas.push(Store::postgres(&schema.url).await.unwrap());
+        }
+        let now = support::at("2024-06-01T12:00:00Z");
+        let mut racing = tokio::task::JoinSet::new();
+        for (i, replica) in replicas.iter().enumerate() {
+            let replica = replica.clone();
+            racing.spawn(async move {
+                replica
+                    .acquire_lease(
+                        "projector",
+                        &format!("replica-{i}"),
+                        now,
+                        chrono::TimeDelta::seconds(10),
+                    )
+                    .await
+                    .unwrap()
+            });
+        }
+        let mut granted = Vec::new();
+        while let Some(lease) = racing.join_next().await {
+            granted.extend(lease.unwrap());
+        }
+        assert_eq!(granted.len(), 1, "{granted:?}");
+        assert_eq!(granted[0].epoch, 1);
     }
 
     #[tokio::test]
