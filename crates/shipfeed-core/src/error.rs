@@ -193,6 +193,30 @@ impl std::error::Error for Error {
     }
 }
 
+/// `error` and its sources, joined by `: `: one line for a log, whatever the depth of the
+/// chain.
+///
+/// ```
+/// use shipfeed_core::{error_chain, Error, ErrorKind};
+///
+/// let io = std::io::Error::other("connection reset");
+/// let error = Error::new(ErrorKind::Unavailable, "store write failed").with_source(io);
+/// assert_eq!(
+///     error_chain(&error),
+///     "temporarily unavailable: store write failed: connection reset"
+/// );
+/// ```
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,7 @@ mod state;
 pub mod time;
 
 pub use adapter::{Adapter, Credentials, Headers, RawDelivery, Secret};
-pub use error::{Error, ErrorClass, ErrorKind};
+pub use error::{error_chain, Error, ErrorClass, ErrorKind};
 pub use event::{
     EstimatedDelivery, EventId, Location, Mapping, RawStatus, ShipmentRef, Status, TrackingEvent,
     UNMAPPED,

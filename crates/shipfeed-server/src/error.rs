@@ -69,15 +69,3 @@ pub enum ServiceError {
         source: BoxError,
     },
 }
-
-/// `error` and its sources, joined by `: ` (for one log line).
-pub(crate) fn chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

@@ -367,7 +367,7 @@ async fn receive(
                 .into_response()
         }
         Err(IngestError::Store(store_error)) => {
-            tracing::warn!(endpoint = %name, error = %error::chain(&store_error), "store unavailable");
+            tracing::warn!(endpoint = %name, error = %shipfeed::error_chain(&store_error), "store unavailable");
             metrics.delivery(&name, endpoint.provider, Outcome::StoreUnavailable);
             let kind = shipfeed::Error::from(store_error).kind();
             error_response(http_status(kind), "store unavailable; retry later")

@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use shipfeed_store::FeedItem;
 
-use crate::error::{chain, BoxError};
+use crate::error::BoxError;
 use crate::{Service, ServiceError};
 
 /// Events read from the store per batch.
@@ -184,7 +184,7 @@ impl Service {
             match store.events_after(position, BATCH).await {
                 Ok(items) if !items.is_empty() => {
                     if let Err(error) = outbox.deliver(&items).await {
-                        tracing::error!(error = %chain(error.as_ref()), %cursor, "outbox cannot deliver; retrying");
+                        tracing::error!(error = %shipfeed::error_chain(error.as_ref()), %cursor, "outbox cannot deliver; retrying");
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }

@@ -210,18 +210,6 @@ impl StoreError {
     pub(crate) fn internal(what: impl Into<String>) -> Self {
         StoreError::Internal(what.into())
     }
-
-    /// This error and its causes, `: `-separated, for logs and answers.
-    pub fn chain(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = std::error::Error::source(self);
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
-    }
 }
 
 impl From<StoreError> for Error {
@@ -233,7 +221,7 @@ impl From<StoreError> for Error {
             }
             StoreError::Internal(_) => ErrorKind::Unavailable,
         };
-        Error::new(kind, error.chain()).with_source(error)
+        Error::new(kind, error.to_string()).with_source(error)
     }
 }
 

@@ -112,7 +112,7 @@ pub(crate) async fn write_loop(mut driver: impl WriteDriver, mut jobs: mpsc::Rec
         let results = match run_group(&mut driver, &works).await {
             Ok(results) => results,
             Err(error) => {
-                tracing::warn!(error = %error.chain(), jobs = works.len(), "write transaction failed");
+                tracing::warn!(error = %shipfeed_core::error_chain(&error), jobs = works.len(), "write transaction failed");
                 works.iter().map(|_| Err(error.clone())).collect()
             }
         };

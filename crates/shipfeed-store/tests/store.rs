@@ -917,7 +917,10 @@ mod replicas {
         }
         let client = schema.client().await;
         let versions: Vec<i32> = client
-            .query("SELECT version FROM shipfeed_schema_version ORDER BY version", &[])
+            .query(
+                "SELECT version FROM shipfeed_schema_version ORDER BY version",
+                &[],
+            )
             .await
             .unwrap()
             .iter()
