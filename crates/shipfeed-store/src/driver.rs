@@ -135,6 +135,9 @@ pub(crate) trait ReadDriver: Send + Sync {
     /// `(seq, event JSON)` of up to `limit` events after `after`, in `seq` order.
     async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
 
+    /// The greatest `seq` in the feed, 0 when it is empty.
+    async fn feed_end(&self) -> Result<i64, StoreError>;
+
     /// The shipments with this tracking number (and carrier, when given), by key.
     async fn shipments(
         &self,

@@ -41,7 +41,7 @@ use shipfeed_core::{
 use tokio::sync::{mpsc, oneshot};
 
 use driver::{ReadDriver, WriteDriver};
-pub use lease::Lease;
+pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
 use write::{Done, Job, Work};
 
 /// One authenticated delivery and what its adapter made of it.
@@ -408,11 +408,41 @@ impl Store {
         now: DateTime<Utc>,
         ttl: chrono::TimeDelta,
     ) -> Result<Option<Lease>, StoreError> {
+        self.lease_work(name, holder, now, ttl, false).await
+    }
+
+    /// Takes lease `name` over for `holder` from `now` for `ttl`, whoever holds it, under a
+    /// new epoch (an operator's `shipfeed replay` taking the projector's place): the previous
+    /// holder's next write under the lease is refused with [`StoreError::Fenced`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be written.
+    pub async fn take_over_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: chrono::TimeDelta,
+    ) -> Result<Lease, StoreError> {
+        self.lease_work(name, holder, now, ttl, true)
+            .await?
+            .ok_or_else(|| StoreError::internal("a forced lease was not granted"))
+    }
+
+    async fn lease_work(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: chrono::TimeDelta,
+        force: bool,
+    ) -> Result<Option<Lease>, StoreError> {
         let work = Work::AcquireLease {
             name: name.to_owned(),
             holder: holder.to_owned(),
             now,
             until: now + ttl,
+            force,
         };
         match self.submit(work).await? {
             Done::Lease(lease) => Ok(lease),
@@ -558,7 +588,25 @@ impl Store {
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
     pub async fn cursor(&self, name: &str) -> Result<i64, StoreError> {
-        Ok(self.reader.cursor(name).await?.unwrap_or(0))
+        Ok(self.saved_cursor(name).await?.unwrap_or(0))
+    }
+
+    /// The saved position of a named feed consumer, `None` when it never saved one (a new
+    /// subscription, which decides where it starts).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn saved_cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.reader.cursor(name).await
+    }
+
+    /// The `seq` of the last item in the feed (0 when it is empty): where a consumer that
+    /// wants only what comes next starts.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn feed_end(&self) -> Result<i64, StoreError> {
+        self.reader.feed_end().await
     }
 
     /// Whether the store answers (for `/readyz`).

@@ -610,6 +610,15 @@ impl ReadDriver for PgReader {
             .map_err(pg("read the feed"))
     }
 
+    async fn feed_end(&self) -> Result<i64, StoreError> {
+        let client = self.client().await?;
+        client
+            .query_one("SELECT COALESCE(max(seq), 0)::bigint FROM events", &[])
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(pg("read the feed's end"))
+    }
+
     async fn shipments(
         &self,
         carrier: Option<&str>,

@@ -450,6 +450,13 @@ impl ReadDriver for SqliteReader {
         .await
     }
 
+    async fn feed_end(&self) -> Result<i64, StoreError> {
+        self.read("read the feed's end", |conn| {
+            conn.query_row("SELECT COALESCE(max(seq), 0) FROM events", [], |r| r.get(0))
+        })
+        .await
+    }
+
     async fn shipments(
         &self,
         carrier: Option<&str>,

@@ -28,6 +28,7 @@ pub(crate) enum Work {
         holder: String,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
+        force: bool,
     },
     ReleaseLease {
         name: String,
@@ -230,8 +231,9 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
             holder,
             now,
             until,
+            force,
         } => Ok(Done::Lease(
-            lease::acquire(driver, name, holder, *now, *until).await?,
+            lease::acquire(driver, name, holder, (*now, *until), *force).await?,
         )),
         Work::ReleaseLease { name, epoch, now } => {
             lease::release(driver, name, *epoch, *now).await?;

@@ -51,6 +51,7 @@ conformance!(
     payload_text_with_nul_is_stored,
     a_failing_job_does_not_sink_the_others,
     a_lease_has_one_holder_at_a_time_and_fences_a_stale_one,
+    a_lease_holder_renews_when_a_third_has_passed_and_a_takeover_fences_it,
 );
 
 const DELIVERED: &str = "sendcloud/generated/v2-status-00011-delivered.json";
@@ -61,6 +62,7 @@ const HISTORY: &str = "happycolis/generated/shipment-history-4.json";
 const BROKEN: &str = "sendcloud/invalid/missing-parcel.json";
 
 async fn commit_then_read_back(store: Store) {
+    assert_eq!(store.feed_end().await.unwrap(), 0, "empty");
     let ingests = vec![
         fixture(Provider::Sendcloud, DELIVERED),
         fixture(Provider::Sendcloud, ANNOUNCED),
@@ -105,6 +107,7 @@ async fn commit_then_read_back(store: Store) {
     assert_eq!(events, expected);
     assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
     let last = feed.last().unwrap().seq;
+    assert_eq!(store.feed_end().await.unwrap(), last);
     assert!(store.events_after(last, 100).await.unwrap().is_empty());
     // Paging from a cursor resumes exactly where the previous page ended.
     let first_two = store.events_after(0, 2).await.unwrap();
@@ -520,12 +523,61 @@ async fn a_lease_has_one_holder_at_a_time_and_fences_a_stale_one(store: Store) {
     assert!(acquire("c", after(18)).await.is_none());
 }
 
+async fn a_lease_holder_renews_when_a_third_has_passed_and_a_takeover_fences_it(store: Store) {
+    use std::sync::Arc;
+
+    use shipfeed_store::{LeaseHolder, ManualClock, StoreError};
+    let clock = Arc::new(ManualClock::new(support::at("2024-06-01T12:00:00Z")));
+    let ttl = TimeDelta::seconds(30);
+    let holder =
+        |name: &str| LeaseHolder::new(store.clone(), "projector", name, ttl, clock.clone());
+    let (mut a, mut b) = (holder("a"), holder("b"));
+    assert_eq!(a.renew_every(), std::time::Duration::from_secs(10));
+
+    let first = a.hold().await.unwrap().expect("free");
+    assert_eq!(
+        a.hold().await.unwrap().as_ref(),
+        Some(&first),
+        "not due: kept as is"
+    );
+    clock.advance(TimeDelta::seconds(10));
+    let renewed = a.hold().await.unwrap().expect("still a's");
+    assert_eq!(renewed.epoch, first.epoch);
+    assert_eq!(
+        renewed.expires_at,
+        first.expires_at + TimeDelta::seconds(10)
+    );
+    assert!(b.hold().await.unwrap().is_none());
+
+    // b takes over (as replay does); a's next write is refused, and a stands by.
+    let taken = b.take_over().await.unwrap();
+    assert_eq!(taken.epoch, first.epoch + 1);
+    let error = store
+        .save_cursor_under(&renewed, "projector", 5)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Fenced { .. }), "{error}");
+    a.lost();
+    assert!(a.hold().await.unwrap().is_none(), "b holds it now");
+    store
+        .save_cursor_under(&taken, "projector", 5)
+        .await
+        .unwrap();
+
+    // b gives it back; a gets it at once, under yet another epoch.
+    b.release().await.unwrap();
+    let back = a.hold().await.unwrap().expect("released");
+    assert_eq!(back.epoch, taken.epoch + 1);
+}
+
 async fn cursors_are_saved_and_read_back(store: Store) {
     assert_eq!(store.cursor("stdout").await.unwrap(), 0);
+    assert_eq!(store.saved_cursor("stdout").await.unwrap(), None);
     store.save_cursor("stdout", 42).await.unwrap();
     assert_eq!(store.cursor("stdout").await.unwrap(), 42);
     store.save_cursor("stdout", 7).await.unwrap();
     assert_eq!(store.cursor("stdout").await.unwrap(), 7);
+    assert_eq!(store.saved_cursor("stdout").await.unwrap(), Some(7));
     store
         .save_cursor("billing-sync", 1_000_000_000_000)
         .await
