@@ -11,13 +11,14 @@ use std::process::Command;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use serde_json::{json, Value};
 use shipfeed::{ErrorKind, Provider, RawDelivery};
-use shipfeed_store::Ingest;
+use shipfeed_store::{Arrival, Normalized, PROJECTOR};
 use shipfeed_testkit::schema::Schema;
 use support::moto::Moto;
 use support::recorder::Recorder;
 use support::{
     assert_feed_consistent, client, feed, fixture_delivery, get, happycolis_signed, metric, post,
-    sendcloud_signed, sendcloud_status, tracking_number, Backend, Server, TestStore,
+    post_projected, sendcloud_signed, sendcloud_status, tracking_number, Backend, Server,
+    TestStore,
 };
 
 /// Runs one scenario on SQLite and on PostgreSQL, as two tests.
@@ -113,9 +114,16 @@ wait_time_seconds = 1
         fixture_delivery("happycolis", "happycolis/generated/shipment-delivered.json"),
         fixture_delivery("shipup", "shipup/generated/events-new-delivered.json"),
     ] {
-        let (status, answer) = post(&http, &server.base, &delivery).await.unwrap();
+        let (status, answer) = post_projected(&http, &server.base, &delivery).await;
         assert_eq!(status, 200, "{}: {answer}", delivery.endpoint);
-        assert_eq!(answer["status"], "stored", "{answer}");
+        assert_eq!(answer["projection"]["dead_letter"], Value::Null, "{answer}");
+        assert!(
+            !answer["projection"]["events"]
+                .as_array()
+                .unwrap()
+                .is_empty(),
+            "{answer}"
+        );
     }
 
     // Seven Senders arrives through the queue; wait for it, then the queue must be empty.
@@ -182,7 +190,7 @@ wait_time_seconds = 1
         );
     }
     assert!(
-        metrics.contains("shipfeed_commit_seconds_bucket"),
+        metrics.contains("shipfeed_inbox_append_seconds_bucket"),
         "{metrics}"
     );
 }
@@ -193,15 +201,19 @@ async fn the_same_delivery_ten_times_is_one_set_of_events(backend: Backend) {
     let http = client();
     let delivery = sendcloud_status(501, (11, "Delivered"), 1_712_188_288_908);
     for attempt in 0..10 {
-        let (status, answer) = post(&http, &server.base, &delivery).await.unwrap();
+        let (status, answer) = post_projected(&http, &server.base, &delivery).await;
         assert_eq!(status, 200, "{answer}");
         let expected_new = usize::from(attempt == 0);
+        let projection = &answer["projection"];
         assert_eq!(
-            answer["delivery"]["new_events"],
-            json!(expected_new),
+            projection["events"].as_array().unwrap().len(),
+            expected_new,
             "{answer}"
         );
-        assert_eq!(answer["delivery"]["duplicates"], json!(1 - expected_new));
+        assert_eq!(
+            projection["duplicates"].as_array().unwrap().len(),
+            1 - expected_new
+        );
     }
     let events = feed(&http, &server.base).await;
     assert_eq!(events.len(), 1, "{events:?}");
@@ -218,7 +230,7 @@ async fn the_same_delivery_ten_times_is_one_set_of_events(backend: Backend) {
         metric(
             &http,
             &server.base,
-            "shipfeed_deliveries_total{endpoint=\"sendcloud\",provider=\"sendcloud\",outcome=\"stored\"}"
+            "shipfeed_deliveries_total{endpoint=\"sendcloud\",provider=\"sendcloud\",outcome=\"accepted\"}"
         )
         .await,
         10,
@@ -243,24 +255,22 @@ async fn shuffled_deliveries_end_in_the_same_state_as_ordered_ones(backend: Back
     let at = |step: usize| start_ms + step as i64 * 3_600_000;
     // Parcel 601 in order; parcel 602 in every rotation-and-reversal order we try.
     for (step, status) in LIFE.iter().enumerate() {
-        let (code, _) = post(
+        let (code, _) = post_projected(
             &http,
             &server.base,
             &sendcloud_status(601, *status, at(step)),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(code, 200);
     }
     let shuffled = [4, 0, 2, 1, 3];
     for step in shuffled {
-        let (code, _) = post(
+        let (code, _) = post_projected(
             &http,
             &server.base,
             &sendcloud_status(602, LIFE[step], at(step)),
         )
-        .await
-        .unwrap();
+        .await;
         assert_eq!(code, 200);
         // After the final event arrives first, nothing later may regress the state.
         let (_, view) = get(
@@ -311,9 +321,9 @@ async fn resent_happycolis_histories_put_each_event_in_the_feed_once(backend: Ba
     let four = fixture_delivery("happycolis", "happycolis/generated/shipment-history-4.json");
     let mut new_events = Vec::new();
     for delivery in [&three, &four, &three, &four, &four] {
-        let (status, answer) = post(&http, &server.base, delivery).await.unwrap();
+        let (status, answer) = post_projected(&http, &server.base, delivery).await;
         assert_eq!(status, 200, "{answer}");
-        new_events.push(answer["delivery"]["new_events"].as_u64().unwrap());
+        new_events.push(answer["projection"]["events"].as_array().unwrap().len());
     }
     assert_eq!(new_events, [3, 1, 0, 0, 0]);
     let events = feed(&http, &server.base).await;
@@ -404,12 +414,18 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
         br#"{"action": "parcel_status_changed", "timestamp": 1712188288943, "parcel": "not an object"}"#
             .to_vec(),
     );
-    let (status, answer) = post(&http, &server.base, &malformed).await.unwrap();
+    let (status, answer) = post_projected(&http, &server.base, &malformed).await;
     assert_eq!(
         status, 200,
         "an authentic delivery is acknowledged: {answer}"
     );
-    assert_eq!(answer["status"], "dead_letter");
+    assert!(
+        answer["projection"]["dead_letter"]
+            .as_str()
+            .unwrap()
+            .contains("parcel"),
+        "{answer}"
+    );
     let (_, dead) = get(&http, &format!("{}/v1/dead-letters", server.base)).await;
     let dead = dead["dead_letters"].as_array().unwrap().clone();
     assert_eq!(dead.len(), 1);
@@ -424,8 +440,8 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
     server.stop();
     let good = sendcloud_status(801, (11, "Delivered"), 1_712_188_288_908);
     let stored = shipfeed_store::open(&store.url).await.unwrap();
-    stored
-        .commit(vec![Ingest {
+    let seqs = stored
+        .append(vec![Arrival {
             endpoint: "sendcloud".into(),
             provider: Provider::Sendcloud,
             delivery: RawDelivery {
@@ -433,11 +449,31 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
                 headers: good.headers.iter().cloned().collect(),
                 received_at: chrono::Utc::now(),
             },
-            outcome: Err(shipfeed::Error::new(
-                ErrorKind::Payload,
-                "unknown status (an older build)",
-            )),
         }])
+        .await
+        .unwrap();
+    let now = chrono::Utc::now();
+    let older_build = stored
+        .take_over_lease(PROJECTOR, "older-build", now, chrono::TimeDelta::minutes(1))
+        .await
+        .unwrap();
+    stored
+        .project(
+            &older_build,
+            Some((PROJECTOR, seqs[0])),
+            vec![Normalized {
+                delivery_seq: seqs[0],
+                provider: Provider::Sendcloud,
+                outcome: Err(shipfeed::Error::new(
+                    ErrorKind::Payload,
+                    "unknown status (an older build)",
+                )),
+            }],
+        )
+        .await
+        .unwrap();
+    stored
+        .release_lease(PROJECTOR, older_build.epoch, now)
         .await
         .unwrap();
     drop(stored);

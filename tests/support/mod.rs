@@ -150,6 +150,10 @@ pub const SECRETS: [(&str, &str); 3] = [
     ("SHIPFEED_SHIPUP_SECRET", FIXTURE_SECRET),
 ];
 
+/// The projector lease of the servers under test: short, so that a restart after `kill -9`
+/// takes over soon.
+pub const LEASE_TTL_SECONDS: u64 = 2;
+
 impl Server {
     /// Starts a server on `store` with the three webhook endpoints, and `extra` TOML appended
     /// to its config (SQS sources, a smaller body limit).
@@ -180,6 +184,9 @@ name = "shipup"
 provider = "shipup"
 secret_env = "SHIPFEED_SHIPUP_SECRET"
 basic_user = "shipup"
+# A killed server's projector lease runs out after this long, and the next one takes over.
+[projector]
+lease_ttl_seconds = {LEASE_TTL_SECONDS}
 "#,
             store.url
         );
@@ -403,6 +410,43 @@ pub async fn post(
     let status = response.status().as_u16();
     let body = response.json::<Value>().await.unwrap_or(Value::Null);
     Ok((status, body))
+}
+
+/// The inbox `seq` an accepted delivery was answered with.
+pub fn delivery_seq(answer: &Value) -> i64 {
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    answer["delivery_seq"].as_i64().unwrap()
+}
+
+/// Waits until the projector has projected delivery `seq` (and so every delivery before it),
+/// and returns what `GET /v1/deliveries/{seq}` says of it.
+pub async fn projected(client: &reqwest::Client, base: &str, seq: i64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = get(client, &format!("{base}/v1/deliveries/{seq}")).await;
+        if status == 200 && answer["projected"] == json!(true) {
+            return answer;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivery {seq} not projected: {status} {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// POSTs a delivery and, once it is accepted, waits for its projection: the status and, for
+/// an accepted delivery, what `GET /v1/deliveries/{seq}` says of it (else the error answer).
+pub async fn post_projected(
+    client: &reqwest::Client,
+    base: &str,
+    delivery: &Delivery,
+) -> (u16, Value) {
+    let (status, answer) = post(client, base, delivery).await.unwrap();
+    if status != 200 {
+        return (status, answer);
+    }
+    (status, projected(client, base, delivery_seq(&answer)).await)
 }
 
 /// GETs JSON.

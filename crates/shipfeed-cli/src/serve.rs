@@ -1,5 +1,6 @@
 //! `shipfeed serve`: the ingestion service on the embedded SQLite store (or a config file).
-//! `shipfeed replay`: re-normalize stored deliveries with this build's adapters.
+//! `shipfeed replay`: re-normalize stored deliveries with this build's adapters, in place of the
+//! running projector (it takes the projector's lease over while it runs).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -143,6 +144,7 @@ async fn serve(config: Config) -> Result<()> {
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let sources = service.start_sqs_sources(&stopping).await?;
+    let projector = service.start_projector(&stopping);
     let outbox = OutboxTarget::parse(&config.sink);
     match &outbox {
         OutboxTarget::File(path) => eprintln!("  new events appended to {}", path.display()),
@@ -162,6 +164,9 @@ async fn serve(config: Config) -> Result<()> {
     for source in sources {
         let _ = source.await;
     }
+    // The projector finishes its batch and releases its lease, so another replica (or the
+    // next start) need not wait for it to run out.
+    let _ = projector.await;
     eprintln!("shipfeed stopped");
     Ok(())
 }

@@ -38,6 +38,50 @@ pub struct Config {
     /// SQS queues to pull (Seven Senders), into the same store.
     #[serde(default, rename = "sqs_source")]
     pub sqs_sources: Vec<SqsSourceConfig>,
+    /// How the projector works (`[projector]`).
+    #[serde(default)]
+    pub projector: ProjectorConfig,
+}
+
+/// The projector's settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorConfig {
+    /// Deliveries normalized and recorded per transaction. On SQLite the projector shares the
+    /// one writer with the inbox: a smaller batch holds it for less time.
+    #[serde(default = "default_projector_batch")]
+    pub batch: usize,
+    /// Seconds the projector lease lasts unless renewed: after a replica dies, another one
+    /// takes over within about this long (plus a third of it).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_seconds: u32,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        ProjectorConfig {
+            batch: default_projector_batch(),
+            lease_ttl_seconds: default_lease_ttl(),
+        }
+    }
+}
+
+impl ProjectorConfig {
+    /// The projector's options, with this process as the lease holder.
+    pub fn options(&self) -> shipfeed_projector::ProjectorOptions {
+        shipfeed_projector::ProjectorOptions {
+            batch: self.batch.max(1),
+            lease_ttl: chrono::TimeDelta::seconds(i64::from(self.lease_ttl_seconds.max(1))),
+            ..shipfeed_projector::ProjectorOptions::default()
+        }
+    }
+}
+
+fn default_projector_batch() -> usize {
+    256
+}
+fn default_lease_ttl() -> u32 {
+    15
 }
 
 /// One SQS queue pulled into the store. Messages are deleted only after their commit.
@@ -166,6 +210,7 @@ impl Config {
                 })
                 .into_iter()
                 .collect(),
+            projector: ProjectorConfig::default(),
         }
     }
 

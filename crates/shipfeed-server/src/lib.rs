@@ -1,43 +1,52 @@
-//! The shipfeed ingestion service.
+//! The shipfeed service: the pipeline's stages behind one HTTP API.
 //!
-//! `POST /webhooks/{endpoint}`: verify with the endpoint's adapter (401 and nothing stored when
-//! not authentic), normalize, then commit raw delivery + deduplicated events + shipment state in
-//! one durable transaction (group-committed with concurrent requests) and only then answer 2xx.
-//! An authentic delivery that cannot be normalized is stored as a dead letter and still
-//! answered 2xx (HappyColis blocks its queue on any non-2xx; Sendcloud retries for hours). Only
-//! a store failure answers 503; an endpoint that cannot check deliveries at all (credentials
-//! its provider cannot use) answers 500, stores nothing and logs why. Every status follows
-//! from the error's kind in one place, [`http_status`]. SQS sources
-//! ([`Service::start_sqs_sources`]) feed the same store through the same [`Ingestor`] and
-//! delete a message only after its commit.
+//! ```text
+//! POST /webhooks/{endpoint} ─┐
+//!                            ├─▶ inbox ──▶ projector ──▶ feed, shipments ──▶ subscriptions
+//! SQS sources ───────────────┘   (acknowledged)   (normalized, corrected)      (delivered)
+//! ```
+//!
+//! - **Inbox** ([`Inbox`]): `POST /webhooks/{endpoint}` verifies with the endpoint's adapter
+//!   (401 and nothing stored when not authentic), appends the raw delivery durably (group
+//!   commit with concurrent requests) and only then answers 200
+//!   `{"status":"accepted","delivery_seq":N}`. SQS sources ([`Service::start_sqs_sources`])
+//!   append the same way and delete a message only after its append. Only a store failure
+//!   answers 503; an endpoint that cannot check deliveries at all (credentials its provider
+//!   cannot use) answers 500, stores nothing and logs why. Every status follows from the
+//!   error's kind in one place, [`http_status`].
+//! - **Projector** ([`shipfeed_projector`], [`Service::start_projector`]): normalizes what the
+//!   inbox holds, under a fenced lease (one projector across replicas and processes), into
+//!   deduplicated events, dead letters and shipment states, and moves its cursor in the same
+//!   transaction. An authentic delivery that cannot be normalized becomes a dead letter after
+//!   it was acknowledged (HappyColis blocks its queue on any non-2xx; Sendcloud retries for
+//!   hours). `GET /v1/deliveries/{seq}` says where a delivery is.
+//! - **Subscriptions**: consumers of the feed (`GET /v1/events`, the configured sink).
 //!
 //! # Durability
 //!
 //! A 2xx answer (and an SQS delete) happens only after the transaction holding the raw
-//! delivery, its events and the shipment state has committed:
+//! delivery has committed:
 //!
 //! - **SQLite** (the embedded default): WAL journal with `synchronous=FULL`, so a commit that
 //!   returned is in the WAL on disk and survives a process kill and a power cut. One writer
-//!   thread takes every delivery queued while the previous transaction was syncing and commits
-//!   them together (one fsync for many requests; when one of them fails, the group is rerun
-//!   with a savepoint per delivery, so it cannot sink the others).
-//! - **PostgreSQL** (several replicas): the same grouping per replica; the writer's session
-//!   never runs with `synchronous_commit = off`, so a returned commit is in the server's WAL.
-//!   Every write transaction takes one advisory lock, so feed cursors follow commit order
-//!   across replicas and a consumer never skips an event.
+//!   thread takes every delivery queued while the previous transaction was syncing and appends
+//!   them together (one fsync for many requests), ahead of the projector's batch.
+//! - **PostgreSQL** (several replicas): the same grouping per replica; the writer's sessions
+//!   never run with `synchronous_commit = off`, so a returned commit is in the server's WAL.
+//!   Inbox appends and projections each take their own advisory lock, so the projector's and
+//!   the feed consumers' cursors follow commit order across replicas and never skip.
 //!
 //! What is not acknowledged may or may not be stored: the provider retries it, and the
 //! retried delivery's events deduplicate by `event_id`. The workspace's `tests/crash.rs` kills
 //! the server with `kill -9` in the middle of a burst and checks every acknowledged delivery's
-//! events are in the feed, none twice, on both stores.
+//! events reach the feed, none twice, on both stores.
 #![forbid(unsafe_code)]
 
 pub mod config;
 mod error;
-mod ingest;
+mod inbox;
 mod metrics;
 mod outbox;
-mod replay;
 mod sqs;
 
 use std::collections::HashMap;
@@ -55,15 +64,17 @@ use serde::Deserialize;
 use serde_json::json;
 use shipfeed::registry::{self, Settings};
 use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Output, Provider, RawDelivery};
-use shipfeed_store::{Committed, Store};
-use tokio::sync::Notify;
+use shipfeed_projector::{Adapters, ProjectionObserver, Projector, ProjectorOptions};
+use shipfeed_store::{Arrival, Projection, Store, SystemClock};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
 
-pub use config::{Config, EndpointConfig, SqsSourceConfig};
+pub use config::{Config, EndpointConfig, ProjectorConfig, SqsSourceConfig};
 pub use error::{BoxError, ServiceError};
-pub use ingest::{IngestError, IngestObserver, Ingestor};
+pub use inbox::{Inbox, InboxError, InboxObserver};
 use metrics::{Metrics, Outcome};
 pub use outbox::{OutboxTarget, NATS_STREAM, NATS_SUBJECT_PREFIX};
-pub use replay::{ReplayFilter, ReplaySummary};
+pub use shipfeed_projector::{ReplayFilter, ReplaySummary};
 pub use sqs::StoreInbox;
 
 /// One configured inbound endpoint or SQS source, ready to serve.
@@ -81,25 +92,32 @@ struct Source {
     config: SqsSourceConfig,
 }
 
-/// What the service observes of its ingest path: its metrics, and the outbox's wake-up.
+/// What the service observes of its stages: its metrics, and the subscriptions' wake-up.
 struct Observer {
     metrics: Metrics,
     new_events: Notify,
 }
 
 impl Observer {
-    /// Counts a commit's new events by status and wakes the outbox when there are any.
-    fn new_events(&self, provider: Provider, committed: &Committed) {
-        for status in &committed.new_event_statuses {
+    /// Counts a projection's new events by status and wakes the subscriptions when there are
+    /// any.
+    fn new_events(&self, provider: Provider, projection: &Projection) {
+        for status in &projection.new_event_statuses {
             self.metrics.new_event(provider, status);
         }
-        if committed.new_events > 0 {
+        if !projection.events.is_empty() {
             self.new_events.notify_waiters();
         }
     }
 }
 
-impl IngestObserver for Observer {
+impl InboxObserver for Observer {
+    fn appended(&self, _deliveries: usize, seconds: f64) {
+        self.metrics.append_seconds(seconds);
+    }
+}
+
+impl ProjectionObserver for Observer {
     /// Counts the unmapped codes among an adapter's outputs (by provider and raw code).
     fn normalized(&self, provider: Provider, outcome: &Result<Vec<Output>, shipfeed::Error>) {
         let Ok(outputs) = outcome else { return };
@@ -118,27 +136,28 @@ impl IngestObserver for Observer {
         }
     }
 
-    fn commit_took(&self, seconds: f64) {
-        self.metrics.commit_seconds(seconds);
+    fn batch(&self, deliveries: usize, seconds: f64) {
+        self.metrics.projector_batch(deliveries, seconds);
     }
 
-    fn committed(&self, endpoint: &str, provider: Provider, committed: &Committed) {
-        let outcome = if committed.dead_letter.is_some() {
+    fn projected(&self, endpoint: &str, provider: Provider, projection: &Projection) {
+        let outcome = if projection.dead_letter.is_some() {
             Outcome::DeadLetter
         } else {
             Outcome::Stored
         };
-        self.metrics.delivery(endpoint, provider, outcome);
+        self.metrics.projected(endpoint, provider, outcome);
         self.metrics
-            .duplicates(provider, committed.duplicates as u64);
-        if let Some(reason) = &committed.dead_letter {
-            tracing::warn!(%endpoint, delivery = committed.delivery_seq, %reason, "dead letter");
-        }
-        self.new_events(provider, committed);
+            .duplicates(provider, projection.duplicates.len() as u64);
+        self.new_events(provider, projection);
     }
 
-    fn replayed(&self, provider: Provider, committed: &Committed) {
-        self.new_events(provider, committed);
+    fn replayed(&self, provider: Provider, projection: &Projection) {
+        self.new_events(provider, projection);
+    }
+
+    fn lag(&self, deliveries: i64, seconds: f64) {
+        self.metrics.projector_lag(deliveries, seconds);
     }
 }
 
@@ -148,7 +167,10 @@ pub struct Service {
     endpoints: HashMap<String, Endpoint>,
     /// SQS sources by name (names are unique across endpoints and sources).
     sources: HashMap<String, Source>,
-    ingestor: Ingestor,
+    inbox: Inbox,
+    /// Notified by every inbox append: this replica's projector waits on it.
+    projector_wake: Arc<Notify>,
+    projector: ProjectorOptions,
     observer: Arc<Observer>,
     /// The service's own metrics registry (see `metrics.rs` for why it is not global).
     registry: Registry,
@@ -217,30 +239,71 @@ impl Service {
             metrics,
             new_events: Notify::new(),
         });
+        let projector_wake = Arc::new(Notify::new());
         Ok(Arc::new(Service {
             endpoints,
             sources,
-            ingestor: Ingestor::new(store, Arc::clone(&observer) as Arc<dyn IngestObserver>),
+            inbox: Inbox::new(
+                store,
+                Arc::clone(&projector_wake),
+                Arc::clone(&observer) as Arc<dyn InboxObserver>,
+            ),
+            projector_wake,
+            projector: config.projector.options(),
             observer,
             registry,
         }))
     }
 
-    /// The endpoint or SQS source of this name.
-    fn endpoint_or_source(&self, name: &str) -> Option<&Endpoint> {
-        self.endpoints
-            .get(name)
-            .or_else(|| self.sources.get(name).map(|source| &source.endpoint))
+    /// The projector of this service's store, with its endpoints' and sources' adapters.
+    pub fn projector(&self) -> Projector {
+        let mut adapters = Adapters::new();
+        for (name, endpoint) in &self.endpoints {
+            adapters.insert(name.clone(), Arc::clone(&endpoint.adapter));
+        }
+        for (name, source) in &self.sources {
+            adapters.insert(name.clone(), Arc::clone(&source.endpoint.adapter));
+        }
+        Projector::new(
+            self.store().clone(),
+            adapters,
+            Arc::clone(&self.observer) as Arc<dyn ProjectionObserver>,
+            self.projector.clone(),
+            Arc::new(SystemClock),
+        )
+    }
+
+    /// Starts this replica's projector: it projects while it holds the projector lease, and
+    /// stands by while another replica (or a replay) does, until `shutdown` turns true.
+    pub fn start_projector(&self, shutdown: &watch::Receiver<bool>) -> JoinHandle<()> {
+        tokio::spawn(
+            self.projector()
+                .run(Arc::clone(&self.projector_wake), shutdown.clone()),
+        )
+    }
+
+    /// Projects the stored deliveries that match `filter` again with this build's adapters,
+    /// in place of the running projector (see [`Projector::replay`]).
+    ///
+    /// # Errors
+    /// [`shipfeed_store::StoreError`] when the store cannot be read or written; what was
+    /// replayed before stays replayed, and running again is safe.
+    pub async fn replay(
+        &self,
+        filter: &ReplayFilter,
+        progress: impl FnMut(&ReplaySummary),
+    ) -> Result<ReplaySummary, shipfeed_store::StoreError> {
+        self.projector().replay(filter, progress).await
     }
 
     /// The store behind the service.
     pub fn store(&self) -> &Store {
-        self.ingestor.store()
+        self.inbox.store()
     }
 
-    /// The service's ingest path: its store, observed by its metrics and its outbox.
-    pub fn ingestor(&self) -> &Ingestor {
-        &self.ingestor
+    /// The service's inbox: appends wake its projector and are timed in its metrics.
+    pub fn inbox(&self) -> &Inbox {
+        &self.inbox
     }
 
     /// The HTTP routes.
@@ -254,6 +317,7 @@ impl Service {
                 get(shipments_by_carrier),
             )
             .route("/v1/dead-letters", get(dead_letters))
+            .route("/v1/deliveries/{seq}", get(delivery))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
@@ -349,24 +413,22 @@ async fn receive(
         // The detail is for the operator's log, not for whoever sent the request.
         return error_response(status, "the endpoint is misconfigured; nothing was stored");
     }
-    let outcome = endpoint.adapter.parse(&delivery);
-    let ingest = service
-        .ingestor
-        .ingest(&name, endpoint.provider, delivery, outcome);
-    match service.ingestor.commit_one(ingest).await {
-        Ok(committed) => {
-            let status = if committed.dead_letter.is_some() {
-                "dead_letter"
-            } else {
-                "stored"
-            };
+    let arrival = Arrival {
+        endpoint: name.clone(),
+        provider: endpoint.provider,
+        delivery,
+    };
+    match service.inbox.append(vec![arrival]).await {
+        Ok(seqs) => {
+            metrics.delivery(&name, endpoint.provider, Outcome::Accepted);
+            let delivery_seq = seqs.first().copied().unwrap_or_default();
             (
                 StatusCode::OK,
-                Json(json!({"status": status, "delivery": committed})),
+                Json(json!({"status": "accepted", "delivery_seq": delivery_seq})),
             )
                 .into_response()
         }
-        Err(IngestError::Store(store_error)) => {
+        Err(InboxError::Store(store_error)) => {
             tracing::warn!(endpoint = %name, error = %shipfeed::error_chain(&store_error), "store unavailable");
             metrics.delivery(&name, endpoint.provider, Outcome::StoreUnavailable);
             let kind = shipfeed::Error::from(store_error).kind();
@@ -446,6 +508,19 @@ async fn dead_letters(State(service): State<Arc<Service>>, Query(page): Query<Pa
         .await
     {
         Ok(items) => Json(json!({"dead_letters": items})).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// Where one delivery is in the pipeline: stored, projected or not yet, and what its
+/// projection produced (event ids, duplicates, notices, dead letter and reason).
+async fn delivery(State(service): State<Arc<Service>>, Path(seq): Path<i64>) -> Response {
+    match service.store().delivery(seq).await {
+        Ok(Some(status)) => Json(status).into_response(),
+        Ok(None) => error_response(
+            StatusCode::NOT_FOUND,
+            format!("no delivery with sequence number {seq}"),
+        ),
         Err(error) => unavailable(error),
     }
 }

@@ -8,18 +8,22 @@
 //! metrics-process's raw snapshot (read from `/proc` at each scrape), without the facade.
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use shipfeed::Provider;
 
 /// Commit latency buckets, in seconds.
 const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// Projector batch size buckets, in deliveries.
+const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -48,9 +52,12 @@ struct CodeLabels {
     code: String,
 }
 
-/// What a delivery came to, as the `outcome` label of `shipfeed_deliveries_total`.
+/// What a delivery came to, as the `outcome` label of `shipfeed_deliveries_total` (the
+/// inbox: accepted or why not) and of `shipfeed_projected_deliveries_total` (stored or dead
+/// letter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
+    Accepted,
     Stored,
     DeadLetter,
     Unauthorized,
@@ -62,6 +69,7 @@ pub(crate) enum Outcome {
 impl Outcome {
     fn as_str(self) -> &'static str {
         match self {
+            Outcome::Accepted => "accepted",
             Outcome::Stored => "stored",
             Outcome::DeadLetter => "dead_letter",
             Outcome::Unauthorized => "unauthorized",
@@ -79,7 +87,12 @@ pub(crate) struct Metrics {
     duplicates: Family<ProviderLabels, Counter>,
     events: Family<StatusLabels, Counter>,
     unmapped: Family<CodeLabels, Counter>,
-    commit: Histogram,
+    append: Histogram,
+    projected: Family<DeliveryLabels, Counter>,
+    batch_size: Histogram,
+    batch_seconds: Histogram,
+    lag_deliveries: Gauge,
+    lag_seconds: Gauge<f64, AtomicU64>,
 }
 
 impl Metrics {
@@ -90,14 +103,44 @@ impl Metrics {
             duplicates: Family::default(),
             events: Family::default(),
             unmapped: Family::default(),
-            commit: Histogram::new(COMMIT_BUCKETS),
+            append: Histogram::new(COMMIT_BUCKETS),
+            projected: Family::default(),
+            batch_size: Histogram::new(BATCH_BUCKETS),
+            batch_seconds: Histogram::new(COMMIT_BUCKETS),
+            lag_deliveries: Gauge::default(),
+            lag_seconds: Gauge::default(),
         };
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the encoder appends it.
         registry.register(
             "shipfeed_deliveries",
-            "Deliveries by endpoint, provider and outcome",
+            "Deliveries received, by endpoint, provider and outcome (accepted into the inbox, or why not)",
             metrics.deliveries.clone(),
+        );
+        registry.register(
+            "shipfeed_projected_deliveries",
+            "Deliveries projected, by endpoint, provider and outcome (stored or dead_letter)",
+            metrics.projected.clone(),
+        );
+        registry.register(
+            "shipfeed_projector_batch_size",
+            "Deliveries per projector batch",
+            metrics.batch_size.clone(),
+        );
+        registry.register(
+            "shipfeed_projector_batch_seconds",
+            "Time to normalize and record one projector batch",
+            metrics.batch_seconds.clone(),
+        );
+        registry.register(
+            "shipfeed_projector_lag_deliveries",
+            "Deliveries in the inbox not yet projected (as this replica's projector last saw)",
+            metrics.lag_deliveries.clone(),
+        );
+        registry.register(
+            "shipfeed_projector_lag_seconds",
+            "How long the oldest delivery not yet projected has waited",
+            metrics.lag_seconds.clone(),
         );
         registry.register(
             "shipfeed_duplicate_events",
@@ -115,9 +158,9 @@ impl Metrics {
             metrics.unmapped.clone(),
         );
         registry.register(
-            "shipfeed_commit_seconds",
-            "Time from handing deliveries to the store to their durable commit",
-            metrics.commit.clone(),
+            "shipfeed_inbox_append_seconds",
+            "Time from handing deliveries to the inbox to their durable append",
+            metrics.append.clone(),
         );
         registry.register_collector(Box::new(ProcessMetrics));
         (metrics, registry)
@@ -159,8 +202,28 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn commit_seconds(&self, seconds: f64) {
-        self.commit.observe(seconds);
+    pub(crate) fn append_seconds(&self, seconds: f64) {
+        self.append.observe(seconds);
+    }
+
+    pub(crate) fn projected(&self, endpoint: &str, provider: Provider, outcome: Outcome) {
+        self.projected
+            .get_or_create(&DeliveryLabels {
+                endpoint: endpoint.to_owned(),
+                provider: provider.as_str(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn projector_batch(&self, deliveries: usize, seconds: f64) {
+        self.batch_size.observe(deliveries as f64);
+        self.batch_seconds.observe(seconds);
+    }
+
+    pub(crate) fn projector_lag(&self, deliveries: i64, seconds: f64) {
+        self.lag_deliveries.set(deliveries);
+        self.lag_seconds.set(seconds);
     }
 }
 
@@ -260,19 +323,34 @@ mod tests {
     #[test]
     fn names_and_labels_are_the_ones_dashboards_and_tests_read() {
         let (metrics, registry) = Metrics::new();
-        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Stored);
-        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Stored);
+        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Accepted);
+        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Accepted);
         metrics.delivery("odd\"name", Provider::Shipup, Outcome::Unauthorized);
+        metrics.projected("sendcloud-eu", Provider::Sendcloud, Outcome::DeadLetter);
+        metrics.projector_batch(3, 0.02);
+        metrics.projector_lag(7, 1.5);
         metrics.duplicates(Provider::Sendcloud, 3);
         metrics.new_event(Provider::Sendcloud, "delivered");
         metrics.unmapped_code(Provider::HappyColis, "X99");
-        metrics.commit_seconds(0.004);
+        metrics.append_seconds(0.004);
         let text = render(&registry);
         let series = [
             (
-                r#"shipfeed_deliveries_total{endpoint="sendcloud-eu",provider="sendcloud",outcome="stored"}"#,
+                r#"shipfeed_deliveries_total{endpoint="sendcloud-eu",provider="sendcloud",outcome="accepted"}"#,
                 2.0,
             ),
+            (
+                r#"shipfeed_projected_deliveries_total{endpoint="sendcloud-eu",provider="sendcloud",outcome="dead_letter"}"#,
+                1.0,
+            ),
+            (r#"shipfeed_projector_batch_size_bucket{le="2"}"#, 0.0),
+            (r#"shipfeed_projector_batch_size_bucket{le="4"}"#, 1.0),
+            (
+                r#"shipfeed_projector_batch_seconds_bucket{le="0.025"}"#,
+                1.0,
+            ),
+            ("shipfeed_projector_lag_deliveries", 7.0),
+            ("shipfeed_projector_lag_seconds", 1.5),
             (
                 r#"shipfeed_deliveries_total{endpoint="odd\"name",provider="shipup",outcome="unauthorized"}"#,
                 1.0,
@@ -289,10 +367,10 @@ mod tests {
                 r#"shipfeed_unmapped_codes_total{provider="happycolis",code="X99"}"#,
                 1.0,
             ),
-            (r#"shipfeed_commit_seconds_bucket{le="0.001"}"#, 0.0),
-            (r#"shipfeed_commit_seconds_bucket{le="0.005"}"#, 1.0),
-            (r#"shipfeed_commit_seconds_bucket{le="+Inf"}"#, 1.0),
-            ("shipfeed_commit_seconds_count", 1.0),
+            (r#"shipfeed_inbox_append_seconds_bucket{le="0.001"}"#, 0.0),
+            (r#"shipfeed_inbox_append_seconds_bucket{le="0.005"}"#, 1.0),
+            (r#"shipfeed_inbox_append_seconds_bucket{le="+Inf"}"#, 1.0),
+            ("shipfeed_inbox_append_seconds_count", 1.0),
         ];
         for (name, expected) in series {
             assert_eq!(value(&text, name), Some(expected), "{name} in\n{text}");

@@ -177,7 +177,7 @@ impl Service {
     }
 
     async fn run_outbox(self: Arc<Self>, outbox: Arc<dyn Outbox>, cursor: String) {
-        let store = self.ingestor.store();
+        let store = self.store();
         let mut position = store.cursor(&cursor).await.unwrap_or(0);
         loop {
             let notified = self.observer.new_events.notified();

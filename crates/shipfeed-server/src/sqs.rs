@@ -1,33 +1,36 @@
-//! SQS sources (Seven Senders) in the same pipeline as the webhooks: a [`StoreInbox`] commits
-//! each received batch through the service's [`Ingestor`], and only then does the source
-//! delete the messages.
+//! SQS sources (Seven Senders) in the same pipeline as the webhooks: a [`StoreInbox`] appends
+//! each received batch to the service's [`Inbox`], and only then does the source delete the
+//! messages.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use shipfeed::registry;
 use shipfeed::{Error, ErrorKind, Provider};
-use shipfeed_sqs::{Inbox, SourcedDelivery, SqsSource};
+use shipfeed_sqs::{SourcedDelivery, SqsSource};
+use shipfeed_store::Arrival;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::{Ingestor, Service, ServiceError};
+use crate::{Inbox, Service, ServiceError};
 
-/// The [`Inbox`] of an SQS source in the service: commits queue messages into the store (raw
-/// message, deduplicated events, shipment state and dead letters in one durable transaction
-/// per batch). `Ok` only after the commit, so the source deletes nothing that is not stored.
+/// The [`shipfeed_sqs::Inbox`] of an SQS source in the service: appends the raw messages to
+/// the store's inbox in one durable transaction per batch. `Ok` only after the append, so the
+/// source deletes nothing that is not stored. The source's own normalization only decides
+/// what stays on the queue; what is stored is normalized again by the projector, with the
+/// same settings, like every other delivery.
 #[derive(Debug)]
 pub struct StoreInbox {
-    ingestor: Ingestor,
+    inbox: Inbox,
     name: String,
     provider: Provider,
 }
 
 impl StoreInbox {
-    /// Commits through `ingestor`, recording deliveries under the source `name`.
-    pub fn new(ingestor: Ingestor, name: impl Into<String>, provider: Provider) -> Self {
+    /// Appends to `inbox`, recording deliveries under the source `name`.
+    pub fn new(inbox: Inbox, name: impl Into<String>, provider: Provider) -> Self {
         StoreInbox {
-            ingestor,
+            inbox,
             name: name.into(),
             provider,
         }
@@ -35,17 +38,18 @@ impl StoreInbox {
 }
 
 #[async_trait]
-impl Inbox for StoreInbox {
+impl shipfeed_sqs::Inbox for StoreInbox {
     async fn accept(&self, batch: Vec<SourcedDelivery>) -> Result<(), Error> {
-        let ingests = batch
+        let arrivals = batch
             .into_iter()
-            .map(|item| {
-                self.ingestor
-                    .ingest(&self.name, self.provider, item.delivery, item.outcome)
+            .map(|item| Arrival {
+                endpoint: self.name.clone(),
+                provider: self.provider,
+                delivery: item.delivery,
             })
             .collect();
         // Temporary either way: the batch stays on the queue and comes back.
-        self.ingestor.commit(ingests).await?;
+        self.inbox.append(arrivals).await?;
         Ok(())
     }
 }
@@ -77,11 +81,7 @@ impl Service {
                 provider,
                 source.queue_url()
             );
-            let inbox = Arc::new(StoreInbox::new(
-                self.ingestor.clone(),
-                name.clone(),
-                provider,
-            ));
+            let inbox = Arc::new(StoreInbox::new(self.inbox.clone(), name.clone(), provider));
             let shutdown = shutdown.clone();
             let name = name.clone();
             tasks.push(tokio::spawn(async move {

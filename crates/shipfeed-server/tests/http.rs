@@ -1,6 +1,7 @@
 //! The service in-process on a free port, over real HTTP, on a real SQLite store in a
-//! temporary directory: how errors become HTTP statuses, the wire shape of the feed and of the
-//! file outbox, replay of deliveries whose endpoint is gone, and each service's own metrics.
+//! temporary directory, with its projector running: how errors become HTTP statuses, where a
+//! delivery is in the pipeline, the wire shape of the feed and of the file outbox, replay of
+//! deliveries whose endpoint is gone, and each service's own metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use shipfeed::{ErrorKind, Provider, RawDelivery};
+use shipfeed::{Provider, RawDelivery};
 use shipfeed_server::{Config, OutboxTarget, ReplayFilter, Service};
-use shipfeed_store::Ingest;
+use shipfeed_store::Arrival;
 use shipfeed_testkit::schema::Schema;
 use shipfeed_testkit::FIXTURE_SECRET;
 
@@ -20,6 +21,8 @@ struct Running {
     base: String,
     service: Arc<Service>,
     dir: tempfile::TempDir,
+    /// Dropped with the test: the projector stops.
+    _stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Starts a service with three endpoints: `sendcloud` (the fixtures' secret), `unset` (a
@@ -59,7 +62,34 @@ secret_file = "{secret}"
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = service.router(config.body_limit_bytes);
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Running { base, service, dir }
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    service.start_projector(&stopping);
+    Running {
+        base,
+        service,
+        dir,
+        _stop: stop,
+    }
+}
+
+/// Waits until delivery `seq` is projected; returns what `GET /v1/deliveries/{seq}` says.
+async fn projected(base: &str, seq: i64) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = get_text(&format!("{base}/v1/deliveries/{seq}")).await;
+        let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status["projected"] == json!(true) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "delivery {seq}: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `delivery_seq` of an accepted delivery.
+fn accepted(answer: &Value) -> i64 {
+    assert_eq!(answer["status"], "accepted", "{answer}");
+    answer["delivery_seq"].as_i64().unwrap()
 }
 
 /// A generated Sendcloud fixture: its body and the headers signed with the fixtures' secret.
@@ -105,11 +135,18 @@ async fn the_answer_to_a_verify_error_follows_its_kind_and_only_authentic_delive
     let delivered = sendcloud_fixture("v2-status-00011-delivered.json");
 
     let (status, answer) = post(&running.base, "sendcloud", &delivered).await;
+    assert_eq!(status, 200, "{answer}");
+    let seq = accepted(&answer);
+    let status = projected(&running.base, seq).await;
+    assert_eq!(status["endpoint"], "sendcloud", "{status}");
+    assert_eq!(status["projection"]["dead_letter"], Value::Null, "{status}");
     assert_eq!(
-        (status, &answer["status"]),
-        (200, &json!("stored")),
-        "{answer}"
+        status["projection"]["events"].as_array().unwrap().len(),
+        1,
+        "{status}"
     );
+    let (_, missing) = get_text(&format!("{}/v1/deliveries/{}", running.base, seq + 1)).await;
+    assert!(missing.contains("no delivery"), "{missing}");
 
     // A wrong signature: not authentic.
     let mut tampered = delivered.clone();
@@ -137,7 +174,7 @@ async fn the_answer_to_a_verify_error_follows_its_kind_and_only_authentic_delive
         .unwrap();
     assert_eq!(stored.len(), 1, "only the authentic delivery is stored");
     for (endpoint, provider, outcome, count) in [
-        ("sendcloud", "sendcloud", "stored", 1),
+        ("sendcloud", "sendcloud", "accepted", 1),
         ("sendcloud", "sendcloud", "unauthorized", 1),
         ("unset", "sendcloud", "unauthorized", 1),
         ("shipup-hmac", "shipup", "misconfigured", 1),
@@ -175,10 +212,13 @@ async fn feed_items_and_outbox_lines_have_the_published_shape() {
         "v2-status-00011-delivered.json",
         "v2-status-00001-announced.json",
     ];
+    let mut last = 0;
     for name in fixtures {
         let (status, answer) = post(&running.base, "sendcloud", &sendcloud_fixture(name)).await;
         assert_eq!(status, 200, "{name}: {answer}");
+        last = accepted(&answer);
     }
+    projected(&running.base, last).await;
     let (_, page) = get_text(&format!("{}/v1/events?after=0", running.base)).await;
     let page: Value = serde_json::from_str(&page).unwrap();
     let items = page["events"].as_array().unwrap();
@@ -220,34 +260,33 @@ async fn replay_skips_and_reports_deliveries_whose_endpoint_is_gone() {
     .await;
     assert_eq!(status, 200);
     // Stored by an earlier configuration: an endpoint since removed, and one whose name now
-    // belongs to another provider. Replaying them with settings they did not arrive under
-    // would be a guess.
+    // belongs to another provider. The projector makes them dead letters rather than guess
+    // their settings (and so that they cannot stop its cursor); replay leaves them alone.
     let old = sendcloud_fixture("v2-status-00001-announced.json");
-    let not_understood = || {
-        Err(shipfeed::Error::new(
-            ErrorKind::Payload,
-            "unknown status (an older build)",
-        ))
+    let arrival = |endpoint: &str, provider| Arrival {
+        endpoint: endpoint.into(),
+        provider,
+        delivery: old.clone(),
     };
-    running
+    let seqs = running
         .service
         .store()
-        .commit(vec![
-            Ingest {
-                endpoint: "sendcloud-eu-old".into(),
-                provider: Provider::Sendcloud,
-                delivery: old.clone(),
-                outcome: not_understood(),
-            },
-            Ingest {
-                endpoint: "unset".into(),
-                provider: Provider::HappyColis,
-                delivery: old,
-                outcome: not_understood(),
-            },
+        .append(vec![
+            arrival("sendcloud-eu-old", Provider::Sendcloud),
+            arrival("unset", Provider::HappyColis),
         ])
         .await
         .unwrap();
+    for seq in &seqs {
+        let status = projected(&running.base, *seq).await;
+        assert!(
+            status["projection"]["dead_letter"]
+                .as_str()
+                .unwrap()
+                .contains("is configured"),
+            "{status}"
+        );
+    }
 
     let summary = running
         .service
@@ -278,15 +317,14 @@ async fn each_service_has_its_own_metrics_with_process_metrics() {
     )
     .await;
     assert_eq!(status, 200);
-    let stored =
-        r#"shipfeed_deliveries_total{endpoint="sendcloud",provider="sendcloud",outcome="stored"}"#;
-    assert_eq!(metric(&first.base, stored).await, 1);
-    assert_eq!(metric(&second.base, stored).await, 0);
+    let accepted = r#"shipfeed_deliveries_total{endpoint="sendcloud",provider="sendcloud",outcome="accepted"}"#;
+    assert_eq!(metric(&first.base, accepted).await, 1);
+    assert_eq!(metric(&second.base, accepted).await, 0);
     let (content_type, text) = get_text(&format!("{}/metrics", first.base)).await;
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     for name in [
-        "shipfeed_commit_seconds_bucket",
-        "shipfeed_events_total",
+        "shipfeed_inbox_append_seconds_bucket",
+        "shipfeed_projector_lag_deliveries",
         "process_resident_memory_bytes",
         "process_cpu_seconds_total",
     ] {

@@ -57,6 +57,16 @@ pub(crate) struct StoredRow {
     pub(crate) error: Option<String>,
 }
 
+/// A delivery's place in the pipeline, read back (without its body).
+#[derive(Debug)]
+pub(crate) struct DeliveryStatusRow {
+    pub(crate) endpoint: String,
+    pub(crate) provider: String,
+    pub(crate) received_at: DateTime<Utc>,
+    /// What its projection produced, as JSON; `None` while it waits for the projector.
+    pub(crate) projection: Option<String>,
+}
+
 /// A dead letter read back (without the body: listings stay small).
 #[derive(Debug)]
 pub(crate) struct DeadLetterRow {
@@ -90,16 +100,17 @@ pub(crate) trait WriteDriver: Send {
     /// Runs a statement without parameters or results (`COMMIT`, `SAVEPOINT job`, ...).
     async fn execute(&mut self, sql: &'static str) -> Result<(), StoreError>;
 
-    /// Inserts a raw delivery (with its dead-letter reason, if any); returns its `seq`.
-    async fn insert_delivery(
-        &mut self,
-        row: &DeliveryRow,
-        dead_letter: Option<&str>,
-    ) -> Result<i64, StoreError>;
+    /// Appends a raw delivery to the inbox; returns its `seq`.
+    async fn insert_delivery(&mut self, row: &DeliveryRow) -> Result<i64, StoreError>;
 
-    /// Sets or clears the dead-letter reason of delivery `seq`; `false` when there is none.
-    async fn set_dead_letter(&mut self, seq: i64, reason: Option<&str>)
-        -> Result<bool, StoreError>;
+    /// Records what projecting delivery `seq` produced (`projection`, as JSON) and sets or
+    /// clears its dead-letter reason; `false` when there is no such delivery.
+    async fn set_projection(
+        &mut self,
+        seq: i64,
+        dead_letter: Option<&str>,
+        projection: &str,
+    ) -> Result<bool, StoreError>;
 
     /// Inserts an event of delivery `seq` unless its `event_id` is stored; `true` if inserted.
     async fn insert_event(&mut self, seq: i64, row: &EventRow) -> Result<bool, StoreError>;
@@ -155,6 +166,13 @@ pub(crate) trait ReadDriver: Send + Sync {
         limit: i64,
         dead_letters_only: bool,
     ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// The place of one delivery in the pipeline.
+    async fn delivery(&self, seq: i64) -> Result<Option<DeliveryStatusRow>, StoreError>;
+
+    /// The inbox's last `seq` (0 when empty) and when the first delivery after `after`
+    /// arrived (`None` when there is none): the projector's lag.
+    async fn inbox_after(&self, after: i64) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
 
     /// The saved position of a named cursor.
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError>;

@@ -44,35 +44,73 @@ use driver::{ReadDriver, WriteDriver};
 pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
 use write::{Done, Job, Work};
 
-/// One authenticated delivery and what its adapter made of it.
-#[derive(Debug)]
-pub struct Ingest {
-    /// The inbound endpoint's name.
+/// The name of the projector's lease and of its cursor in the inbox.
+pub const PROJECTOR: &str = "projector";
+
+/// One authenticated delivery, as it enters the inbox.
+#[derive(Debug, Clone)]
+pub struct Arrival {
+    /// The inbound endpoint's (or SQS source's) name.
     pub endpoint: String,
     /// The provider behind the endpoint.
     pub provider: Provider,
     /// The delivery exactly as received.
     pub delivery: RawDelivery,
+}
+
+/// A stored delivery and what this build's adapter made of it, for [`Store::project`].
+#[derive(Debug)]
+pub struct Normalized {
+    /// The delivery's inbox `seq`.
+    pub delivery_seq: i64,
+    /// Its provider (shipment keys without a carrier are scoped by it).
+    pub provider: Provider,
     /// The adapter's outputs, or why it could not normalize the delivery (→ dead letter).
     pub outcome: Result<Vec<Output>, Error>,
 }
 
-/// What a commit did with one [`Ingest`].
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Committed {
-    /// Sequence number of the stored raw delivery.
+/// What projecting one delivery produced; kept with the delivery (`GET /v1/deliveries/{seq}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Projection {
+    /// The delivery's inbox `seq`.
     pub delivery_seq: i64,
-    /// Events stored for the first time (they enter the feed).
-    pub new_events: usize,
-    /// Events already stored under the same `event_id` (counted, not re-emitted).
-    pub duplicates: usize,
+    /// Ids of the events stored for the first time (they entered the feed).
+    pub events: Vec<String>,
+    /// Ids of events already stored by an earlier delivery (counted, not re-emitted).
+    pub duplicates: Vec<String>,
     /// Non-tracking notices in the delivery.
     pub notices: usize,
-    /// Why the delivery became a dead letter, when it did.
+    /// Why the delivery is a dead letter, when it is.
     pub dead_letter: Option<String>,
-    /// Event ids stored for the first time, for metrics.
+    /// The statuses of `events`, for metrics.
     #[serde(skip)]
-    pub new_event_statuses: Vec<String>,
+    pub new_event_statuses: Vec<&'static str>,
+}
+
+/// Where a delivery is in the pipeline: stored in the inbox, and projected or not yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeliveryStatus {
+    /// Its inbox `seq`.
+    pub delivery_seq: i64,
+    /// Endpoint it arrived on.
+    pub endpoint: String,
+    /// Provider.
+    pub provider: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+    /// Whether the projector has processed it.
+    pub projected: bool,
+    /// What its latest projection produced (`None` until projected).
+    pub projection: Option<Projection>,
+}
+
+/// How far the projector is behind the inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLag {
+    /// Deliveries stored but not yet projected.
+    pub deliveries: i64,
+    /// When the oldest of them arrived.
+    pub oldest: Option<DateTime<Utc>>,
 }
 
 /// One entry of the event feed. On the wire it is a canonical output line with its cursor
@@ -225,16 +263,20 @@ impl From<StoreError> for Error {
     }
 }
 
-/// The durable store behind the service: cheap to clone (clones share one writer and the
+/// The durable store behind the service: cheap to clone (clones share the writers and the
 /// readers).
 ///
-/// Every write (`commit`, `replace_outcome`, `save_cursor`) is queued to **one writer**, which
-/// takes whatever is queued (up to 512 jobs) into one transaction, so one flush to disk
-/// covers many deliveries; should a job fail, the group runs again with a savepoint per job,
-/// so that it cannot sink the others. That logic is written once (`write.rs`); SQLite and
-/// PostgreSQL differ only in their drivers.
+/// Every write is queued to a writer, which takes whatever is queued (up to 512 jobs) into
+/// one transaction, so one flush to disk covers many deliveries; should a job fail, the group
+/// runs again with a savepoint per job, so that it cannot sink the others. Inbox appends go
+/// to the **inbox writer**, everything else (projections, cursors, leases) to the **feed
+/// writer**: on PostgreSQL these are two connections, each with its own commit-order lock, so
+/// acknowledgements never wait for a projection; on SQLite, which has one writer per file,
+/// they are one, and appends commit ahead of the rest of each group. That logic is written
+/// once (`write.rs`); SQLite and PostgreSQL differ only in their drivers.
 #[derive(Clone)]
 pub struct Store {
+    inbox: mpsc::Sender<Job>,
     writer: mpsc::Sender<Job>,
     reader: Arc<dyn ReadDriver>,
 }
@@ -274,11 +316,15 @@ impl Store {
     /// [`StoreError::Database`] when the database cannot be reached or migrated.
     #[cfg(feature = "postgres")]
     pub async fn postgres(url: &str) -> Result<Self, StoreError> {
-        let (writer, reader) = postgres::connect(url).await?;
-        let (jobs, queue) = mpsc::channel(write::QUEUE);
-        tokio::spawn(write::write_loop(writer, queue));
+        let (inbox, feed, reader) = postgres::connect(url).await?;
+        let spawn = |driver| {
+            let (jobs, queue) = mpsc::channel(write::QUEUE);
+            tokio::spawn(write::write_loop(driver, queue));
+            jobs
+        };
         Ok(Store {
-            writer: jobs,
+            inbox: spawn(inbox),
+            writer: spawn(feed),
             reader: Arc::new(reader),
         })
     }
@@ -298,50 +344,73 @@ impl Store {
             .spawn(move || runtime.block_on(write::write_loop(driver, queue)))
             .map_err(|e| StoreError::database("start the writer thread", e))?;
         Ok(Store {
+            inbox: jobs.clone(),
             writer: jobs,
             reader,
         })
     }
 
     async fn submit(&self, work: Work) -> Result<Done, StoreError> {
+        let writer = if matches!(work, Work::Append(_)) {
+            &self.inbox
+        } else {
+            &self.writer
+        };
         let (reply, done) = oneshot::channel();
-        self.writer
+        writer
             .send(Job { work, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
         done.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Stores the batch in one durable transaction; `Ok` means it is on disk. Each raw
-    /// delivery is stored, its events inserted with `event_id` unique (duplicates counted, not
-    /// re-inserted), a dead letter recorded for what could not be normalized, and the state of
-    /// every touched shipment recomputed from the *set* of its events.
+    /// Appends authenticated deliveries to the inbox in one durable transaction and returns
+    /// their `seq`s, in order; `Ok` means they are on disk, so the sender may be answered.
+    /// Nothing is normalized here: the projector does that from the inbox.
     ///
     /// # Errors
-    /// [`StoreError`] when nothing was stored (the whole batch is rolled back).
-    pub async fn commit(&self, batch: Vec<Ingest>) -> Result<Vec<Committed>, StoreError> {
-        let rows = batch.into_iter().map(write::ingest_rows).collect();
-        match self.submit(Work::Commit(rows)).await? {
-            Done::Commit(done) => Ok(done),
+    /// [`StoreError`] when nothing was stored.
+    pub async fn append(&self, arrivals: Vec<Arrival>) -> Result<Vec<i64>, StoreError> {
+        let rows = arrivals.into_iter().map(write::delivery_row).collect();
+        match self.submit(Work::Append(rows)).await? {
+            Done::Append(seqs) => Ok(seqs),
             _ => Err(StoreError::internal("the writer answered another job")),
         }
     }
 
-    /// Records the outcome of re-normalizing stored delivery `seq` (replay): its events are
-    /// inserted (deduplicated by id) and its dead-letter mark is set or cleared.
+    /// Records what the adapters made of stored deliveries, in one transaction, on behalf of
+    /// the holder of `lease` (the projector's, or replay's): its events are inserted with
+    /// `event_id` unique (duplicates counted, not re-inserted), a dead letter is set or
+    /// cleared, every touched shipment's state is recomputed from the set of its events, and
+    /// each delivery keeps what its projection produced. When `cursor` is given, that cursor
+    /// moves in the same transaction, so a crash repeats at most this batch.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] when no delivery has that `seq`; any other [`StoreError`] when
+    /// [`StoreError::Fenced`] when the lease was taken over (nothing is stored);
+    /// [`StoreError::NotFound`] for a `seq` with no delivery; any other [`StoreError`] when
     /// nothing was stored.
-    pub async fn replace_outcome(
+    pub async fn project(
         &self,
-        seq: i64,
-        provider: Provider,
-        outcome: Result<Vec<Output>, Error>,
-    ) -> Result<Committed, StoreError> {
-        let outcome = write::outcome_rows(provider, outcome);
-        match self.submit(Work::Replace(seq, outcome)).await? {
-            Done::Replace(done) => Ok(done),
+        lease: &Lease,
+        cursor: Option<(&str, i64)>,
+        batch: Vec<Normalized>,
+    ) -> Result<Vec<Projection>, StoreError> {
+        let items = batch
+            .into_iter()
+            .map(|item| {
+                (
+                    item.delivery_seq,
+                    write::outcome_rows(item.provider, item.outcome),
+                )
+            })
+            .collect();
+        let work = Work::Project {
+            lease: (lease.name.clone(), lease.epoch),
+            cursor: cursor.map(|(name, position)| (name.to_owned(), position)),
+            items,
+        };
+        match self.submit(work).await? {
+            Done::Project(done) => Ok(done),
             _ => Err(StoreError::internal("the writer answered another job")),
         }
     }
@@ -607,6 +676,40 @@ impl Store {
     /// [`StoreError`] when the store cannot be read.
     pub async fn feed_end(&self) -> Result<i64, StoreError> {
         self.reader.feed_end().await
+    }
+
+    /// Where delivery `seq` is in the pipeline; `None` when no delivery has that `seq`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn delivery(&self, seq: i64) -> Result<Option<DeliveryStatus>, StoreError> {
+        let Some(row) = self.reader.delivery(seq).await? else {
+            return Ok(None);
+        };
+        let projection: Option<Projection> = row
+            .projection
+            .as_deref()
+            .and_then(|text| parse_stored(text, "projection"));
+        Ok(Some(DeliveryStatus {
+            delivery_seq: seq,
+            endpoint: row.endpoint,
+            provider: row.provider,
+            received_at: row.received_at,
+            projected: row.projection.is_some(),
+            projection,
+        }))
+    }
+
+    /// How far a projector whose cursor is `cursor` is behind the inbox.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn inbox_lag(&self, cursor: i64) -> Result<InboxLag, StoreError> {
+        let (last, oldest) = self.reader.inbox_after(cursor).await?;
+        Ok(InboxLag {
+            deliveries: (last - cursor).max(0),
+            oldest,
+        })
     }
 
     /// Whether the store answers (for `/readyz`).

@@ -68,8 +68,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    DeadLetterRow, DeliveryRow, EventRow, ReadDriver, ShipmentRow, ShipmentRows, StoredRow,
-    WriteDriver,
+    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, ReadDriver, ShipmentRow, ShipmentRows,
+    StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -142,6 +142,22 @@ CREATE TABLE leases (
 );
 ",
     },
+    // The inbox (see the SQLite driver's migration 4).
+    Migration {
+        version: 3,
+        sql: "
+ALTER TABLE deliveries ADD COLUMN projection text;
+UPDATE deliveries SET projection = json_build_object(
+    'delivery_seq', seq,
+    'events', COALESCE((SELECT json_agg(event_id ORDER BY seq) FROM events
+                        WHERE delivery_seq = deliveries.seq), '[]'::json),
+    'duplicates', '[]'::json,
+    'notices', (SELECT count(*) FROM notices WHERE delivery_seq = deliveries.seq),
+    'dead_letter', CASE WHEN dead_letter THEN COALESCE(error, '') END)::text;
+INSERT INTO cursors (name, position) SELECT 'projector', COALESCE(max(seq), 0) FROM deliveries
+    ON CONFLICT (name) DO NOTHING;
+",
+    },
 ];
 
 fn pg(context: &'static str) -> impl FnOnce(tokio_postgres::Error) -> StoreError {
@@ -157,8 +173,28 @@ fn no_nul(text: &str) -> Cow<'_, str> {
     }
 }
 
-/// Connects the writer and the reader pool to `url`, after creating or checking the schema.
-pub(crate) async fn connect(url: &str) -> Result<(PgWriter, PgReader), StoreError> {
+/// Which of a store's two writers a connection is: each orders its own table's commits.
+#[derive(Debug, Clone, Copy)]
+enum WriterRole {
+    /// Appends to `deliveries`.
+    Inbox,
+    /// Everything else: events, shipments, cursors, leases.
+    Feed,
+}
+
+impl WriterRole {
+    /// The table whose `seq` order this writer's lock keeps equal to commit order.
+    fn ordered_table(self) -> &'static str {
+        match self {
+            WriterRole::Inbox => "deliveries",
+            WriterRole::Feed => "events",
+        }
+    }
+}
+
+/// Connects the inbox writer, the feed writer and the reader pool to `url`, after creating or
+/// checking the schema.
+pub(crate) async fn connect(url: &str) -> Result<(PgWriter, PgWriter, PgReader), StoreError> {
     let mut config: Config = url
         .parse()
         .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
@@ -169,12 +205,18 @@ pub(crate) async fn connect(url: &str) -> Result<(PgWriter, PgReader), StoreErro
         config.application_name("shipfeed");
     }
     migrate(&mut open_client(&config).await?).await?;
-    let mut writer = PgWriter {
+    let mut inbox = PgWriter {
         config: config.clone(),
+        role: WriterRole::Inbox,
         conn: None,
     };
-    // Connect the writer now, so that a broken setup fails here rather than on first use.
-    writer.conn().await?;
+    let mut feed = PgWriter {
+        role: WriterRole::Feed,
+        ..inbox.clone_unconnected()
+    };
+    // Connect the writers now, so that a broken setup fails here rather than on first use.
+    inbox.conn().await?;
+    feed.conn().await?;
     let manager = Manager::from_config(
         config,
         NoTls,
@@ -188,7 +230,7 @@ pub(crate) async fn connect(url: &str) -> Result<(PgWriter, PgReader), StoreErro
         .map_err(|e| StoreError::internal(format!("build the reader pool: {e}")))?;
     let reader = PgReader(pool);
     reader.ping().await?;
-    Ok((writer, reader))
+    Ok((inbox, feed, reader))
 }
 
 async fn open_client(config: &Config) -> Result<Client, StoreError> {
@@ -265,7 +307,7 @@ async fn migrate_in(tx: &Transaction<'_>) -> Result<(), StoreError> {
 struct Statements {
     lock: Statement,
     insert_delivery: Statement,
-    set_dead_letter: Statement,
+    set_projection: Statement,
     insert_event: Statement,
     insert_notice: Statement,
     count_events: Statement,
@@ -284,12 +326,12 @@ impl Statements {
         Ok(Statements {
             lock: prepare("SELECT pg_advisory_xact_lock($1::bigint)").await?,
             insert_delivery: prepare(
-                "INSERT INTO deliveries (endpoint, provider, received_at, headers, body, dead_letter, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING seq",
+                "INSERT INTO deliveries (endpoint, provider, received_at, headers, body)
+                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
             )
             .await?,
-            set_dead_letter: prepare(
-                "UPDATE deliveries SET dead_letter = $2, error = $3 WHERE seq = $1",
+            set_projection: prepare(
+                "UPDATE deliveries SET dead_letter = $2, error = $3, projection = $4 WHERE seq = $1",
             )
             .await?,
             insert_event: prepare(
@@ -332,13 +374,22 @@ struct WriterConn {
     lock_key: i64,
 }
 
-/// The writer's side of the store: one connection, re-opened when it was lost.
+/// One of the store's writers: one connection, re-opened when it was lost.
 pub(crate) struct PgWriter {
     config: Config,
+    role: WriterRole,
     conn: Option<WriterConn>,
 }
 
 impl PgWriter {
+    fn clone_unconnected(&self) -> Self {
+        PgWriter {
+            config: self.config.clone(),
+            role: self.role,
+            conn: None,
+        }
+    }
+
     /// The open connection, connecting again when needed.
     async fn conn(&mut self) -> Result<&mut WriterConn, StoreError> {
         if self
@@ -352,7 +403,7 @@ impl PgWriter {
             let client = open_client(&self.config).await?;
             prepare_writer_session(&client).await?;
             self.conn = Some(WriterConn {
-                lock_key: write_lock_key(&client).await?,
+                lock_key: write_lock_key(&client, self.role).await?,
                 statements: Statements::prepare(&client).await?,
                 client,
             });
@@ -371,13 +422,16 @@ impl PgWriter {
     }
 }
 
-/// The advisory lock key of these shipfeed tables: see the module docs for why.
-async fn write_lock_key(client: &Client) -> Result<i64, StoreError> {
+/// The advisory lock key of a writer of these shipfeed tables: see the module docs for why.
+async fn write_lock_key(client: &Client, role: WriterRole) -> Result<i64, StoreError> {
     let oid: i64 = client
-        .query_one("SELECT 'events'::regclass::oid::bigint", &[])
+        .query_one(
+            "SELECT $1::text::regclass::oid::bigint",
+            &[&role.ordered_table()],
+        )
         .await
         .and_then(|row| row.try_get(0))
-        .map_err(pg("find the events table"))?;
+        .map_err(pg("find the table a writer orders"))?;
     Ok(MIGRATION_LOCK | (oid & 0xFFFF_FFFF))
 }
 
@@ -423,11 +477,7 @@ impl WriteDriver for PgWriter {
         client.batch_execute(sql).await.map_err(pg(sql))
     }
 
-    async fn insert_delivery(
-        &mut self,
-        row: &DeliveryRow,
-        dead_letter: Option<&str>,
-    ) -> Result<i64, StoreError> {
+    async fn insert_delivery(&mut self, row: &DeliveryRow) -> Result<i64, StoreError> {
         let (client, st) = self.open()?;
         client
             .query_one(
@@ -438,8 +488,6 @@ impl WriteDriver for PgWriter {
                     &row.received_at,
                     &row.headers,
                     &row.body,
-                    &dead_letter.is_some(),
-                    &dead_letter.map(no_nul),
                 ],
             )
             .await
@@ -447,19 +495,25 @@ impl WriteDriver for PgWriter {
             .map_err(pg("store a delivery"))
     }
 
-    async fn set_dead_letter(
+    async fn set_projection(
         &mut self,
         seq: i64,
-        reason: Option<&str>,
+        dead_letter: Option<&str>,
+        projection: &str,
     ) -> Result<bool, StoreError> {
         let (client, st) = self.open()?;
         let updated = client
             .execute(
-                &st.set_dead_letter,
-                &[&seq, &reason.is_some(), &reason.map(no_nul)],
+                &st.set_projection,
+                &[
+                    &seq,
+                    &dead_letter.is_some(),
+                    &dead_letter.map(no_nul),
+                    &projection,
+                ],
             )
             .await
-            .map_err(pg("mark a dead letter"))?;
+            .map_err(pg("record a projection"))?;
         Ok(updated == 1)
     }
 
@@ -724,6 +778,46 @@ impl ReadDriver for PgReader {
             })
             .collect::<Result<_, tokio_postgres::Error>>()
             .map_err(pg("read deliveries"))
+    }
+
+    async fn delivery(&self, seq: i64) -> Result<Option<DeliveryStatusRow>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT endpoint, provider, received_at, projection FROM deliveries WHERE seq = $1",
+            )
+            .await
+            .map_err(pg("prepare a statement"))?;
+        let row = client
+            .query_opt(&select, &[&seq])
+            .await
+            .map_err(pg("read a delivery"))?;
+        row.map(|row| {
+            Ok(DeliveryStatusRow {
+                endpoint: row.try_get(0)?,
+                provider: row.try_get(1)?,
+                received_at: row.try_get(2)?,
+                projection: row.try_get(3)?,
+            })
+        })
+        .transpose()
+        .map_err(pg("read a delivery"))
+    }
+
+    async fn inbox_after(&self, after: i64) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT COALESCE(max(seq), 0)::bigint FROM deliveries),
+                        (SELECT received_at FROM deliveries WHERE seq > $1 ORDER BY seq LIMIT 1)",
+                &[&after],
+            )
+            .await
+            .map_err(pg("read the inbox's end"))?;
+        Ok((
+            row.try_get(0).map_err(pg("read the inbox's end"))?,
+            row.try_get(1).map_err(pg("read the inbox's end"))?,
+        ))
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {

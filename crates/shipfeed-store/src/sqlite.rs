@@ -11,8 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    DeadLetterRow, DeliveryRow, EventRow, ReadDriver, ShipmentRow, ShipmentRows, StoredRow,
-    WriteDriver,
+    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, ReadDriver, ShipmentRow, ShipmentRows,
+    StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -100,6 +100,23 @@ CREATE TABLE leases (
     epoch      INTEGER NOT NULL,
     expires_at INTEGER NOT NULL
 );
+",
+    },
+    // The inbox: a delivery is stored first and projected later; `projection` says what its
+    // projection produced (NULL: not yet). Every delivery stored before was projected when it
+    // was stored, so it gets what it produced then, and the projector starts after them.
+    Migration {
+        version: 4,
+        sql: "
+ALTER TABLE deliveries ADD COLUMN projection TEXT;
+UPDATE deliveries SET projection = json_object(
+    'delivery_seq', seq,
+    'events', (SELECT json_group_array(event_id) FROM events WHERE delivery_seq = deliveries.seq),
+    'duplicates', json_array(),
+    'notices', (SELECT count(*) FROM notices WHERE delivery_seq = deliveries.seq),
+    'dead_letter', CASE WHEN dead_letter = 1 THEN COALESCE(error, '') END);
+INSERT INTO cursors(name, position) SELECT 'projector', COALESCE(max(seq), 0) FROM deliveries
+    WHERE true ON CONFLICT(name) DO NOTHING;
 ",
     },
 ];
@@ -246,15 +263,11 @@ impl WriteDriver for SqliteWriter {
         self.conn.execute_batch(sql).map_err(db(sql))
     }
 
-    async fn insert_delivery(
-        &mut self,
-        row: &DeliveryRow,
-        dead_letter: Option<&str>,
-    ) -> Result<i64, StoreError> {
+    async fn insert_delivery(&mut self, row: &DeliveryRow) -> Result<i64, StoreError> {
         self.conn
             .prepare_cached(
-                "INSERT INTO deliveries(endpoint, provider, received_at, headers, body, dead_letter, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO deliveries(endpoint, provider, received_at, headers, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .and_then(|mut insert| {
                 insert.execute(params![
@@ -263,24 +276,27 @@ impl WriteDriver for SqliteWriter {
                     time_text(row.received_at),
                     row.headers,
                     row.body,
-                    dead_letter.is_some(),
-                    dead_letter,
                 ])
             })
             .map_err(db("store a delivery"))?;
         Ok(self.conn.last_insert_rowid())
     }
 
-    async fn set_dead_letter(
+    async fn set_projection(
         &mut self,
         seq: i64,
-        reason: Option<&str>,
+        dead_letter: Option<&str>,
+        projection: &str,
     ) -> Result<bool, StoreError> {
         let updated = self
             .conn
-            .prepare_cached("UPDATE deliveries SET dead_letter = ?2, error = ?3 WHERE seq = ?1")
-            .and_then(|mut update| update.execute(params![seq, reason.is_some(), reason]))
-            .map_err(db("mark a dead letter"))?;
+            .prepare_cached(
+                "UPDATE deliveries SET dead_letter = ?2, error = ?3, projection = ?4 WHERE seq = ?1",
+            )
+            .and_then(|mut update| {
+                update.execute(params![seq, dead_letter.is_some(), dead_letter, projection])
+            })
+            .map_err(db("record a projection"))?;
         Ok(updated == 1)
     }
 
@@ -542,6 +558,42 @@ impl ReadDriver for SqliteReader {
         .await
     }
 
+    async fn delivery(&self, seq: i64) -> Result<Option<DeliveryStatusRow>, StoreError> {
+        self.read("read a delivery", move |conn| {
+            conn.query_row(
+                "SELECT endpoint, provider, received_at, projection FROM deliveries WHERE seq = ?1",
+                [seq],
+                |r| {
+                    Ok(DeliveryStatusRow {
+                        endpoint: r.get(0)?,
+                        provider: r.get(1)?,
+                        received_at: parse_time(&r.get::<_, String>(2)?),
+                        projection: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn inbox_after(&self, after: i64) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        self.read("read the inbox's end", move |conn| {
+            let last = conn.query_row("SELECT COALESCE(max(seq), 0) FROM deliveries", [], |r| {
+                r.get(0)
+            })?;
+            let oldest: Option<String> = conn
+                .query_row(
+                    "SELECT received_at FROM deliveries WHERE seq > ?1 ORDER BY seq LIMIT 1",
+                    [after],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            Ok((last, oldest.as_deref().map(parse_time)))
+        })
+        .await
+    }
+
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let name = name.to_owned();
         self.read("read a cursor", move |conn| {
@@ -640,6 +692,30 @@ mod tests {
             })
             .unwrap();
         assert_eq!(kept, (41, 7), "feed cursors stay valid");
+        // Stored before the inbox, the delivery was projected then: the projector starts
+        // after it, and it keeps what it produced.
+        let projector: i64 = conn
+            .query_row(
+                "SELECT position FROM cursors WHERE name = 'projector'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(projector, 7);
+        let projection: String = conn
+            .query_row("SELECT projection FROM deliveries WHERE seq = 7", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let projection: crate::Projection = serde_json::from_str(&projection).unwrap();
+        assert_eq!(
+            (
+                projection.events,
+                projection.notices,
+                projection.dead_letter
+            ),
+            (vec!["sendcloud:e1".to_owned()], 1, None)
+        );
 
         // Events now reference their delivery, and new ones continue the sequence.
         let row = |event_id: &str| EventRow {

@@ -1,6 +1,7 @@
 //! The write path, once for every database: a queue of jobs, group commit with a savepoint
-//! retry, and what a delivery's outcome does to the tables (raw delivery, events deduplicated
-//! by id, notices, dead letters, the states of the shipments it touched).
+//! retry, the inbox's appends, and what a projected delivery's outcome does to the tables
+//! (events deduplicated by id, notices, dead letters, the states of the shipments it touched),
+//! fenced by the projector's lease.
 
 use std::collections::BTreeMap;
 
@@ -9,7 +10,7 @@ use shipfeed_core::{current_state, sort_timeline, Error, Output, Provider, Track
 use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{DeliveryRow, EventRow, ShipmentRow, WriteDriver};
-use crate::{lease, shipment_key, Committed, Ingest, Lease, StoreError};
+use crate::{lease, shipment_key, Arrival, Lease, Projection, StoreError};
 
 /// How many queued jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -19,8 +20,15 @@ pub(crate) const QUEUE: usize = 4096;
 
 /// What a caller asks the writer to do.
 pub(crate) enum Work {
-    Commit(Vec<(DeliveryRow, Outcome)>),
-    Replace(i64, Outcome),
+    /// Raw deliveries into the inbox: the only work on the acknowledgement path.
+    Append(Vec<DeliveryRow>),
+    /// Projections of stored deliveries, written only while the lease (name, epoch) is
+    /// still held, and with the cursor (name, position) moved in the same transaction.
+    Project {
+        lease: (String, i64),
+        cursor: Option<(String, i64)>,
+        items: Vec<(i64, Outcome)>,
+    },
     /// A cursor, saved only while the lease (name, epoch) is still held when given.
     SaveCursor(String, i64, Option<(String, i64)>),
     AcquireLease {
@@ -37,10 +45,17 @@ pub(crate) enum Work {
     },
 }
 
+impl Work {
+    /// Acknowledgements wait on it: it commits ahead of the rest of its group.
+    fn acknowledges(&self) -> bool {
+        matches!(self, Work::Append(_))
+    }
+}
+
 /// What the writer did.
 pub(crate) enum Done {
-    Commit(Vec<Committed>),
-    Replace(Committed),
+    Append(Vec<i64>),
+    Project(Vec<Projection>),
     SaveCursor,
     Lease(Option<Lease>),
     Released,
@@ -64,17 +79,16 @@ pub(crate) struct Rows {
     notices: Vec<String>,
 }
 
-/// The rows of one ingest: its raw delivery and its outcome.
-pub(crate) fn ingest_rows(ingest: Ingest) -> (DeliveryRow, Outcome) {
-    let headers: Vec<(&str, &str)> = ingest.delivery.headers.iter().collect();
-    let row = DeliveryRow {
-        endpoint: ingest.endpoint,
-        provider: ingest.provider,
-        received_at: ingest.delivery.received_at,
+/// The inbox row of an arrival.
+pub(crate) fn delivery_row(arrival: Arrival) -> DeliveryRow {
+    let headers: Vec<(&str, &str)> = arrival.delivery.headers.iter().collect();
+    DeliveryRow {
+        endpoint: arrival.endpoint,
+        provider: arrival.provider,
+        received_at: arrival.delivery.received_at,
         headers: to_json(&headers),
-        body: ingest.delivery.body,
-    };
-    (row, outcome_rows(ingest.provider, ingest.outcome))
+        body: arrival.delivery.body,
+    }
 }
 
 /// The rows of an adapter's outputs, or the dead-letter reason.
@@ -105,23 +119,38 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 /// The writer: takes every job queued while the previous transaction was committing and
 /// commits them together (one flush to disk for many deliveries), until every sender is gone.
+///
+/// Inbox appends commit first, in a transaction of their own, and are answered before the
+/// rest of the group (a projector batch, cursors, leases) runs: where both stages share one
+/// writer (SQLite), an acknowledgement waits for at most one flush, never for a projection.
 pub(crate) async fn write_loop(mut driver: impl WriteDriver, mut jobs: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (works, replies): (Vec<Work>, Vec<_>) =
-            group.drain(..).map(|job| (job.work, job.reply)).unzip();
-        let results = match run_group(&mut driver, &works).await {
-            Ok(results) => results,
-            Err(error) => {
-                tracing::warn!(error = %shipfeed_core::error_chain(&error), jobs = works.len(), "write transaction failed");
-                works.iter().map(|_| Err(error.clone())).collect()
+        let (acknowledging, rest): (Vec<Job>, Vec<Job>) =
+            group.drain(..).partition(|job| job.work.acknowledges());
+        for jobs in [acknowledging, rest] {
+            if !jobs.is_empty() {
+                commit_group(&mut driver, jobs).await;
             }
-        };
-        for (reply, result) in replies.into_iter().zip(results) {
-            // The requester may have gone away (client disconnect); the data is stored anyway.
-            let _ = reply.send(result);
         }
         driver.after_group().await;
+    }
+}
+
+/// Runs `jobs` in one transaction and answers each.
+async fn commit_group(driver: &mut impl WriteDriver, jobs: Vec<Job>) {
+    let (works, replies): (Vec<Work>, Vec<_>) =
+        jobs.into_iter().map(|job| (job.work, job.reply)).unzip();
+    let results = match run_group(driver, &works).await {
+        Ok(results) => results,
+        Err(error) => {
+            tracing::warn!(error = %shipfeed_core::error_chain(&error), jobs = works.len(), "write transaction failed");
+            works.iter().map(|_| Err(error.clone())).collect()
+        }
+    };
+    for (reply, result) in replies.into_iter().zip(results) {
+        // The requester may have gone away (client disconnect); the data is stored anyway.
+        let _ = reply.send(result);
     }
 }
 
@@ -200,24 +229,37 @@ async fn attempt_in_transaction(
 
 async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, StoreError> {
     match work {
-        Work::Commit(batch) => {
-            let mut done = Vec::with_capacity(batch.len());
-            for (delivery, outcome) in batch {
-                let seq = driver
-                    .insert_delivery(delivery, outcome.as_ref().err().map(String::as_str))
-                    .await?;
-                done.push(record_outcome(driver, seq, outcome).await?);
+        Work::Append(rows) => {
+            let mut seqs = Vec::with_capacity(rows.len());
+            for row in rows {
+                seqs.push(driver.insert_delivery(row).await?);
             }
-            Ok(Done::Commit(done))
+            Ok(Done::Append(seqs))
         }
-        &Work::Replace(seq, ref outcome) => {
-            let reason = outcome.as_ref().err().map(String::as_str);
-            if !driver.set_dead_letter(seq, reason).await? {
-                return Err(StoreError::NotFound(format!(
-                    "no stored delivery with sequence number {seq}"
-                )));
+        Work::Project {
+            lease: (lease, epoch),
+            cursor,
+            items,
+        } => {
+            lease::check(driver, lease, *epoch).await?;
+            let mut done = Vec::with_capacity(items.len());
+            for (seq, outcome) in items {
+                let projection = record_outcome(driver, *seq, outcome).await?;
+                let reason = projection.dead_letter.as_deref();
+                if !driver
+                    .set_projection(*seq, reason, &to_json(&projection))
+                    .await?
+                {
+                    return Err(StoreError::NotFound(format!(
+                        "no stored delivery with sequence number {seq}"
+                    )));
+                }
+                done.push(projection);
             }
-            Ok(Done::Replace(record_outcome(driver, seq, outcome).await?))
+            if let Some((name, position)) = cursor {
+                driver.save_cursor(name, *position).await?;
+            }
+            Ok(Done::Project(done))
         }
         Work::SaveCursor(name, position, held) => {
             if let Some((lease, epoch)) = held {
@@ -243,44 +285,44 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
 }
 
 /// Inserts the outputs of delivery `seq` (events deduplicated by id) and recomputes every
-/// shipment that got a new event. The delivery's dead-letter mark is already set.
+/// shipment that got a new event.
 async fn record_outcome(
     driver: &mut impl WriteDriver,
     seq: i64,
     outcome: &Outcome,
-) -> Result<Committed, StoreError> {
-    let mut committed = Committed {
+) -> Result<Projection, StoreError> {
+    let mut projection = Projection {
         delivery_seq: seq,
-        ..Committed::default()
+        ..Projection::default()
     };
     let rows = match outcome {
         Ok(rows) => rows,
         Err(reason) => {
-            committed.dead_letter = Some(reason.clone());
-            return Ok(committed);
+            projection.dead_letter = Some(reason.clone());
+            return Ok(projection);
         }
     };
     // The events this delivery added, per shipment.
     let mut added: BTreeMap<&str, Vec<&TrackingEvent>> = BTreeMap::new();
     for (row, event) in &rows.events {
         if driver.insert_event(seq, row).await? {
-            committed.new_events += 1;
-            committed
+            projection.events.push(row.event_id.clone());
+            projection
                 .new_event_statuses
-                .push(row.status.unwrap_or("none").to_owned());
+                .push(row.status.unwrap_or("none"));
             added.entry(&row.shipment_key).or_default().push(event);
         } else {
-            committed.duplicates += 1;
+            projection.duplicates.push(row.event_id.clone());
         }
     }
     for body in &rows.notices {
         driver.insert_notice(seq, body).await?;
-        committed.notices += 1;
+        projection.notices += 1;
     }
     for (key, events) in added {
         refresh_shipment(driver, key, &events).await?;
     }
-    Ok(committed)
+    Ok(projection)
 }
 
 /// The state is recomputed from the whole set of the shipment's events, so arrival order can

@@ -12,8 +12,10 @@ use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
 use shipfeed::{current_state, sort_timeline, Error, Output, Provider, RawDelivery, Status};
-use shipfeed_store::{Committed, Ingest, Store};
-use support::{event, events_of, fixture, ingest_error, ingest_events, whole_feed};
+use shipfeed_store::{Projection, Store};
+use support::{
+    commit, event, events_of, fixture, ingest_error, ingest_events, reproject, whole_feed, Ingest,
+};
 
 /// Runs every scenario listed against a fresh SQLite store and a fresh PostgreSQL store.
 macro_rules! conformance {
@@ -76,13 +78,13 @@ async fn commit_then_read_back(store: Store) {
         .map(|i| (i.endpoint.clone(), i.delivery.clone()))
         .collect();
 
-    let committed = store.commit(ingests).await.unwrap();
+    let committed = commit(&store, ingests).await.unwrap();
     let counts: Vec<_> = committed
         .iter()
         .map(|c| {
             (
-                c.new_events,
-                c.duplicates,
+                c.events.len(),
+                c.duplicates.len(),
                 c.notices,
                 c.dead_letter.is_some(),
             )
@@ -151,7 +153,7 @@ async fn commit_then_read_back(store: Store) {
         history_events.len() >= 3,
         "the history fixture carries a history"
     );
-    store.commit(vec![history]).await.unwrap();
+    commit(&store, vec![history]).await.unwrap();
     let tracking = history_events[0].shipment.tracking_number.clone().unwrap();
     let views = store.shipments(None, &tracking).await.unwrap();
     sort_timeline(&mut history_events);
@@ -172,15 +174,17 @@ async fn commit_then_read_back(store: Store) {
         .collect(),
         received_at: support::at("2024-06-01T12:34:56.123456Z"),
     };
-    store
-        .commit(vec![Ingest {
+    commit(
+        &store,
+        vec![Ingest {
             endpoint: "odd-endpoint".into(),
             provider: Provider::Shipup,
             delivery: odd.clone(),
             outcome: Ok(Vec::new()),
-        }])
-        .await
-        .unwrap();
+        }],
+    )
+    .await
+    .unwrap();
     let stored = store.deliveries(0, 100, false).await.unwrap();
     assert_eq!(stored.len(), raw.len() + 2);
     assert!(stored.windows(2).all(|w| w[0].seq < w[1].seq));
@@ -208,28 +212,26 @@ async fn commit_then_read_back(store: Store) {
 async fn same_delivery_ten_times_stores_its_events_once(store: Store) {
     let events = events_of(&fixture(Provider::HappyColis, HISTORY));
     let n = events.len();
-    let first = store
-        .commit(vec![fixture(Provider::HappyColis, HISTORY)])
+    let first = commit(&store, vec![fixture(Provider::HappyColis, HISTORY)])
         .await
         .unwrap();
-    assert_eq!((first[0].new_events, first[0].duplicates), (n, 0));
+    assert_eq!((first[0].events.len(), first[0].duplicates.len()), (n, 0));
 
     // Four more in one batch, then five one by one: each a retry of the same delivery.
     let batch = (0..4)
         .map(|_| fixture(Provider::HappyColis, HISTORY))
         .collect();
-    let mut again = store.commit(batch).await.unwrap();
+    let mut again = commit(&store, batch).await.unwrap();
     for _ in 0..5 {
         again.extend(
-            store
-                .commit(vec![fixture(Provider::HappyColis, HISTORY)])
+            commit(&store, vec![fixture(Provider::HappyColis, HISTORY)])
                 .await
                 .unwrap(),
         );
     }
     assert_eq!(again.len(), 9);
     for committed in &again {
-        assert_eq!((committed.new_events, committed.duplicates), (0, n));
+        assert_eq!((committed.events.len(), committed.duplicates.len()), (0, n));
         assert!(committed.new_event_statuses.is_empty());
     }
 
@@ -296,7 +298,7 @@ async fn arrival_order_never_changes_the_state(store: Store) {
         // whole known history, sometimes part of it.
         for delivery in arrival.chunks(1 + seed as usize % 3) {
             seen.extend_from_slice(delivery);
-            store.commit(vec![ingest_events(delivery)]).await.unwrap();
+            commit(&store, vec![ingest_events(delivery)]).await.unwrap();
             let views = store.shipments(Some("postnl"), &tracking).await.unwrap();
             // After each arrival the state is that of the set seen so far, whatever the order
             // (no state at all while only the event without a status has arrived).
@@ -332,9 +334,9 @@ async fn dead_letter_then_replay(store: Store) {
     assert!(reason.is_some(), "the invalid fixture does not normalize");
     let good = fixture(Provider::Sendcloud, ANNOUNCED);
     let broken_body = broken.delivery.body.clone();
-    let committed = store.commit(vec![good, broken]).await.unwrap();
+    let committed = commit(&store, vec![good, broken]).await.unwrap();
     assert_eq!(committed[1].dead_letter, reason);
-    assert_eq!(committed[1].new_events, 0);
+    assert_eq!(committed[1].events.len(), 0);
     let seq = committed[1].delivery_seq;
 
     let dead = store.dead_letters(0, 100).await.unwrap();
@@ -359,19 +361,21 @@ async fn dead_letter_then_replay(store: Store) {
     let fixed = events_of(&fixture(Provider::Sendcloud, DELIVERED));
     let outputs: Vec<Output> = fixed.iter().cloned().map(Output::Event).collect();
     let before = whole_feed(&store, 100).await.len();
-    let replayed = store
-        .replace_outcome(seq, Provider::Sendcloud, Ok(outputs.clone()))
+    let replayed = reproject(&store, seq, Provider::Sendcloud, Ok(outputs.clone()))
         .await
         .unwrap();
     assert_eq!(
         replayed,
-        Committed {
+        Projection {
             delivery_seq: seq,
-            new_events: fixed.len(),
-            duplicates: 0,
+            events: fixed
+                .iter()
+                .map(|e| e.event_id.as_str().to_owned())
+                .collect(),
+            duplicates: Vec::new(),
             notices: 0,
             dead_letter: None,
-            new_event_statuses: vec!["delivered".into()],
+            new_event_statuses: vec!["delivered"],
         }
     );
     assert!(store.dead_letters(0, 100).await.unwrap().is_empty());
@@ -388,43 +392,45 @@ async fn dead_letter_then_replay(store: Store) {
     );
 
     // Replaying again inserts nothing new.
-    let again = store
-        .replace_outcome(seq, Provider::Sendcloud, Ok(outputs))
+    let again = reproject(&store, seq, Provider::Sendcloud, Ok(outputs))
         .await
         .unwrap();
-    assert_eq!((again.new_events, again.duplicates), (0, fixed.len()));
+    assert_eq!(
+        (again.events.len(), again.duplicates.len()),
+        (0, fixed.len())
+    );
     assert_eq!(whole_feed(&store, 100).await.len(), feed.len());
 
     // A replay that fails marks the delivery dead again; an unknown delivery is an error.
-    let failed = store
-        .replace_outcome(
-            seq,
-            Provider::Sendcloud,
-            Err(Error::payload("still broken")),
-        )
-        .await
-        .unwrap();
+    let failed = reproject(
+        &store,
+        seq,
+        Provider::Sendcloud,
+        Err(Error::payload("still broken")),
+    )
+    .await
+    .unwrap();
     assert!(failed.dead_letter.unwrap().contains("still broken"));
     assert_eq!(
         store.dead_letters(0, 100).await.unwrap()[0].delivery_seq,
         seq
     );
-    let unknown = store
-        .replace_outcome(seq + 1000, Provider::Sendcloud, Ok(Vec::new()))
-        .await;
+    let unknown = reproject(&store, seq + 1000, Provider::Sendcloud, Ok(Vec::new())).await;
     assert!(unknown.is_err(), "replay of a delivery that does not exist");
     assert_eq!(whole_feed(&store, 100).await.len(), feed.len());
 
     // A dead letter among good deliveries of the same commit sinks nothing.
-    let mixed = store
-        .commit(vec![
+    let mixed = commit(
+        &store,
+        vec![
             ingest_error(b"\x00not json", Error::payload("not json")),
             fixture(Provider::Sendcloud, ATTEMPT_FAILED),
-        ])
-        .await
-        .unwrap();
+        ],
+    )
+    .await
+    .unwrap();
     assert!(mixed[0].dead_letter.is_some());
-    assert_eq!(mixed[1].new_events, 1);
+    assert_eq!(mixed[1].events.len(), 1);
 }
 
 /// Jobs queued together share one transaction; one that fails (replaying a delivery that was
@@ -435,23 +441,23 @@ async fn a_failing_job_does_not_sink_the_others(store: Store) {
         let store = store.clone();
         jobs.spawn(async move {
             let tracking = format!("GROUP{i:02}");
-            let committed = store
-                .commit(vec![ingest_events(&[event(
+            let committed = commit(
+                &store,
+                vec![ingest_events(&[event(
                     &tracking,
                     "a",
                     "2024-05-01T08:00:00Z",
                     Some(Status::InTransit),
-                )])])
-                .await;
-            let replayed = store
-                .replace_outcome(1_000_000 + i, Provider::Sendcloud, Ok(vec![]))
-                .await;
+                )])],
+            )
+            .await;
+            let replayed = reproject(&store, 1_000_000 + i, Provider::Sendcloud, Ok(vec![])).await;
             (committed, replayed)
         });
     }
     while let Some(joined) = jobs.join_next().await {
         let (committed, replayed) = joined.unwrap();
-        assert_eq!(committed.unwrap()[0].new_events, 1);
+        assert_eq!(committed.unwrap()[0].events.len(), 1);
         let error = replayed.unwrap_err();
         assert!(
             matches!(error, shipfeed_store::StoreError::NotFound(_)),
@@ -611,11 +617,11 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Store) {
             ])
         })
         .collect();
-    let committed = store.commit(batch).await.unwrap();
+    let committed = commit(&store, batch).await.unwrap();
     assert_eq!(committed.len(), 100);
     assert!(committed
         .iter()
-        .all(|c| c.new_events == 2 && c.duplicates == 0));
+        .all(|c| c.events.len() == 2 && c.duplicates.is_empty()));
 
     // 200 concurrent commits: each its own event plus one event every one of them carries.
     let shared = event(
@@ -635,7 +641,7 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Store) {
                     "2024-05-03T09:00:00Z",
                     Some(Status::OutForDelivery),
                 );
-                store.commit(vec![ingest_events(&[own, shared])]).await
+                commit(&store, vec![ingest_events(&[own, shared])]).await
             })
         })
         .collect();
@@ -645,9 +651,7 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Store) {
         .map(|i| {
             let store = store.clone();
             tokio::spawn(async move {
-                store
-                    .replace_outcome(1_000_000 + i, Provider::Sendcloud, Ok(Vec::new()))
-                    .await
+                reproject(&store, 1_000_000 + i, Provider::Sendcloud, Ok(Vec::new())).await
             })
         })
         .collect();
@@ -658,8 +662,8 @@ async fn many_ingests_in_one_commit_and_many_concurrent_commits(store: Store) {
     let mut duplicates = 0;
     for task in tasks {
         let committed = task.await.unwrap().unwrap();
-        new_events += committed[0].new_events;
-        duplicates += committed[0].duplicates;
+        new_events += committed[0].events.len();
+        duplicates += committed[0].duplicates.len();
     }
     assert_eq!((new_events, duplicates), (201, 199));
 
@@ -693,8 +697,8 @@ async fn payload_text_with_nul_is_stored(store: Store) {
     let mut ingest = ingest_events(std::slice::from_ref(&odd));
     ingest.delivery.headers.insert("X-Odd", "a\0b");
     let delivery = ingest.delivery.clone();
-    let committed = store.commit(vec![ingest]).await.unwrap();
-    assert_eq!(committed[0].new_events, 1);
+    let committed = commit(&store, vec![ingest]).await.unwrap();
+    assert_eq!(committed[0].events.len(), 1);
     let feed = store.events_after(0, 10).await.unwrap();
     assert_eq!(feed[0].event, odd);
     let views = store.shipments(None, "NUL\0PARCEL").await.unwrap();
@@ -705,10 +709,12 @@ async fn payload_text_with_nul_is_stored(store: Store) {
         delivery
     );
 
-    let dead = store
-        .commit(vec![ingest_error(b"{}", Error::payload("bad \0 byte"))])
-        .await
-        .unwrap();
+    let dead = commit(
+        &store,
+        vec![ingest_error(b"{}", Error::payload("bad \0 byte"))],
+    )
+    .await
+    .unwrap();
     assert!(dead[0].dead_letter.is_some());
     let listed = store.dead_letters(0, 10).await.unwrap();
     assert!(listed[0].error.contains("bad"), "{}", listed[0].error);
@@ -780,7 +786,7 @@ mod replicas {
     use shipfeed::{current_state, sort_timeline, Status, TrackingEvent};
     use shipfeed_store::Store;
 
-    use crate::support::{self, event, ingest_events, pg::Schema};
+    use crate::support::{self, commit, event, ingest_events, pg::Schema};
 
     /// Thirty parcels, six events each, at times that do not follow their ids.
     fn parcels() -> BTreeMap<String, Vec<TrackingEvent>> {
@@ -839,15 +845,15 @@ mod replicas {
                 let replica = replica.clone();
                 let events = deliveries[i].clone();
                 tasks.push(tokio::spawn(async move {
-                    replica.commit(vec![ingest_events(&events)]).await
+                    commit(&replica, vec![ingest_events(&events)]).await
                 }));
             }
         }
         let (mut new_events, mut duplicates) = (0, 0);
         for task in tasks {
             let committed = task.await.unwrap().unwrap();
-            new_events += committed[0].new_events;
-            duplicates += committed[0].duplicates;
+            new_events += committed[0].events.len();
+            duplicates += committed[0].duplicates.len();
         }
         writing.store(false, Ordering::SeqCst);
         let seen = reader.await.unwrap();
@@ -930,7 +936,7 @@ mod replicas {
                     Some(Status::InTransit),
                 );
                 tasks.push(tokio::spawn(async move {
-                    replica.commit(vec![ingest_events(&[parcel])]).await
+                    commit(&replica, vec![ingest_events(&[parcel])]).await
                 }));
             }
         }
@@ -978,7 +984,7 @@ mod replicas {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1, 2], "each migration applied once");
+        assert_eq!(versions, [1, 2, 3], "each migration applied once");
         let tables: BTreeSet<String> = client
             .query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -1008,8 +1014,7 @@ mod replicas {
             "2024-06-01T10:00:00Z",
             Some(Status::InTransit),
         );
-        stores[0]
-            .commit(vec![ingest_events(&[only])])
+        commit(&stores[0], vec![ingest_events(&[only])])
             .await
             .unwrap();
         for store in &stores {

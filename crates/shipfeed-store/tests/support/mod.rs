@@ -10,7 +10,76 @@ use shipfeed::{
     Credentials, Error, EventId, Output, Provider, RawDelivery, RawStatus, Secret, ShipmentRef,
     Status, TrackingEvent,
 };
-use shipfeed_store::{Ingest, Store};
+use shipfeed_store::{Arrival, Normalized, Projection, Store, PROJECTOR};
+
+/// A delivery and what its adapter made of it: what the service's inbox stores and what its
+/// projector then records.
+#[derive(Debug)]
+pub struct Ingest {
+    pub endpoint: String,
+    pub provider: Provider,
+    pub delivery: RawDelivery,
+    pub outcome: Result<Vec<Output>, Error>,
+}
+
+/// The projector's lease for tests: every caller is the same holder, so concurrent callers
+/// (two replicas' tests) share one epoch rather than fence each other.
+pub async fn test_lease(store: &Store) -> shipfeed_store::Lease {
+    store
+        .acquire_lease(PROJECTOR, "test", Utc::now(), chrono::TimeDelta::hours(1))
+        .await
+        .unwrap()
+        .expect("the tests' projector lease")
+}
+
+/// Appends the deliveries to the inbox, then projects them, as the service's two stages do.
+pub async fn commit(
+    store: &Store,
+    batch: Vec<Ingest>,
+) -> Result<Vec<Projection>, shipfeed_store::StoreError> {
+    let (arrivals, outcomes): (Vec<_>, Vec<_>) = batch
+        .into_iter()
+        .map(|ingest| {
+            (
+                Arrival {
+                    endpoint: ingest.endpoint,
+                    provider: ingest.provider,
+                    delivery: ingest.delivery,
+                },
+                (ingest.provider, ingest.outcome),
+            )
+        })
+        .unzip();
+    let seqs = store.append(arrivals).await?;
+    let batch = seqs
+        .into_iter()
+        .zip(outcomes)
+        .map(|(delivery_seq, (provider, outcome))| Normalized {
+            delivery_seq,
+            provider,
+            outcome,
+        })
+        .collect();
+    store.project(&test_lease(store).await, None, batch).await
+}
+
+/// Projects stored delivery `seq` again with this outcome (what replay does).
+pub async fn reproject(
+    store: &Store,
+    seq: i64,
+    provider: Provider,
+    outcome: Result<Vec<Output>, Error>,
+) -> Result<Projection, shipfeed_store::StoreError> {
+    let item = Normalized {
+        delivery_seq: seq,
+        provider,
+        outcome,
+    };
+    let mut done = store
+        .project(&test_lease(store).await, None, vec![item])
+        .await?;
+    Ok(done.pop().unwrap())
+}
 
 /// A store under test, with whatever keeps its database alive (and removes it afterwards).
 pub struct TestStore {

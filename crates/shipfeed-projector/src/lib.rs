@@ -1,0 +1,374 @@
+//! The projector: the middle stage of the shipfeed pipeline.
+//!
+//! ```text
+//! inbox (raw deliveries, acknowledged) ──▶ projector ──▶ feed, shipment states ──▶ subscriptions
+//! ```
+//!
+//! The inbox stores every authenticated delivery before it is acknowledged, and nothing
+//! more. The projector reads it from a durable cursor, in batches, normalizes each delivery
+//! with its endpoint's adapter, and hands the batch to [`Store::project`]: events
+//! deduplicated by `event_id`, dead letters, recomputed shipment states, each delivery's
+//! [`Projection`], and the cursor, **in one transaction**. A crash repeats at most one batch,
+//! and repeating it is harmless (its events are already stored under their ids).
+//!
+//! Exactly one projector writes at a time, across replicas and processes: it works under the
+//! lease [`PROJECTOR`], whose fencing epoch is checked inside every projector transaction. A
+//! stalled holder whose lease was taken over has its batch refused; it then stands by, and
+//! takes the lease again once the new holder lets it run out (or releases it). `shipfeed
+//! replay` ([`Projector::replay`]) takes the lease over for as long as it runs, so the
+//! projector of a running service pauses meanwhile instead of writing beside it.
+//!
+//! One delivery cannot stop the cursor: a payload its adapter rejects becomes a dead letter,
+//! as does one whose endpoint is no longer configured, and an adapter that panics is retried
+//! [`ProjectorOptions::attempts`] times and then dead-lettered with the panic's message. All of
+//! them can be replayed after a fix.
+#![forbid(unsafe_code)]
+
+mod replay;
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::TimeDelta;
+use shipfeed_core::{Adapter, Error, ErrorKind, Output, Provider};
+use shipfeed_store::{
+    Clock, InboxLag, Lease, LeaseHolder, Normalized, Projection, Store, StoreError, StoredDelivery,
+    PROJECTOR,
+};
+use tokio::sync::{watch, Notify};
+
+pub use replay::{ReplayFilter, ReplaySummary};
+
+/// The adapters of the configured endpoints and SQS sources, by name: a stored delivery is
+/// normalized by the adapter of the endpoint it arrived on, with that endpoint's settings.
+#[derive(Default, Clone)]
+pub struct Adapters(HashMap<String, Arc<dyn Adapter>>);
+
+impl std::fmt::Debug for Adapters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+impl Adapters {
+    /// No adapters yet.
+    pub fn new() -> Self {
+        Adapters::default()
+    }
+
+    /// Normalizes what arrives on `endpoint` with `adapter`.
+    pub fn insert(&mut self, endpoint: impl Into<String>, adapter: Arc<dyn Adapter>) {
+        self.0.insert(endpoint.into(), adapter);
+    }
+
+    /// The adapter for deliveries of `provider` stored under `endpoint`: `None` when the
+    /// endpoint is gone from the configuration or now serves another provider (its settings
+    /// at arrival are unknown).
+    fn get(&self, endpoint: &str, provider: Provider) -> Option<&dyn Adapter> {
+        self.0
+            .get(endpoint)
+            .map(Arc::as_ref)
+            .filter(|adapter| adapter.provider() == provider)
+    }
+}
+
+/// What the projector reports as it goes (the service's metrics; a benchmark's counters).
+/// Every method has an empty default, and `()` observes nothing.
+pub trait ProjectionObserver: Send + Sync {
+    /// What the adapter made of one stored delivery, before it is recorded.
+    fn normalized(&self, provider: Provider, outcome: &Result<Vec<Output>, Error>) {
+        let _ = (provider, outcome);
+    }
+
+    /// A batch of `deliveries` is recorded; normalizing and recording took `seconds`.
+    fn batch(&self, deliveries: usize, seconds: f64) {
+        let _ = (deliveries, seconds);
+    }
+
+    /// What projecting one delivery that arrived on `endpoint` recorded (new deliveries, not
+    /// replay).
+    fn projected(&self, endpoint: &str, provider: Provider, projection: &Projection) {
+        let _ = (endpoint, provider, projection);
+    }
+
+    /// What replay recorded for one stored delivery (only its new events count as new).
+    fn replayed(&self, provider: Provider, projection: &Projection) {
+        let _ = (provider, projection);
+    }
+
+    /// How far the projector is behind the inbox, after a batch: deliveries not yet projected
+    /// and how long the oldest of them has waited.
+    fn lag(&self, deliveries: i64, seconds: f64) {
+        let _ = (deliveries, seconds);
+    }
+}
+
+impl ProjectionObserver for () {}
+
+/// How the projector works.
+#[derive(Debug, Clone)]
+pub struct ProjectorOptions {
+    /// Deliveries per batch (per transaction). Where the inbox and the projector share one
+    /// writer (SQLite), this bounds how long a batch holds it.
+    pub batch: usize,
+    /// How long the lease lasts unless renewed: after a crash, another replica takes over
+    /// within about this long (plus a third of it).
+    pub lease_ttl: TimeDelta,
+    /// This process's name in the lease (replicas must differ).
+    pub holder: String,
+    /// How many times an adapter that panics on a delivery is tried before the delivery
+    /// becomes a dead letter.
+    pub attempts: u32,
+}
+
+impl Default for ProjectorOptions {
+    fn default() -> Self {
+        ProjectorOptions {
+            batch: 256,
+            lease_ttl: TimeDelta::seconds(15),
+            holder: default_holder(),
+            attempts: 3,
+        }
+    }
+}
+
+/// `host:pid`, unique per process on a host (replicas on one host differ by pid).
+pub fn default_holder() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "shipfeed".to_owned());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The projector stage; cheap to clone.
+#[derive(Clone)]
+pub struct Projector {
+    store: Store,
+    adapters: Arc<Adapters>,
+    observer: Arc<dyn ProjectionObserver>,
+    options: ProjectorOptions,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Projector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Projector")
+            .field("adapters", &self.adapters)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Projector {
+    /// A projector of `store`'s inbox with these adapters, reporting to `observer`, reading
+    /// lease times from `clock`.
+    pub fn new(
+        store: Store,
+        adapters: Adapters,
+        observer: Arc<dyn ProjectionObserver>,
+        options: ProjectorOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Projector {
+            store,
+            adapters: Arc::new(adapters),
+            observer,
+            options,
+            clock,
+        }
+    }
+
+    /// The store it projects.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A holder of the projector's lease under `holder`.
+    fn lease_holder(&self, holder: String) -> LeaseHolder {
+        LeaseHolder::new(
+            self.store.clone(),
+            PROJECTOR,
+            holder,
+            self.options.lease_ttl,
+            Arc::clone(&self.clock),
+        )
+    }
+
+    /// Projects the next batch of the inbox under `lease` and moves the cursor past it;
+    /// returns how many deliveries it projected (0: the inbox is projected to its end).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// use std::sync::Arc;
+    /// use chrono::{TimeDelta, Utc};
+    /// use shipfeed_projector::{Adapters, Projector, ProjectorOptions};
+    /// use shipfeed_store::{Store, SystemClock, PROJECTOR};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::sqlite(dir.path().join("shipfeed.db"))?;
+    /// let projector = Projector::new(
+    ///     store.clone(), Adapters::new(), Arc::new(()), ProjectorOptions::default(), Arc::new(SystemClock),
+    /// );
+    /// let lease = store
+    ///     .acquire_lease(PROJECTOR, "doc", Utc::now(), TimeDelta::seconds(15))
+    ///     .await?
+    ///     .expect("free");
+    /// assert_eq!(projector.step(&lease).await?, 0, "nothing in the inbox");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the lease was taken over (nothing was recorded); any other
+    /// [`StoreError`] when the store cannot be read or written (the batch is tried again).
+    pub async fn step(&self, lease: &Lease) -> Result<usize, StoreError> {
+        let cursor = self.store.cursor(PROJECTOR).await?;
+        let page = self
+            .store
+            .deliveries(cursor, self.options.batch, false)
+            .await?;
+        let Some(last) = page.last().map(|stored| stored.seq) else {
+            self.report_lag(cursor).await;
+            return Ok(0);
+        };
+        let started = Instant::now();
+        let arrivals: Vec<(String, Provider)> = page
+            .iter()
+            .map(|stored| (stored.endpoint.clone(), stored.provider))
+            .collect();
+        let batch = page
+            .iter()
+            .map(|stored| Normalized {
+                delivery_seq: stored.seq,
+                provider: stored.provider,
+                outcome: self.normalize(stored),
+            })
+            .collect();
+        let projections = self
+            .store
+            .project(lease, Some((PROJECTOR, last)), batch)
+            .await?;
+        self.observer
+            .batch(projections.len(), started.elapsed().as_secs_f64());
+        for ((endpoint, provider), projection) in arrivals.iter().zip(&projections) {
+            self.observer.projected(endpoint, *provider, projection);
+            if let Some(reason) = &projection.dead_letter {
+                tracing::warn!(%endpoint, delivery = projection.delivery_seq, %reason, "dead letter");
+            }
+        }
+        self.report_lag(last).await;
+        Ok(projections.len())
+    }
+
+    /// What this build's adapter makes of a stored delivery. Never panics: a panicking adapter
+    /// is tried [`ProjectorOptions::attempts`] times, then answered as an error (a dead letter
+    /// whose reason says so).
+    fn normalize(&self, stored: &StoredDelivery) -> Result<Vec<Output>, Error> {
+        let Some(adapter) = self.adapters.get(&stored.endpoint, stored.provider) else {
+            return Err(Error::new(
+                ErrorKind::Config,
+                format!(
+                    "no endpoint or sqs_source `{}` for {} is configured; replay it once there is",
+                    stored.endpoint, stored.provider
+                ),
+            ));
+        };
+        let mut panic_message = String::new();
+        for attempt in 1..=self.options.attempts.max(1) {
+            match catch_unwind(AssertUnwindSafe(|| adapter.parse(&stored.delivery))) {
+                Ok(outcome) => {
+                    self.observer.normalized(stored.provider, &outcome);
+                    return outcome;
+                }
+                Err(panic) => {
+                    panic_message = panic
+                        .downcast_ref::<&str>()
+                        .map(|text| (*text).to_owned())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(delivery = stored.seq, provider = %stored.provider, attempt, "the adapter panicked");
+                }
+            }
+        }
+        Err(Error::new(
+            ErrorKind::Config,
+            format!(
+                "the {} adapter panicked {} times on this delivery: {panic_message}",
+                stored.provider,
+                self.options.attempts.max(1)
+            ),
+        ))
+    }
+
+    async fn report_lag(&self, cursor: i64) {
+        match self.store.inbox_lag(cursor).await {
+            Ok(InboxLag { deliveries, oldest }) => {
+                let seconds = oldest.map_or(0.0, |oldest| {
+                    (self.clock.now() - oldest).as_seconds_f64().max(0.0)
+                });
+                self.observer.lag(deliveries, seconds);
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the projector's lag"),
+        }
+    }
+
+    /// Runs until `shutdown` turns true: holds the lease (or stands by while another replica
+    /// does), projects batch after batch, and waits for `wake` (notified after each inbox
+    /// append) when the inbox is projected to its end. Releases the lease when it stops.
+    pub async fn run(self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let mut lease = self.lease_holder(self.options.holder.clone());
+        let mut backoff = RETRY_FIRST;
+        while !*shutdown.borrow() {
+            let (holding, more) = match lease.hold().await {
+                Ok(Some(held)) => match self.step(&held).await {
+                    Ok(projected) => {
+                        backoff = RETRY_FIRST;
+                        (true, projected >= self.options.batch)
+                    }
+                    Err(StoreError::Fenced { .. }) => {
+                        lease.lost();
+                        (false, false)
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = %shipfeed_core::error_chain(&error), "projector batch failed; retrying");
+                        let _ = tokio::time::timeout(backoff, shutdown.changed()).await;
+                        backoff = (backoff * 2).min(RETRY_LAST);
+                        continue;
+                    }
+                },
+                Ok(None) => (false, false),
+                Err(error) => {
+                    tracing::warn!(error = %shipfeed_core::error_chain(&error), "cannot take the projector lease");
+                    (false, false)
+                }
+            };
+            if more {
+                continue;
+            }
+            let renew = lease.renew_every();
+            if holding {
+                tokio::select! {
+                    () = wake.notified() => {}
+                    () = tokio::time::sleep(renew) => {}
+                    _ = shutdown.changed() => {}
+                }
+            } else {
+                // Standing by: only the clock matters (waking on every append would write a
+                // lease request per delivery).
+                let _ = tokio::time::timeout(renew, shutdown.changed()).await;
+            }
+        }
+        if let Err(error) = lease.release().await {
+            tracing::warn!(%error, "could not release the projector lease; it runs out by itself");
+        }
+    }
+}
+
+/// First wait after a failed batch (the store is down): doubles up to [`RETRY_LAST`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_LAST: Duration = Duration::from_secs(5);
