@@ -960,6 +960,67 @@ mod replicas {
         assert_eq!(seen, feed);
     }
 
+    /// The same hazard in the inbox, which the projector reads with a cursor: two replicas
+    /// append at once while a reader goes through `deliveries(after)`; it must see every
+    /// acknowledged delivery, in `seq` order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn an_inbox_reader_never_skips_while_two_replicas_append() {
+        let schema = Schema::create().await;
+        let a = Store::postgres(&schema.url).await.unwrap();
+        let b = Store::postgres(&schema.url).await.unwrap();
+        let writing = Arc::new(AtomicBool::new(true));
+        let reader = Store::postgres(&schema.url).await.unwrap();
+        let still_writing = Arc::clone(&writing);
+        let consumer = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut cursor = 0;
+            loop {
+                let writing = still_writing.load(Ordering::SeqCst);
+                let page = reader.deliveries(cursor, 16, false).await.unwrap();
+                if let Some(last) = page.last() {
+                    cursor = last.seq;
+                } else if !writing {
+                    return seen;
+                } else {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                seen.extend(page.into_iter().map(|stored| stored.seq));
+            }
+        });
+        let mut tasks = Vec::new();
+        for replica in [&a, &b] {
+            for i in 0..400u32 {
+                let replica = replica.clone();
+                let arrival = shipfeed_store::Arrival {
+                    endpoint: "sendcloud".into(),
+                    provider: shipfeed::Provider::Sendcloud,
+                    delivery: shipfeed::RawDelivery::new(
+                        i.to_string().into_bytes(),
+                        support::received_at(),
+                    ),
+                };
+                tasks.push(tokio::spawn(
+                    async move { replica.append(vec![arrival]).await },
+                ));
+            }
+        }
+        let mut acknowledged = Vec::new();
+        for task in tasks {
+            acknowledged.extend(task.await.unwrap().unwrap());
+        }
+        writing.store(false, Ordering::SeqCst);
+        let seen = consumer.await.unwrap();
+        acknowledged.sort_unstable();
+        assert_eq!(acknowledged.len(), 800);
+        assert_eq!(
+            seen.len(),
+            acknowledged.len(),
+            "the reader missed {} deliveries",
+            acknowledged.len().saturating_sub(seen.len())
+        );
+        assert_eq!(seen, acknowledged);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn stores_connecting_at_once_migrate_once() {
         let schema = Schema::create().await;
