@@ -449,8 +449,7 @@ fn report(
         .saturating_sub(serve.requests + serve.socket_errors + serve.timeouts);
     let consistent = stored.deliveries >= serve.ok()
         && stored.deliveries - serve.ok() <= in_flight.max(connections);
-    let answered_metrics =
-        metric_sum(metrics, "shipfeed_deliveries_total", "outcome=\"accepted\"");
+    let answered_metrics = metric_sum(metrics, "shipfeed_deliveries_total", "outcome=\"accepted\"");
     println!();
     println!(
         "integrity: {} deliveries stored ({} dead letters, {} events) for {} 2xx answers; \

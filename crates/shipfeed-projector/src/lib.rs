@@ -39,7 +39,7 @@ use shipfeed_store::{
 };
 use tokio::sync::{watch, Notify};
 
-pub use replay::{ReplayFilter, ReplaySummary};
+pub use replay::{ReplayFilter, ReplaySummary, LISTED};
 
 /// The adapters of the configured endpoints and SQS sources, by name: a stored delivery is
 /// normalized by the adapter of the endpoint it arrived on, with that endpoint's settings.

@@ -13,6 +13,9 @@ use crate::Projector;
 /// Deliveries read from the store per round trip (and recorded per transaction).
 const PAGE: usize = 500;
 
+/// How many revised and retracted event ids a summary lists (it counts them all).
+pub const LISTED: usize = 100;
+
 /// Which stored deliveries to replay.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayFilter {
@@ -31,8 +34,16 @@ pub struct ReplaySummary {
     pub replayed: u64,
     /// Events stored for the first time.
     pub new_events: u64,
-    /// Events that were already stored.
+    /// Events that were already stored as they are.
     pub duplicates: u64,
+    /// Events whose content changed: each entered the feed again as its next revision.
+    pub revised: u64,
+    /// Events no delivery yields any more: each was retracted.
+    pub retracted: u64,
+    /// The ids of the revised events (the first [`LISTED`] of them).
+    pub revised_events: Vec<String>,
+    /// The ids of the retracted events (the first [`LISTED`] of them).
+    pub retracted_events: Vec<String>,
     /// Dead letters that normalize now.
     pub recovered: u64,
     /// Deliveries that still (or now) cannot be normalized.
@@ -136,7 +147,7 @@ impl Projector {
                 epoch,
                 current: None,
             })?;
-            let projections = self.store.project(&held, None, batch).await?;
+            let projections = self.store.reproject(&held, batch).await?;
             for ((projection, provider), was_dead) in
                 projections.iter().zip(providers).zip(was_dead)
             {
@@ -144,6 +155,15 @@ impl Projector {
                 summary.replayed += 1;
                 summary.new_events += projection.events.len() as u64;
                 summary.duplicates += projection.duplicates.len() as u64;
+                summary.revised += projection.revised.len() as u64;
+                summary.retracted += projection.retracted.len() as u64;
+                for (listed, ids) in [
+                    (&mut summary.revised_events, &projection.revised),
+                    (&mut summary.retracted_events, &projection.retracted),
+                ] {
+                    let room = LISTED.saturating_sub(listed.len());
+                    listed.extend(ids.iter().take(room).cloned());
+                }
                 if projection.dead_letter.is_some() {
                     summary.dead_letters += 1;
                 } else if was_dead {

@@ -65,7 +65,7 @@ use serde_json::json;
 use shipfeed::registry::{self, Settings};
 use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Output, Provider, RawDelivery};
 use shipfeed_projector::{Adapters, ProjectionObserver, Projector, ProjectorOptions};
-use shipfeed_store::{Arrival, Projection, Store, SystemClock};
+use shipfeed_store::{Arrival, FeedItem, Projection, Store, SystemClock};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -468,7 +468,7 @@ async fn events(State(service): State<Arc<Service>>, Query(page): Query<Page>) -
         .await
     {
         Ok(items) => {
-            let next = items.last().map_or(page.after, |i| i.seq);
+            let next = items.last().map_or(page.after, FeedItem::seq);
             Json(json!({"events": items, "next_cursor": next})).into_response()
         }
         Err(error) => unavailable(error),

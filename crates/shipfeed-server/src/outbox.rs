@@ -125,6 +125,35 @@ impl Nats {
     }
 }
 
+/// The subject and the `Nats-Msg-Id` of a feed item. The id is the same for the same item
+/// every time it is published (JetStream drops a repeat within its duplicate window) and
+/// differs between revisions of an event (a correction is never dropped as a repeat).
+fn nats_address(item: &FeedItem) -> (String, String) {
+    match item {
+        FeedItem::Event(item) => (
+            format!(
+                "{NATS_SUBJECT_PREFIX}.{}.{}",
+                item.event.provider.as_str(),
+                item.event.status.map_or("none", |s| s.as_str())
+            ),
+            format!("{}:{}", item.event.event_id.as_str(), item.revision),
+        ),
+        FeedItem::Retraction(item) => (
+            format!("{NATS_SUBJECT_PREFIX}.retraction"),
+            format!("retraction:{}:{}", item.event_id, item.revision),
+        ),
+        FeedItem::ShipmentState(item) => (
+            format!(
+                "{NATS_SUBJECT_PREFIX}.shipment_state.{}",
+                item.state
+                    .as_ref()
+                    .map_or("none", |state| state.status.as_str())
+            ),
+            format!("shipment_state:{}", item.seq),
+        ),
+    }
+}
+
 #[async_trait]
 impl Outbox for Nats {
     async fn deliver(&self, items: &[FeedItem]) -> Result<(), BoxError> {
@@ -132,14 +161,9 @@ impl Outbox for Nats {
         // latency per batch, not per event.
         let mut acks = Vec::with_capacity(items.len());
         for item in items {
-            let event = &item.event;
-            let subject = format!(
-                "{NATS_SUBJECT_PREFIX}.{}.{}",
-                event.provider.as_str(),
-                event.status.map_or("none", |s| s.as_str())
-            );
+            let (subject, message_id) = nats_address(item);
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, event.event_id.as_str());
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id.as_str());
             let payload = serde_json::to_vec(item)?;
             acks.push(
                 self.0
@@ -188,7 +212,7 @@ impl Service {
                         tokio::time::sleep(Duration::from_secs(1)).await;
                         continue;
                     }
-                    position = items.last().map_or(position, |item| item.seq);
+                    position = items.last().map_or(position, FeedItem::seq);
                     if let Err(error) = store.save_cursor(&cursor, position).await {
                         tracing::warn!(%error, %cursor, "could not save the outbox cursor");
                     }

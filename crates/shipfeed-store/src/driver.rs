@@ -31,6 +31,41 @@ pub(crate) struct EventRow {
     pub(crate) status: Option<&'static str>,
     /// The event as JSON.
     pub(crate) body: String,
+    /// The hash of its canonical content: what a new revision must change.
+    pub(crate) content_hash: String,
+}
+
+/// The stored version of an event, as the write path compares it with a new one.
+#[derive(Debug)]
+pub(crate) struct StoredEvent {
+    pub(crate) revision: i64,
+    /// The delivery its content comes from.
+    pub(crate) delivery_seq: i64,
+    pub(crate) shipment_key: String,
+    /// Empty for events stored before content hashes were kept (then `body` is hashed).
+    pub(crate) content_hash: String,
+    pub(crate) body: String,
+    pub(crate) retracted: bool,
+}
+
+/// One feed item as stored: its kind, the event and revision it is about, and its JSON
+/// (without `seq` and `type`).
+#[derive(Debug)]
+pub(crate) struct FeedRow<'a> {
+    pub(crate) kind: &'static str,
+    pub(crate) event_id: Option<&'a str>,
+    pub(crate) revision: Option<i64>,
+    pub(crate) shipment_key: &'a str,
+    pub(crate) body: &'a str,
+}
+
+/// A feed item read back.
+#[derive(Debug)]
+pub(crate) struct StoredFeedRow {
+    pub(crate) seq: i64,
+    pub(crate) kind: String,
+    pub(crate) revision: Option<i64>,
+    pub(crate) body: String,
 }
 
 /// A shipment's identity and current state, as they are stored.
@@ -115,13 +150,41 @@ pub(crate) trait WriteDriver: Send {
     /// Inserts an event of delivery `seq` unless its `event_id` is stored; `true` if inserted.
     async fn insert_event(&mut self, seq: i64, row: &EventRow) -> Result<bool, StoreError>;
 
+    /// The stored version of an event.
+    async fn event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;
+
+    /// Keeps the stored version of an event as revision history, then replaces it by `row`
+    /// (from delivery `seq`) under `revision`, not retracted.
+    async fn revise_event(
+        &mut self,
+        seq: i64,
+        row: &EventRow,
+        revision: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Marks an event retracted (it stays stored, out of its shipment's timeline).
+    async fn retract_event(&mut self, event_id: &str) -> Result<(), StoreError>;
+
+    /// `(event_id, shipment_key, revision)` of the events whose content comes from delivery
+    /// `seq` and that are not retracted.
+    async fn owned_events(&mut self, seq: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    /// Appends an item to the feed; returns its `seq`.
+    async fn append_feed(&mut self, row: &FeedRow<'_>) -> Result<i64, StoreError>;
+
+    /// The stored state of a shipment (JSON), if it has one.
+    async fn shipment_state(&mut self, key: &str) -> Result<Option<String>, StoreError>;
+
+    /// Removes a shipment that has no events left (all retracted).
+    async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError>;
+
     /// Inserts a notice (as JSON) of delivery `seq`.
     async fn insert_notice(&mut self, seq: i64, body: &str) -> Result<(), StoreError>;
 
-    /// How many events are stored under a shipment key.
+    /// How many events (not retracted) are stored under a shipment key.
     async fn count_events(&mut self, key: &str) -> Result<usize, StoreError>;
 
-    /// The JSON of every event stored under a shipment key.
+    /// The JSON of every event (not retracted) stored under a shipment key.
     async fn events_of(&mut self, key: &str) -> Result<Vec<String>, StoreError>;
 
     /// Inserts or replaces a shipment's identity and state.
@@ -143,8 +206,11 @@ pub(crate) trait WriteDriver: Send {
 /// The connections that read (the feed, lookups, replay). Shared by every clone of a store.
 #[async_trait::async_trait]
 pub(crate) trait ReadDriver: Send + Sync {
-    /// `(seq, event JSON)` of up to `limit` events after `after`, in `seq` order.
-    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError>;
+    /// Up to `limit` feed items after `after`, in `seq` order.
+    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredFeedRow>, StoreError>;
+
+    /// Every stored version of an event: `(revision, delivery_seq, JSON)`, oldest first.
+    async fn revisions(&self, event_id: &str) -> Result<Vec<(i64, i64, String)>, StoreError>;
 
     /// The greatest `seq` in the feed, 0 when it is empty.
     async fn feed_end(&self) -> Result<i64, StoreError>;

@@ -76,8 +76,16 @@ pub struct Projection {
     pub delivery_seq: i64,
     /// Ids of the events stored for the first time (they entered the feed).
     pub events: Vec<String>,
-    /// Ids of events already stored by an earlier delivery (counted, not re-emitted).
+    /// Ids of events already stored as they are (counted, not re-emitted).
     pub duplicates: Vec<String>,
+    /// Ids of stored events whose content this delivery changed: each entered the feed again
+    /// as its next revision.
+    #[serde(default)]
+    pub revised: Vec<String>,
+    /// Ids of events this delivery used to carry and no longer does (projected again after a
+    /// fix): each was retracted.
+    #[serde(default)]
+    pub retracted: Vec<String>,
     /// Non-tracking notices in the delivery.
     pub notices: usize,
     /// Why the delivery is a dead letter, when it is.
@@ -113,41 +121,101 @@ pub struct InboxLag {
     pub oldest: Option<DateTime<Utc>>,
 }
 
-/// One entry of the event feed. On the wire it is a canonical output line with its cursor
-/// beside the tag: `{"seq": N, "type": "event", ...the event's fields}` (schema:
-/// `schema/feed-item.schema.json`), so the `type` tag can grow other kinds of item.
+/// One entry of the feed (`GET /v1/events`, every subscription). On the wire each is one
+/// JSON object with its cursor and its kind beside its fields, `{"seq": N, "type": "event",
+/// ...}` (schema: `schema/feed-item.schema.json`):
+///
+/// - `event`: a canonical event, as revision `revision` (1 when first stored; a correction
+///   enters the feed again with the next revision). Consumers deduplicate on
+///   `(event_id, revision)`.
+/// - `retraction`: an event that no delivery carries any more (a fix changed its id, or its
+///   delivery became a dead letter); its shipment's state no longer counts it.
+/// - `shipment_state`: a shipment's current status changed (by the ordering rule), from
+///   `previous` to `state`, so that consumers need not apply the rule themselves.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
-#[serde(tag = "type", rename = "event")]
-#[schemars(rename = "FeedItem", transform = feed_item_tag)]
-pub struct FeedItem {
-    /// The cursor: strictly increasing, stable across restarts.
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FeedItem {
+    /// A canonical event, in one of its revisions.
+    Event(EventItem),
+    /// An event withdrawn.
+    Retraction(Retraction),
+    /// A shipment's status changed.
+    ShipmentState(ShipmentStateChange),
+}
+
+impl FeedItem {
+    /// The item's cursor: strictly increasing, stable across restarts.
+    pub fn seq(&self) -> i64 {
+        match self {
+            FeedItem::Event(item) => item.seq,
+            FeedItem::Retraction(item) => item.seq,
+            FeedItem::ShipmentState(item) => item.seq,
+        }
+    }
+
+    /// The event, when the item is one.
+    pub fn as_event(&self) -> Option<&TrackingEvent> {
+        match self {
+            FeedItem::Event(item) => Some(&item.event),
+            _ => None,
+        }
+    }
+}
+
+/// A canonical event in the feed.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+pub struct EventItem {
+    /// The cursor.
     pub seq: i64,
+    /// 1, 2, ...: which version of the event this is.
+    pub revision: i64,
     /// The canonical event.
     #[serde(flatten)]
     pub event: TrackingEvent,
 }
 
-/// schemars leaves out the `type` tag serde writes for a tagged struct; this puts it in.
-fn feed_item_tag(schema: &mut schemars::Schema) {
-    if let Some(properties) = schema
-        .ensure_object()
-        .entry("properties")
-        .or_insert_with(|| serde_json::json!({}))
-        .as_object_mut()
-    {
-        properties.insert(
-            "type".to_owned(),
-            serde_json::json!({"type": "string", "const": "event"}),
-        );
-    }
-    if let Some(required) = schema
-        .ensure_object()
-        .entry("required")
-        .or_insert_with(|| serde_json::json!([]))
-        .as_array_mut()
-    {
-        required.insert(0, serde_json::json!("type"));
-    }
+/// An event withdrawn from its shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Retraction {
+    /// The cursor.
+    #[serde(default)]
+    pub seq: i64,
+    /// The event withdrawn.
+    pub event_id: String,
+    /// Its last revision.
+    pub revision: i64,
+    /// The shipment it belonged to.
+    pub shipment_key: String,
+    /// The delivery whose new projection no longer yields it.
+    pub delivery_seq: i64,
+}
+
+/// A shipment's status changed.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct ShipmentStateChange {
+    /// The cursor.
+    #[serde(default)]
+    pub seq: i64,
+    /// The shipment (see [`shipment_key`]).
+    pub shipment_key: String,
+    /// Its identity, from its latest event (none when no event is left).
+    pub shipment: Option<ShipmentRef>,
+    /// The status before (none for a new shipment).
+    pub previous: Option<StatusChange>,
+    /// The state now, with the event that set its status (none when no event is left).
+    pub state: Option<ShipmentState>,
+}
+
+/// A status and the event that set it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct StatusChange {
+    /// The status.
+    pub status: shipfeed_core::Status,
+    /// Its substatus.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub substatus: Option<String>,
+    /// The event that set it.
+    pub status_event_id: shipfeed_core::EventId,
 }
 
 /// A dead letter: an authentic delivery that could not be normalized.
@@ -395,6 +463,32 @@ impl Store {
         cursor: Option<(&str, i64)>,
         batch: Vec<Normalized>,
     ) -> Result<Vec<Projection>, StoreError> {
+        self.project_work(lease, cursor, batch, false).await
+    }
+
+    /// Records what this build's adapters make of deliveries projected before (replay), as
+    /// [`project`](Store::project) does, and more: an event whose content changed becomes its
+    /// next revision (unless a later delivery carries it), and an event a delivery used to
+    /// carry and no longer yields is retracted. Projecting the same deliveries again changes
+    /// nothing.
+    ///
+    /// # Errors
+    /// As [`project`](Store::project).
+    pub async fn reproject(
+        &self,
+        lease: &Lease,
+        batch: Vec<Normalized>,
+    ) -> Result<Vec<Projection>, StoreError> {
+        self.project_work(lease, None, batch, true).await
+    }
+
+    async fn project_work(
+        &self,
+        lease: &Lease,
+        cursor: Option<(&str, i64)>,
+        batch: Vec<Normalized>,
+        again: bool,
+    ) -> Result<Vec<Projection>, StoreError> {
         let items = batch
             .into_iter()
             .map(|item| {
@@ -408,6 +502,7 @@ impl Store {
             lease: (lease.name.clone(), lease.epoch),
             cursor: cursor.map(|(name, position)| (name.to_owned(), position)),
             items,
+            again,
         };
         match self.submit(work).await? {
             Done::Project(done) => Ok(done),
@@ -553,13 +648,22 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<FeedItem>, StoreError> {
         let rows = self.reader.events_after(after, sql_limit(limit)).await?;
+        Ok(rows.into_iter().filter_map(feed_item).collect())
+    }
+
+    /// Every stored version of an event, oldest first: `(revision, delivery_seq, event)`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn revisions(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<(i64, i64, TrackingEvent)>, StoreError> {
+        let rows = self.reader.revisions(event_id).await?;
         Ok(rows
             .into_iter()
-            .filter_map(|(seq, body)| {
-                Some(FeedItem {
-                    seq,
-                    event: parse_stored(&body, "event")?,
-                })
+            .filter_map(|(revision, delivery, body)| {
+                Some((revision, delivery, parse_stored(&body, "event")?))
             })
             .collect())
     }
@@ -728,6 +832,34 @@ pub(crate) fn parse_stored<T: serde::de::DeserializeOwned>(text: &str, what: &st
         Ok(value) => Some(value),
         Err(error) => {
             tracing::warn!(%error, what, "skipping an unreadable stored value");
+            None
+        }
+    }
+}
+
+/// A feed row read back as its item.
+fn feed_item(row: driver::StoredFeedRow) -> Option<FeedItem> {
+    let seq = row.seq;
+    match row.kind.as_str() {
+        "event" => Some(FeedItem::Event(EventItem {
+            seq,
+            revision: row.revision.unwrap_or(1),
+            event: parse_stored(&row.body, "event")?,
+        })),
+        "retraction" => Some(FeedItem::Retraction(Retraction {
+            seq,
+            ..parse_stored(&row.body, "retraction")?
+        })),
+        "shipment_state" => Some(FeedItem::ShipmentState(ShipmentStateChange {
+            seq,
+            ..parse_stored(&row.body, "shipment state")?
+        })),
+        other => {
+            tracing::warn!(
+                kind = other,
+                seq,
+                "skipping a feed item of a kind this build does not know"
+            );
             None
         }
     }

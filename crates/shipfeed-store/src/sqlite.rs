@@ -11,8 +11,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, ReadDriver, ShipmentRow, ShipmentRows,
-    StoredRow, WriteDriver,
+    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ReadDriver, ShipmentRow,
+    ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -117,6 +117,37 @@ UPDATE deliveries SET projection = json_object(
     'dead_letter', CASE WHEN dead_letter = 1 THEN COALESCE(error, '') END);
 INSERT INTO cursors(name, position) SELECT 'projector', COALESCE(max(seq), 0) FROM deliveries
     WHERE true ON CONFLICT(name) DO NOTHING;
+",
+    },
+    // The feed becomes a table of its own (events in their revisions, retractions, shipment
+    // state changes), starting with every stored event under its `seq`, so that saved cursors
+    // stay valid. Events keep their current revision; earlier ones go to `event_revisions`.
+    // Content hashes of events stored before are left empty: the writer hashes their JSON
+    // when it first compares them.
+    Migration {
+        version: 5,
+        sql: "
+CREATE TABLE feed (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind         TEXT NOT NULL,
+    event_id     TEXT,
+    revision     INTEGER,
+    shipment_key TEXT NOT NULL,
+    body         TEXT NOT NULL
+);
+INSERT INTO feed(seq, kind, event_id, revision, shipment_key, body)
+    SELECT seq, 'event', event_id, 1, shipment_key, body FROM events ORDER BY seq;
+ALTER TABLE events ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE events ADD COLUMN content_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE events ADD COLUMN retracted INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX events_by_delivery ON events(delivery_seq);
+CREATE TABLE event_revisions (
+    event_id     TEXT NOT NULL,
+    revision     INTEGER NOT NULL,
+    delivery_seq INTEGER NOT NULL REFERENCES deliveries(seq),
+    body         TEXT NOT NULL,
+    PRIMARY KEY (event_id, revision)
+);
 ",
     },
 ];
@@ -304,8 +335,8 @@ impl WriteDriver for SqliteWriter {
         let inserted = self
             .conn
             .prepare_cached(
-                "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
+                "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body, content_hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(event_id) DO NOTHING",
             )
             .and_then(|mut insert| {
                 insert.execute(params![
@@ -315,10 +346,122 @@ impl WriteDriver for SqliteWriter {
                     time_text(row.occurred_at),
                     row.status,
                     row.body,
+                    row.content_hash,
                 ])
             })
             .map_err(db("store an event"))?;
         Ok(inserted == 1)
+    }
+
+    async fn event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT revision, delivery_seq, shipment_key, content_hash, body, retracted
+                 FROM events WHERE event_id = ?1",
+            )
+            .and_then(|mut select| {
+                select
+                    .query_row([event_id], |r| {
+                        Ok(StoredEvent {
+                            revision: r.get(0)?,
+                            delivery_seq: r.get(1)?,
+                            shipment_key: r.get(2)?,
+                            content_hash: r.get(3)?,
+                            body: r.get(4)?,
+                            retracted: r.get(5)?,
+                        })
+                    })
+                    .optional()
+            })
+            .map_err(db("read an event"))
+    }
+
+    async fn revise_event(
+        &mut self,
+        seq: i64,
+        row: &EventRow,
+        revision: i64,
+    ) -> Result<(), StoreError> {
+        let revise = || -> rusqlite::Result<()> {
+            self.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO event_revisions(event_id, revision, delivery_seq, body)
+                     SELECT event_id, revision, delivery_seq, body FROM events WHERE event_id = ?1",
+                )?
+                .execute([&row.event_id])?;
+            self.conn
+                .prepare_cached(
+                    "UPDATE events SET delivery_seq = ?2, shipment_key = ?3, occurred_at = ?4,
+                         status = ?5, body = ?6, content_hash = ?7, revision = ?8, retracted = 0
+                     WHERE event_id = ?1",
+                )?
+                .execute(params![
+                    row.event_id,
+                    seq,
+                    row.shipment_key,
+                    time_text(row.occurred_at),
+                    row.status,
+                    row.body,
+                    row.content_hash,
+                    revision,
+                ])?;
+            Ok(())
+        };
+        revise().map_err(db("store a revision"))
+    }
+
+    async fn retract_event(&mut self, event_id: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE events SET retracted = 1 WHERE event_id = ?1")
+            .and_then(|mut update| update.execute([event_id]))
+            .map_err(db("retract an event"))?;
+        Ok(())
+    }
+
+    async fn owned_events(&mut self, seq: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let read = || -> rusqlite::Result<Vec<(String, String, i64)>> {
+            let mut select = self.conn.prepare_cached(
+                "SELECT event_id, shipment_key, revision FROM events
+                 WHERE delivery_seq = ?1 AND retracted = 0 ORDER BY seq",
+            )?;
+            let rows = select.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        };
+        read().map_err(db("read a delivery's events"))
+    }
+
+    async fn append_feed(&mut self, row: &FeedRow<'_>) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO feed(kind, event_id, revision, shipment_key, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut insert| {
+                insert.execute(params![
+                    row.kind,
+                    row.event_id,
+                    row.revision,
+                    row.shipment_key,
+                    row.body
+                ])
+            })
+            .map_err(db("append to the feed"))?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    async fn shipment_state(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT state FROM shipments WHERE shipment_key = ?1")
+            .and_then(|mut select| select.query_row([key], |r| r.get(0)).optional())
+            .map_err(db("read a shipment state"))
+    }
+
+    async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("DELETE FROM shipments WHERE shipment_key = ?1")
+            .and_then(|mut delete| delete.execute([key]))
+            .map_err(db("remove a shipment"))?;
+        Ok(())
     }
 
     async fn insert_notice(&mut self, seq: i64, body: &str) -> Result<(), StoreError> {
@@ -332,7 +475,7 @@ impl WriteDriver for SqliteWriter {
     async fn count_events(&mut self, key: &str) -> Result<usize, StoreError> {
         let count: i64 = self
             .conn
-            .prepare_cached("SELECT count(*) FROM events WHERE shipment_key = ?1")
+            .prepare_cached("SELECT count(*) FROM events WHERE shipment_key = ?1 AND retracted = 0")
             .and_then(|mut count| count.query_row([key], |row| row.get(0)))
             .map_err(db("count a shipment's events"))?;
         Ok(usize::try_from(count).unwrap_or_default())
@@ -420,7 +563,8 @@ impl WriteDriver for SqliteWriter {
 
 fn events_of(conn: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
     let read = || -> rusqlite::Result<Vec<String>> {
-        let mut select = conn.prepare_cached("SELECT body FROM events WHERE shipment_key = ?1")?;
+        let mut select = conn
+            .prepare_cached("SELECT body FROM events WHERE shipment_key = ?1 AND retracted = 0")?;
         let bodies = select.query_map([key], |row| row.get(0))?;
         bodies.collect()
     };
@@ -454,13 +598,33 @@ impl SqliteReader {
 
 #[async_trait::async_trait]
 impl ReadDriver for SqliteReader {
-    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+    async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredFeedRow>, StoreError> {
         self.read("read the feed", move |conn| {
             let mut select = conn.prepare_cached(
-                "SELECT seq, body FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, kind, revision, body FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2",
             )?;
-            let rows =
-                select.query_map(params![after, limit], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let rows = select.query_map(params![after, limit], |row| {
+                Ok(StoredFeedRow {
+                    seq: row.get(0)?,
+                    kind: row.get(1)?,
+                    revision: row.get(2)?,
+                    body: row.get(3)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn revisions(&self, event_id: &str) -> Result<Vec<(i64, i64, String)>, StoreError> {
+        let event_id = event_id.to_owned();
+        self.read("read an event's revisions", move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT revision, delivery_seq, body FROM event_revisions WHERE event_id = ?1
+                 UNION ALL SELECT revision, delivery_seq, body FROM events WHERE event_id = ?1
+                 ORDER BY 1",
+            )?;
+            let rows = select.query_map([event_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect()
         })
         .await
@@ -468,7 +632,7 @@ impl ReadDriver for SqliteReader {
 
     async fn feed_end(&self) -> Result<i64, StoreError> {
         self.read("read the feed's end", |conn| {
-            conn.query_row("SELECT COALESCE(max(seq), 0) FROM events", [], |r| r.get(0))
+            conn.query_row("SELECT COALESCE(max(seq), 0) FROM feed", [], |r| r.get(0))
         })
         .await
     }
@@ -499,8 +663,9 @@ impl ReadDriver for SqliteReader {
                 rows.collect::<rusqlite::Result<_>>()?
             };
             for shipment in &mut shipments {
-                let mut select =
-                    tx.prepare_cached("SELECT body FROM events WHERE shipment_key = ?1")?;
+                let mut select = tx.prepare_cached(
+                    "SELECT body FROM events WHERE shipment_key = ?1 AND retracted = 0",
+                )?;
                 let bodies = select.query_map([&shipment.key], |row| row.get(0))?;
                 shipment.events = bodies.collect::<rusqlite::Result<_>>()?;
             }
@@ -724,6 +889,7 @@ mod tests {
             occurred_at: DateTime::default(),
             status: None,
             body: "{}".to_owned(),
+            content_hash: String::new(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()

@@ -3,14 +3,19 @@
 //! (events deduplicated by id, notices, dead letters, the states of the shipments it touched),
 //! fenced by the projector's lease.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use shipfeed_core::{current_state, sort_timeline, Error, Output, Provider, TrackingEvent};
+use shipfeed_core::{
+    current_state, sort_timeline, Error, Output, Provider, ShipmentState, TrackingEvent,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::driver::{DeliveryRow, EventRow, ShipmentRow, WriteDriver};
-use crate::{lease, shipment_key, Arrival, Lease, Projection, StoreError};
+use crate::driver::{DeliveryRow, EventRow, FeedRow, ShipmentRow, WriteDriver};
+use crate::{
+    lease, shipment_key, Arrival, Lease, Projection, Retraction, ShipmentStateChange, StatusChange,
+    StoreError,
+};
 
 /// How many queued jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -28,6 +33,8 @@ pub(crate) enum Work {
         lease: (String, i64),
         cursor: Option<(String, i64)>,
         items: Vec<(i64, Outcome)>,
+        /// Projected before (replay): events they no longer yield are retracted.
+        again: bool,
     },
     /// A cursor, saved only while the lease (name, epoch) is still held when given.
     SaveCursor(String, i64, Option<(String, i64)>),
@@ -103,6 +110,7 @@ pub(crate) fn outcome_rows(provider: Provider, outcome: Result<Vec<Output>, Erro
                     occurred_at: event.occurred_at,
                     status: event.status.map(|status| status.as_str()),
                     body: to_json(&event),
+                    content_hash: content_hash(&event),
                 },
                 event,
             )),
@@ -240,11 +248,12 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
             lease: (lease, epoch),
             cursor,
             items,
+            again,
         } => {
             lease::check(driver, lease, *epoch).await?;
             let mut done = Vec::with_capacity(items.len());
             for (seq, outcome) in items {
-                let projection = record_outcome(driver, *seq, outcome).await?;
+                let projection = record_outcome(driver, *seq, outcome, *again).await?;
                 let reason = projection.dead_letter.as_deref();
                 if !driver
                     .set_projection(*seq, reason, &to_json(&projection))
@@ -284,35 +293,100 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
     }
 }
 
-/// Inserts the outputs of delivery `seq` (events deduplicated by id) and recomputes every
-/// shipment that got a new event.
+/// Records the outputs of delivery `seq` and recomputes every shipment they change.
+///
+/// An event's content comes from the most recent delivery (by inbox `seq`) that carries it:
+/// a new `event_id` is stored as revision 1; a stored one whose content (by hash: never the
+/// per-delivery fields) differs, carried by this delivery or a later one than its owner, is
+/// stored as the next revision; an older delivery never overrides a newer one. When a delivery
+/// is projected again (`again`, replay), the events it owned and no longer yields (an id that
+/// changed with a fix, or the delivery became a dead letter) are retracted. Each of these
+/// enters the feed.
 async fn record_outcome(
     driver: &mut impl WriteDriver,
     seq: i64,
     outcome: &Outcome,
+    again: bool,
 ) -> Result<Projection, StoreError> {
     let mut projection = Projection {
         delivery_seq: seq,
         ..Projection::default()
     };
+    let no_rows = Rows::default();
     let rows = match outcome {
         Ok(rows) => rows,
         Err(reason) => {
             projection.dead_letter = Some(reason.clone());
-            return Ok(projection);
+            &no_rows
         }
     };
-    // The events this delivery added, per shipment.
+    // New events per shipment (when a shipment has no other, its state needs no read), and
+    // the shipments whose events were revised or retracted (their events are read back).
     let mut added: BTreeMap<&str, Vec<&TrackingEvent>> = BTreeMap::new();
+    let mut changed: BTreeSet<String> = BTreeSet::new();
     for (row, event) in &rows.events {
         if driver.insert_event(seq, row).await? {
+            append_event(driver, row, 1).await?;
             projection.events.push(row.event_id.clone());
             projection
                 .new_event_statuses
                 .push(row.status.unwrap_or("none"));
             added.entry(&row.shipment_key).or_default().push(event);
-        } else {
+            continue;
+        }
+        let Some(stored) = driver.event(&row.event_id).await? else {
+            return Err(StoreError::internal("an event neither inserted nor stored"));
+        };
+        let same_content = || {
+            let stored_hash = if stored.content_hash.is_empty() {
+                crate::parse_stored::<TrackingEvent>(&stored.body, "event")
+                    .map(|event| content_hash(&event))
+                    .unwrap_or_default()
+            } else {
+                stored.content_hash.clone()
+            };
+            stored_hash == row.content_hash
+        };
+        if !stored.retracted && (seq < stored.delivery_seq || same_content()) {
             projection.duplicates.push(row.event_id.clone());
+            continue;
+        }
+        let revision = stored.revision + 1;
+        driver.revise_event(seq, row, revision).await?;
+        append_event(driver, row, revision).await?;
+        projection.revised.push(row.event_id.clone());
+        changed.insert(stored.shipment_key);
+        changed.insert(row.shipment_key.clone());
+    }
+    if again {
+        let yielded: BTreeSet<&str> = rows
+            .events
+            .iter()
+            .map(|(row, _)| row.event_id.as_str())
+            .collect();
+        for (event_id, key, revision) in driver.owned_events(seq).await? {
+            if yielded.contains(event_id.as_str()) {
+                continue;
+            }
+            driver.retract_event(&event_id).await?;
+            let body = to_json(&Retraction {
+                seq: 0,
+                event_id: event_id.clone(),
+                revision,
+                shipment_key: key.clone(),
+                delivery_seq: seq,
+            });
+            driver
+                .append_feed(&FeedRow {
+                    kind: "retraction",
+                    event_id: Some(&event_id),
+                    revision: Some(revision),
+                    shipment_key: &key,
+                    body: &body,
+                })
+                .await?;
+            projection.retracted.push(event_id);
+            changed.insert(key);
         }
     }
     for body in &rows.notices {
@@ -320,43 +394,126 @@ async fn record_outcome(
         projection.notices += 1;
     }
     for (key, events) in added {
-        refresh_shipment(driver, key, &events).await?;
+        if !changed.contains(key) {
+            refresh_shipment(driver, key, Some(&events)).await?;
+        }
+    }
+    for key in &changed {
+        refresh_shipment(driver, key, None).await?;
     }
     Ok(projection)
 }
 
+async fn append_event(
+    driver: &mut impl WriteDriver,
+    row: &EventRow,
+    revision: i64,
+) -> Result<(), StoreError> {
+    driver
+        .append_feed(&FeedRow {
+            kind: "event",
+            event_id: Some(&row.event_id),
+            revision: Some(revision),
+            shipment_key: &row.shipment_key,
+            body: &row.body,
+        })
+        .await
+        .map(|_| ())
+}
+
+/// The hash of an event's canonical content: its JSON without what differs between
+/// deliveries of the same event (when it was received, the delivery's id, whether it
+/// triggered the delivery).
+pub(crate) fn content_hash(event: &TrackingEvent) -> String {
+    use sha2::Digest as _;
+    let mut value = serde_json::to_value(event).unwrap_or_default();
+    if let Some(fields) = value.as_object_mut() {
+        for per_delivery in ["received_at", "delivery_id", "trigger"] {
+            fields.remove(per_delivery);
+        }
+    }
+    hex::encode(sha2::Sha256::digest(value.to_string().as_bytes()))
+}
+
 /// The state is recomputed from the whole set of the shipment's events, so arrival order can
-/// never regress it. `added` are the events just inserted under `key`: when the shipment has
-/// no others (its first delivery), they are that whole set and nothing is read back.
+/// never regress it. `added` are the events just inserted under `key`, when nothing else about
+/// it changed: when the shipment has no others (its first delivery), they are that whole set,
+/// and nothing is read back. When the status (or what set it) changes, a `shipment_state`
+/// item enters the feed.
 async fn refresh_shipment(
     driver: &mut impl WriteDriver,
     key: &str,
-    added: &[&TrackingEvent],
+    added: Option<&[&TrackingEvent]>,
 ) -> Result<(), StoreError> {
-    let mut events: Vec<TrackingEvent> = if driver.count_events(key).await? == added.len() {
-        added.iter().map(|&event| event.clone()).collect()
-    } else {
-        driver
-            .events_of(key)
-            .await?
-            .iter()
-            .filter_map(|body| crate::parse_stored(body, "event"))
-            .collect()
+    let first = match added {
+        Some(added) => driver.count_events(key).await? == added.len(),
+        None => false,
     };
-    let Some(state) = current_state(&events) else {
-        return Ok(());
+    let (mut events, previous): (Vec<TrackingEvent>, Option<ShipmentState>) = match added {
+        Some(added) if first => (added.iter().map(|&event| event.clone()).collect(), None),
+        _ => (
+            driver
+                .events_of(key)
+                .await?
+                .iter()
+                .filter_map(|body| crate::parse_stored(body, "event"))
+                .collect(),
+            driver
+                .shipment_state(key)
+                .await?
+                .and_then(|state| crate::parse_stored(&state, "state")),
+        ),
     };
+    let state = current_state(&events);
     sort_timeline(&mut events);
-    let Some(latest) = events.last() else {
-        return Ok(());
+    let latest = events.last();
+    let moved = match (&previous, &state) {
+        (None, None) => false,
+        (Some(previous), Some(state)) => {
+            (
+                previous.status,
+                &previous.substatus,
+                &previous.status_event_id,
+            ) != (state.status, &state.substatus, &state.status_event_id)
+        }
+        _ => true,
     };
-    driver
-        .upsert_shipment(&ShipmentRow {
-            key,
-            carrier: latest.shipment.carrier.as_deref(),
-            tracking_number: latest.shipment.tracking_number.as_deref(),
-            shipment: to_json(&latest.shipment),
-            state: to_json(&state),
-        })
-        .await
+    if moved {
+        let body = to_json(&ShipmentStateChange {
+            seq: 0,
+            shipment_key: key.to_owned(),
+            shipment: latest.map(|event| event.shipment.clone()),
+            previous: previous.as_ref().map(|previous| StatusChange {
+                status: previous.status,
+                substatus: previous.substatus.clone(),
+                status_event_id: previous.status_event_id.clone(),
+            }),
+            state: state.clone(),
+        });
+        driver
+            .append_feed(&FeedRow {
+                kind: "shipment_state",
+                event_id: state.as_ref().map(|state| state.status_event_id.as_str()),
+                revision: None,
+                shipment_key: key,
+                body: &body,
+            })
+            .await?;
+    }
+    match (state, latest) {
+        (Some(state), Some(latest)) => {
+            driver
+                .upsert_shipment(&ShipmentRow {
+                    key,
+                    carrier: latest.shipment.carrier.as_deref(),
+                    tracking_number: latest.shipment.tracking_number.as_deref(),
+                    shipment: to_json(&latest.shipment),
+                    state: to_json(&state),
+                })
+                .await
+        }
+        // Every event retracted (or none with a status): no state to show.
+        _ if previous.is_some() || events.is_empty() => driver.delete_shipment(key).await,
+        _ => Ok(()),
+    }
 }

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 
 use chrono::TimeDelta;
 use shipfeed::{current_state, sort_timeline, Error, Output, Provider, RawDelivery, Status};
-use shipfeed_store::{Projection, Store};
+use shipfeed_store::{FeedItem, Projection, Store};
 use support::{
     commit, event, events_of, fixture, ingest_error, ingest_events, reproject, whole_feed, Ingest,
 };
@@ -54,7 +54,285 @@ conformance!(
     a_failing_job_does_not_sink_the_others,
     a_lease_has_one_holder_at_a_time_and_fences_a_stale_one,
     a_lease_holder_renews_when_a_third_has_passed_and_a_takeover_fences_it,
+    a_mapping_fix_is_one_revision_and_corrects_the_state,
+    an_older_delivery_never_overrides_a_newer_one,
+    a_changed_id_is_one_retraction_plus_one_new_event,
+    a_resent_history_replayed_twice_is_no_revision,
 );
+
+/// The feed's items after `after`, by kind, with the event or state each is about.
+async fn items_after(store: &Store, after: i64) -> Vec<(String, String)> {
+    store
+        .events_after(after, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|item| match item {
+            FeedItem::Event(item) => (
+                format!("event r{}", item.revision),
+                format!("{} {:?}", item.event.event_id.as_str(), item.event.status),
+            ),
+            FeedItem::Retraction(item) => (format!("retraction r{}", item.revision), item.event_id),
+            FeedItem::ShipmentState(item) => (
+                "shipment_state".to_owned(),
+                format!(
+                    "{:?} -> {:?}",
+                    item.previous.map(|p| p.status),
+                    item.state
+                        .map(|s| (s.status, s.status_event_id.as_str().to_owned()))
+                ),
+            ),
+        })
+        .collect()
+}
+
+fn outputs(events: &[shipfeed::TrackingEvent]) -> Result<Vec<Output>, Error> {
+    Ok(events.iter().cloned().map(Output::Event).collect())
+}
+
+async fn a_mapping_fix_is_one_revision_and_corrects_the_state(store: Store) {
+    // Stored while its code mapped to nothing: `unknown`.
+    let unmapped = event("FIX1", "X9", "2024-06-01T10:00:00Z", Some(Status::Unknown));
+    let id = unmapped.event_id.as_str().to_owned();
+    let stored = commit(&store, vec![ingest_events(std::slice::from_ref(&unmapped))])
+        .await
+        .unwrap();
+    let seq = stored[0].delivery_seq;
+    let end = store.feed_end().await.unwrap();
+
+    // This build knows the code: the same event (same id), delivered.
+    let mut mapped = unmapped.clone();
+    mapped.status = Some(Status::Delivered);
+    mapped.substatus = None;
+    let fixed = reproject(&store, seq, Provider::Sendcloud, outputs(&[mapped.clone()]))
+        .await
+        .unwrap();
+    assert_eq!(
+        (fixed.revised.clone(), fixed.events.len()),
+        (vec![id.clone()], 0)
+    );
+    assert_eq!(
+        items_after(&store, end).await,
+        [
+            ("event r2".to_owned(), format!("{id} Some(Delivered)")),
+            (
+                "shipment_state".to_owned(),
+                format!("Some(Unknown) -> Some((Delivered, \"{id}\"))")
+            ),
+        ]
+    );
+    let view = &store.shipments(None, "FIX1").await.unwrap()[0];
+    assert_eq!(
+        (view.state.status, view.timeline.len()),
+        (Status::Delivered, 1)
+    );
+    let revisions = store.revisions(&id).await.unwrap();
+    let statuses: Vec<_> = revisions
+        .iter()
+        .map(|(r, d, e)| (*r, *d, e.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (1, seq, Some(Status::Unknown)),
+            (2, seq, Some(Status::Delivered))
+        ],
+        "the old revision is kept"
+    );
+
+    // Replaying again changes nothing.
+    let end = store.feed_end().await.unwrap();
+    let again = reproject(&store, seq, Provider::Sendcloud, outputs(&[mapped]))
+        .await
+        .unwrap();
+    assert!(
+        again.revised.is_empty() && again.retracted.is_empty(),
+        "{again:?}"
+    );
+    assert!(items_after(&store, end).await.is_empty());
+}
+
+async fn an_older_delivery_never_overrides_a_newer_one(store: Store) {
+    let first = event(
+        "NEWER",
+        "1",
+        "2024-06-01T10:00:00Z",
+        Some(Status::InTransit),
+    );
+    let mut second = first.clone();
+    second.location = Some(shipfeed::Location {
+        city: Some("Utrecht".into()),
+        ..shipfeed::Location::default()
+    });
+    // A later delivery of the same event with more content: revision 2.
+    let stored = commit(
+        &store,
+        vec![
+            ingest_events(std::slice::from_ref(&first)),
+            ingest_events(std::slice::from_ref(&second)),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(stored[1].revised, [first.event_id.as_str()]);
+    // The same event received again (another time, another delivery id, not the trigger):
+    // the same content, no revision.
+    let mut resent = second.clone();
+    resent.received_at = support::at("2024-06-02T00:00:00Z");
+    resent.delivery_id = Some("another".into());
+    resent.trigger = false;
+    let third = commit(&store, vec![ingest_events(&[resent])])
+        .await
+        .unwrap();
+    assert_eq!(third[0].duplicates.len(), 1, "{third:?}");
+    // Projecting the older delivery again leaves the newer content in place.
+    let end = store.feed_end().await.unwrap();
+    let older = reproject(
+        &store,
+        stored[0].delivery_seq,
+        Provider::Sendcloud,
+        outputs(&[first]),
+    )
+    .await
+    .unwrap();
+    assert!(older.revised.is_empty(), "{older:?}");
+    assert!(items_after(&store, end).await.is_empty());
+    let view = &store.shipments(None, "NEWER").await.unwrap()[0];
+    assert_eq!(view.timeline, [second]);
+}
+
+async fn a_changed_id_is_one_retraction_plus_one_new_event(store: Store) {
+    let early = event(
+        "MOVED",
+        "1",
+        "2024-06-01T08:00:00Z",
+        Some(Status::InTransit),
+    );
+    let wrong = event(
+        "MOVED",
+        "2-wrong-zone",
+        "2024-06-01T10:00:00Z",
+        Some(Status::Delivered),
+    );
+    let stored = commit(&store, vec![ingest_events(&[early.clone(), wrong.clone()])])
+        .await
+        .unwrap();
+    let seq = stored[0].delivery_seq;
+    let end = store.feed_end().await.unwrap();
+
+    // A fix changes how the second event's time is read, and with it its derived id.
+    let right = event(
+        "MOVED",
+        "2",
+        "2024-06-01T08:30:00Z",
+        Some(Status::Delivered),
+    );
+    let fixed = reproject(
+        &store,
+        seq,
+        Provider::Sendcloud,
+        outputs(&[early.clone(), right.clone()]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fixed.events, [right.event_id.as_str()]);
+    assert_eq!(fixed.retracted, [wrong.event_id.as_str()]);
+    assert_eq!(
+        items_after(&store, end).await,
+        [
+            (
+                "event r1".to_owned(),
+                format!("{} Some(Delivered)", right.event_id.as_str())
+            ),
+            (
+                "retraction r1".to_owned(),
+                wrong.event_id.as_str().to_owned()
+            ),
+            (
+                "shipment_state".to_owned(),
+                format!(
+                    "Some(Delivered) -> Some((Delivered, \"{}\"))",
+                    right.event_id.as_str()
+                )
+            ),
+        ]
+    );
+    let view = &store.shipments(None, "MOVED").await.unwrap()[0];
+    assert_eq!(
+        view.state.status_event_id, right.event_id,
+        "never the retracted one"
+    );
+    assert_eq!(view.timeline, [early.clone(), right.clone()]);
+
+    // Should the delivery become a dead letter, it carries nothing: all it owned is withdrawn.
+    let dead = reproject(
+        &store,
+        seq,
+        Provider::Sendcloud,
+        Err(Error::payload("now refused")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(dead.retracted.len(), 2, "{dead:?}");
+    assert!(store.shipments(None, "MOVED").await.unwrap().is_empty());
+    let last = store.events_after(0, 1000).await.unwrap().pop().unwrap();
+    assert!(
+        matches!(&last, FeedItem::ShipmentState(change) if change.state.is_none()),
+        "{last:?}"
+    );
+}
+
+async fn a_resent_history_replayed_twice_is_no_revision(store: Store) {
+    let resends: Vec<_> = (0..5)
+        .map(|n| {
+            support::fixture_received_at(
+                Provider::HappyColis,
+                HISTORY,
+                support::at("2024-06-01T12:00:00Z") + TimeDelta::minutes(n * 7),
+            )
+        })
+        .collect();
+    let outcomes: Vec<_> = (0..5)
+        .map(|n| {
+            support::fixture_received_at(
+                Provider::HappyColis,
+                HISTORY,
+                support::at("2024-07-01T00:00:00Z") + TimeDelta::minutes(n),
+            )
+            .outcome
+        })
+        .collect();
+    let stored = commit(&store, resends).await.unwrap();
+    let history = stored[0].events.len();
+    assert!(history > 1);
+    assert!(stored.iter().all(|p| p.revised.is_empty()), "{stored:?}");
+    let end = store.feed_end().await.unwrap();
+    for _ in 0..2 {
+        for (projection, outcome) in stored.iter().zip(&outcomes) {
+            let outcome = match outcome {
+                Ok(outputs) => Ok(outputs.clone()),
+                Err(error) => panic!("{error}"),
+            };
+            let again = reproject(
+                &store,
+                projection.delivery_seq,
+                Provider::HappyColis,
+                outcome,
+            )
+            .await
+            .unwrap();
+            assert!(
+                again.revised.is_empty() && again.retracted.is_empty(),
+                "{again:?}"
+            );
+        }
+    }
+    assert!(
+        items_after(&store, end).await.is_empty(),
+        "nothing new in the feed"
+    );
+    assert_eq!(whole_feed(&store, 100).await.len(), history);
+}
 
 const DELIVERED: &str = "sendcloud/generated/v2-status-00011-delivered.json";
 const ANNOUNCED: &str = "sendcloud/generated/v2-status-00001-announced.json";
@@ -103,18 +381,31 @@ async fn commit_then_read_back(store: Store) {
         .windows(2)
         .all(|w| w[0].delivery_seq < w[1].delivery_seq));
 
-    // The feed: every event, in commit order, with strictly increasing cursors.
+    // The feed: every event, in commit order, each followed by its new shipment's state,
+    // with strictly increasing cursors.
     let feed = store.events_after(0, 100).await.unwrap();
-    let events: Vec<_> = feed.iter().map(|item| item.event.clone()).collect();
+    let events: Vec<_> = support::events(feed.clone())
+        .into_iter()
+        .map(|item| item.event)
+        .collect();
     assert_eq!(events, expected);
-    assert!(feed.windows(2).all(|w| w[0].seq < w[1].seq));
-    let last = feed.last().unwrap().seq;
+    let kinds: Vec<&str> = feed
+        .iter()
+        .map(|item| match item {
+            FeedItem::Event(_) => "event",
+            FeedItem::ShipmentState(_) => "shipment_state",
+            FeedItem::Retraction(_) => "retraction",
+        })
+        .collect();
+    assert_eq!(kinds, ["event", "shipment_state"].repeat(3));
+    assert!(feed.windows(2).all(|w| w[0].seq() < w[1].seq()));
+    let last = feed.last().unwrap().seq();
     assert_eq!(store.feed_end().await.unwrap(), last);
     assert!(store.events_after(last, 100).await.unwrap().is_empty());
     // Paging from a cursor resumes exactly where the previous page ended.
     let first_two = store.events_after(0, 2).await.unwrap();
     assert_eq!(first_two, feed[..2]);
-    let rest = store.events_after(first_two[1].seq, 2).await.unwrap();
+    let rest = store.events_after(first_two[1].seq(), 100).await.unwrap();
     assert_eq!(rest, feed[2..]);
     assert!(store.events_after(0, 0).await.unwrap().is_empty());
 
@@ -373,6 +664,8 @@ async fn dead_letter_then_replay(store: Store) {
                 .map(|e| e.event_id.as_str().to_owned())
                 .collect(),
             duplicates: Vec::new(),
+            revised: Vec::new(),
+            retracted: Vec::new(),
             notices: 0,
             dead_letter: None,
             new_event_statuses: vec!["delivered"],
@@ -699,7 +992,7 @@ async fn payload_text_with_nul_is_stored(store: Store) {
     let delivery = ingest.delivery.clone();
     let committed = commit(&store, vec![ingest]).await.unwrap();
     assert_eq!(committed[0].events.len(), 1);
-    let feed = store.events_after(0, 10).await.unwrap();
+    let feed = support::events(store.events_after(0, 10).await.unwrap());
     assert_eq!(feed[0].event, odd);
     let views = store.shipments(None, "NUL\0PARCEL").await.unwrap();
     assert_eq!(views.len(), 1);
@@ -901,13 +1194,17 @@ mod replicas {
                 let still_writing = writing.load(Ordering::SeqCst);
                 let page = store.events_after(cursor, 16).await.unwrap();
                 if let Some(last) = page.last() {
-                    cursor = last.seq;
+                    cursor = last.seq();
                 } else if !still_writing {
                     return seen;
                 } else {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
-                seen.extend(page.into_iter().map(|item| (item.seq, item.event.event_id)));
+                seen.extend(
+                    support::events(page)
+                        .into_iter()
+                        .map(|item| (item.seq, item.event.event_id)),
+                );
             }
         })
     }
@@ -1045,7 +1342,7 @@ mod replicas {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3], "each migration applied once");
+        assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
         let tables: BTreeSet<String> = client
             .query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -1059,7 +1356,9 @@ mod replicas {
         let expected = [
             "cursors",
             "deliveries",
+            "event_revisions",
             "events",
+            "feed",
             "leases",
             "notices",
             "shipfeed_schema_version",
@@ -1079,7 +1378,7 @@ mod replicas {
             .await
             .unwrap();
         for store in &stores {
-            assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
+            assert_eq!(support::whole_feed(store, 10).await.len(), 1);
         }
     }
 

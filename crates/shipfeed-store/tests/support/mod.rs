@@ -10,7 +10,7 @@ use shipfeed::{
     Credentials, Error, EventId, Output, Provider, RawDelivery, RawStatus, Secret, ShipmentRef,
     Status, TrackingEvent,
 };
-use shipfeed_store::{Arrival, Normalized, Projection, Store, PROJECTOR};
+use shipfeed_store::{Arrival, EventItem, FeedItem, Normalized, Projection, Store, PROJECTOR};
 
 /// A delivery and what its adapter made of it: what the service's inbox stores and what its
 /// projector then records.
@@ -63,7 +63,7 @@ pub async fn commit(
     store.project(&test_lease(store).await, None, batch).await
 }
 
-/// Projects stored delivery `seq` again with this outcome (what replay does).
+/// Projects stored delivery `seq` again with this outcome, as replay does.
 pub async fn reproject(
     store: &Store,
     seq: i64,
@@ -76,7 +76,7 @@ pub async fn reproject(
         outcome,
     };
     let mut done = store
-        .project(&test_lease(store).await, None, vec![item])
+        .reproject(&test_lease(store).await, vec![item])
         .await?;
     Ok(done.pop().unwrap())
 }
@@ -138,9 +138,15 @@ pub fn fixture_path(relative: &str) -> std::path::PathBuf {
 /// A real fixture delivery, normalized by its provider's adapter the way the service does:
 /// signed fixtures through `construct` (signature checked), the others through `parse`.
 pub fn fixture(provider: Provider, relative: &str) -> Ingest {
+    fixture_received_at(provider, relative, received_at())
+}
+
+/// [`fixture`], received at another time (a resend of the same delivery).
+pub fn fixture_received_at(provider: Provider, relative: &str, at: DateTime<Utc>) -> Ingest {
     let path = fixture_path(relative);
     assert!(Path::new(&path).exists(), "missing fixture {relative}");
-    let (delivery, signed) = shipfeed_testkit::load(&path);
+    let (mut delivery, signed) = shipfeed_testkit::load(&path);
+    delivery.received_at = at;
     let adapter = registry::adapter(provider, &Settings::default()).unwrap();
     let credentials = Credentials::Hmac(Secret::new(shipfeed_testkit::FIXTURE_SECRET));
     let outcome = if signed {
@@ -228,9 +234,20 @@ pub fn ingest_error(body: &[u8], error: Error) -> Ingest {
     }
 }
 
-/// Every event of the feed, paged `page` at a time, checking the cursor order on the way.
-pub async fn whole_feed(store: &Store, page: usize) -> Vec<shipfeed_store::FeedItem> {
-    let mut items: Vec<shipfeed_store::FeedItem> = Vec::new();
+/// The event items among feed items.
+pub fn events(items: Vec<FeedItem>) -> Vec<EventItem> {
+    items
+        .into_iter()
+        .filter_map(|item| match item {
+            FeedItem::Event(event) => Some(event),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every event item of the feed, paged `page` at a time, checking the cursor order on the way.
+pub async fn whole_feed(store: &Store, page: usize) -> Vec<EventItem> {
+    let mut items: Vec<FeedItem> = Vec::new();
     let mut cursor = 0;
     loop {
         let batch = store.events_after(cursor, page).await.unwrap();
@@ -239,9 +256,10 @@ pub async fn whole_feed(store: &Store, page: usize) -> Vec<shipfeed_store::FeedI
             "events_after returned more than the limit"
         );
         let Some(last) = batch.last() else {
-            return items;
+            assert!(items.windows(2).all(|w| w[0].seq() < w[1].seq()));
+            return events(items);
         };
-        cursor = last.seq;
+        cursor = last.seq();
         items.extend(batch);
     }
 }
