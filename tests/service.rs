@@ -48,6 +48,7 @@ on_both_stores!(
     new_events_reach_the_json_lines_file_sink_once,
     new_events_reach_the_stdout_sink_as_feed_items,
     new_events_are_published_to_nats_jetstream_once,
+    named_subscriptions_each_write_every_event_once,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -618,6 +619,76 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
     assert_eq!(
         written[3]["shipment"]["tracking_number"],
         tracking_number(1199)
+    );
+}
+
+/// Two `[[subscription]]` files next to the legacy `sink`: each gets every event once, in feed
+/// order, from its own cursor; `/metrics` shows this replica driving both.
+async fn named_subscriptions_each_write_every_event_once(backend: Backend) {
+    let store = TestStore::new(backend);
+    let files = [
+        Server::scratch_file(&store, "orders.jsonl"),
+        Server::scratch_file(&store, "audit.jsonl"),
+    ];
+    let server = Server::start(
+        &store,
+        &format!(
+            r#"[[subscription]]
+name = "orders"
+kind = "file"
+path = "{}"
+start = "beginning"
+[[subscription]]
+name = "audit"
+kind = "file"
+path = "{}"
+start = "beginning"
+"#,
+            files[0].display(),
+            files[1].display()
+        ),
+    )
+    .await;
+    let http = client();
+    for parcel in 0..3 {
+        let delivery = sendcloud_status(1400 + parcel, (11, "Delivered"), 1_712_188_288_908);
+        post(&http, &server.base, &delivery).await.unwrap();
+        post(&http, &server.base, &delivery).await.unwrap(); // a retry: no second line
+    }
+    let feed_items: Vec<Value> = feed(&http, &server.base)
+        .await
+        .into_iter()
+        .map(|(_, item)| item)
+        .collect();
+    assert_eq!(feed_items.len(), 3);
+    let schema = Schema::feed_item();
+    let stored = shipfeed_store::open(&store.url).await.unwrap();
+    let last_seq = feed_items[2]["seq"].as_i64().unwrap();
+    for (name, file) in ["orders", "audit"].iter().zip(&files) {
+        // The file is synced before the cursor moves: once the cursor is at the last event,
+        // the file holds everything it will.
+        let cursor = format!("subscription:{name}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while stored.saved_cursor(&cursor).await.unwrap() != Some(last_seq) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{cursor} never reached {last_seq}\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let written: Vec<Value> = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(|line| schema.assert_line(line))
+            .collect();
+        assert_eq!(written, feed_items, "{name}: the feed, once, in order");
+        let held = format!("shipfeed_subscription_lease_held{{subscription=\"{name}\"}}");
+        assert_eq!(metric(&http, &server.base, &held).await, 1, "{held}");
+    }
+    assert!(
+        server.stdout_text().is_empty(),
+        "the sink is none: nothing on stdout"
     );
 }
 

@@ -7,8 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shipfeed::Credentials;
-use shipfeed_server::{Config, Service};
-use shipfeed_server::{OutboxTarget, ReplayFilter};
+use shipfeed_server::{Config, ReplayFilter, Service};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -143,24 +142,30 @@ async fn serve(config: Config) -> Result<()> {
     }
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let sources = service.start_sqs_sources(&stopping).await?;
-    let outbox = OutboxTarget::parse(&config.sink);
-    match &outbox {
-        OutboxTarget::File(path) => eprintln!("  new events appended to {}", path.display()),
-        OutboxTarget::Nats(url) => eprintln!(
-            "  new events published to NATS JetStream {url}, stream {}",
-            shipfeed_server::NATS_STREAM
-        ),
-        OutboxTarget::Stdout | OutboxTarget::None => {}
+    if !service.subscriptions().is_empty() {
+        eprintln!(
+            "  subscriptions (driven by the replica holding each one's lease; this is {}):",
+            service.replica_id()
+        );
     }
-    service.start_outbox(&outbox).await?;
+    for subscription in service.subscriptions() {
+        eprintln!(
+            "    `{}`: {} (cursor `{}`)",
+            subscription.name(),
+            subscription.target(),
+            subscription.cursor()
+        );
+    }
+    let subscriptions = service.start_subscriptions(&stopping).await?;
     axum::serve(listener, service.router(config.body_limit_bytes))
         .with_graceful_shutdown(crate::shutdown::signal())
         .await
         .context("serve")?;
-    // HTTP has drained; let the queue pollers finish their batches in flight.
+    // HTTP has drained; let the queue pollers and the subscriptions finish their batches in
+    // flight (the subscriptions then release their leases to the other replicas).
     let _ = stop.send(true);
-    for source in sources {
-        let _ = source.await;
+    for task in sources.into_iter().chain(subscriptions) {
+        let _ = task.await;
     }
     eprintln!("shipfeed stopped");
     Ok(())

@@ -36,9 +36,9 @@ pub mod config;
 mod error;
 mod ingest;
 mod metrics;
-mod outbox;
 mod replay;
 mod sqs;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -62,8 +62,8 @@ pub use config::{Config, EndpointConfig, SqsSourceConfig};
 pub use error::{BoxError, ServiceError};
 pub use ingest::{IngestError, IngestObserver, Ingestor};
 use metrics::{Metrics, Outcome};
-pub use outbox::{OutboxTarget, NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use replay::{ReplayFilter, ReplaySummary};
+pub use shipfeed_subscriptions::{NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use sqs::StoreInbox;
 
 /// One configured inbound endpoint or SQS source, ready to serve.
@@ -81,14 +81,14 @@ struct Source {
     config: SqsSourceConfig,
 }
 
-/// What the service observes of its ingest path: its metrics, and the outbox's wake-up.
+/// What the service observes of its ingest path: its metrics, and the subscriptions' wake-up.
 struct Observer {
     metrics: Metrics,
-    new_events: Notify,
+    new_events: Arc<Notify>,
 }
 
 impl Observer {
-    /// Counts a commit's new events by status and wakes the outbox when there are any.
+    /// Counts a commit's new events by status and wakes the subscriptions when there are any.
     fn new_events(&self, provider: Provider, committed: &Committed) {
         for status in &committed.new_event_statuses {
             self.metrics.new_event(provider, status);
@@ -152,6 +152,7 @@ pub struct Service {
     observer: Arc<Observer>,
     /// The service's own metrics registry (see `metrics.rs` for why it is not global).
     registry: Registry,
+    subscriptions: subscriptions::Subscriptions,
 }
 
 impl Service {
@@ -160,7 +161,8 @@ impl Service {
     /// # Errors
     /// [`ServiceError::Endpoint`] for an endpoint whose provider is not in this build,
     /// [`ServiceError::Read`] for a secret file that cannot be read, [`ServiceError::Setting`]
-    /// for an SQS source with an unknown time zone.
+    /// for an SQS source with an unknown time zone, [`ServiceError::Subscription`] for invalid
+    /// subscriptions.
     pub fn new(config: &Config, store: Store) -> Result<Arc<Self>, ServiceError> {
         let mut endpoints = HashMap::new();
         for endpoint in &config.endpoints {
@@ -212,17 +214,24 @@ impl Service {
                 },
             );
         }
-        let (metrics, registry) = Metrics::new();
+        let (metrics, mut registry) = Metrics::new();
         let observer = Arc::new(Observer {
             metrics,
-            new_events: Notify::new(),
+            new_events: Arc::new(Notify::new()),
         });
+        let subscriptions = subscriptions::Subscriptions::new(
+            config,
+            store.clone(),
+            Arc::clone(&observer.new_events),
+            &mut registry,
+        )?;
         Ok(Arc::new(Service {
             endpoints,
             sources,
             ingestor: Ingestor::new(store, Arc::clone(&observer) as Arc<dyn IngestObserver>),
             observer,
             registry,
+            subscriptions,
         }))
     }
 
@@ -238,7 +247,7 @@ impl Service {
         self.ingestor.store()
     }
 
-    /// The service's ingest path: its store, observed by its metrics and its outbox.
+    /// The service's ingest path: its store, observed by its metrics and its subscriptions.
     pub fn ingestor(&self) -> &Ingestor {
         &self.ingestor
     }
