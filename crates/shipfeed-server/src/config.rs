@@ -39,7 +39,9 @@ pub struct Config {
     #[serde(default, rename = "subscription")]
     pub subscriptions: Vec<SubscriptionConfig>,
     /// This replica's id as the holder of subscription leases (default: host name, process
-    /// id and a random part).
+    /// id and a random part, new at each start). A stable id lets a restarted replica take its
+    /// own leases back at once instead of waiting for them to run out; two running replicas
+    /// must never share one.
     #[serde(default)]
     pub replica_id: Option<String>,
     /// Seconds a subscription lease lasts unless renewed: how long a replica's subscriptions
