@@ -16,9 +16,9 @@ use shipfeed_testkit::schema::Schema;
 use support::moto::Moto;
 use support::recorder::Recorder;
 use support::{
-    assert_feed_consistent, client, feed, fixture_delivery, get, happycolis_signed, metric, post,
-    post_projected, sendcloud_signed, sendcloud_status, tracking_number, Backend, Server,
-    TestStore,
+    assert_feed_consistent, client, feed, feed_items, fixture_delivery, get, happycolis_signed,
+    metric, post, post_projected, sendcloud_signed, sendcloud_status, tracking_number, Backend,
+    Server, TestStore,
 };
 
 /// Runs one scenario on SQLite and on PostgreSQL, as two tests.
@@ -49,6 +49,7 @@ on_both_stores!(
     new_events_reach_the_json_lines_file_sink_once,
     new_events_reach_the_stdout_sink_as_feed_items,
     new_events_are_published_to_nats_jetstream_once,
+    named_subscriptions_each_write_every_event_once,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -595,7 +596,8 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
     for parcel in 0..3 {
         let delivery = sendcloud_status(1100 + parcel, (11, "Delivered"), 1_712_188_288_908);
         post(&http, &server.base, &delivery).await.unwrap();
-        post(&http, &server.base, &delivery).await.unwrap(); // a retry: no second line
+        // A retry: no second line.
+        post_projected(&http, &server.base, &delivery).await;
     }
     let lines = |expected: usize| {
         let sink = sink.clone();
@@ -619,17 +621,17 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
             }
         }
     };
-    let written = lines(3).await;
-    let items = feed(&http, &server.base).await;
-    let feed_events: Vec<Value> = items.iter().map(|(_, e)| e.clone()).collect();
-    assert_eq!(written, feed_events, "the sink writes the feed, in order");
-    assert_eq!(written.len(), 3);
+    // Each new parcel: its event, then its shipment's first state.
+    let items = feed_items(&http, &server.base).await;
+    assert_eq!(items.len(), 6, "{items:?}");
+    let written = lines(items.len()).await;
+    assert_eq!(written, items, "the sink writes the feed, in order");
 
     // After a restart the saved cursor keeps the sink from writing the same events again. The
     // cursor is saved just after the lines are flushed: wait until the store has it at the
     // last event before the kill (a kill in between would, by design, write those lines
     // again: at-least-once).
-    let last_seq = items.last().map(|(seq, _)| *seq).unwrap();
+    let last_seq = items.last().unwrap()["seq"].as_i64().unwrap();
     let cursor_name = format!("file:{}", sink.display());
     let stored = shipfeed_store::open(&store.url).await.unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -648,12 +650,84 @@ async fn new_events_reach_the_json_lines_file_sink_once(backend: Backend) {
     drop(stored);
     let server = server.restart().await;
     let delivery = sendcloud_status(1199, (11, "Delivered"), 1_712_188_288_908);
-    post(&http, &server.base, &delivery).await.unwrap();
-    let written = lines(4).await;
-    assert_eq!(written.len(), 4);
+    post_projected(&http, &server.base, &delivery).await;
+    let written = lines(8).await;
+    assert_eq!(written.len(), 8);
+    assert_eq!(written[6]["type"], "event");
     assert_eq!(
-        written[3]["shipment"]["tracking_number"],
+        written[6]["shipment"]["tracking_number"],
         tracking_number(1199)
+    );
+}
+
+/// Two `[[subscription]]` files next to the legacy `sink`: each gets every event once, in feed
+/// order, from its own cursor; `/metrics` shows this replica driving both.
+async fn named_subscriptions_each_write_every_event_once(backend: Backend) {
+    let store = TestStore::new(backend);
+    let files = [
+        Server::scratch_file(&store, "orders.jsonl"),
+        Server::scratch_file(&store, "audit.jsonl"),
+    ];
+    let server = Server::start(
+        &store,
+        &format!(
+            r#"[[subscription]]
+name = "orders"
+kind = "file"
+path = "{}"
+start = "beginning"
+[[subscription]]
+name = "audit"
+kind = "file"
+path = "{}"
+start = "beginning"
+"#,
+            files[0].display(),
+            files[1].display()
+        ),
+    )
+    .await;
+    let http = client();
+    for parcel in 0..3 {
+        let delivery = sendcloud_status(1400 + parcel, (11, "Delivered"), 1_712_188_288_908);
+        post(&http, &server.base, &delivery).await.unwrap();
+        // A retry: no second line.
+        post_projected(&http, &server.base, &delivery).await;
+    }
+    let feed_items = feed_items(&http, &server.base).await;
+    assert_eq!(
+        feed_items.len(),
+        6,
+        "three events and three shipment states"
+    );
+    let schema = Schema::feed_item();
+    let stored = shipfeed_store::open(&store.url).await.unwrap();
+    let last_seq = feed_items[5]["seq"].as_i64().unwrap();
+    for (name, file) in ["orders", "audit"].iter().zip(&files) {
+        // The file is synced before the cursor moves: once the cursor is at the last event,
+        // the file holds everything it will.
+        let cursor = format!("subscription:{name}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while stored.saved_cursor(&cursor).await.unwrap() != Some(last_seq) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{cursor} never reached {last_seq}\n{}",
+                server.log_text()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let written: Vec<Value> = std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .map(|line| schema.assert_line(line))
+            .collect();
+        assert_eq!(written, feed_items, "{name}: the feed, once, in order");
+        let held = format!("shipfeed_subscription_lease_held{{subscription=\"{name}\"}}");
+        assert_eq!(metric(&http, &server.base, &held).await, 1, "{held}");
+    }
+    assert!(
+        server.stdout_text().is_empty(),
+        "the sink is none: nothing on stdout"
     );
 }
 
@@ -665,8 +739,10 @@ async fn new_events_reach_the_stdout_sink_as_feed_items(backend: Backend) {
     for parcel in 0..2 {
         let delivery = sendcloud_status(1300 + parcel, (11, "Delivered"), 1_712_188_288_908);
         post(&http, &server.base, &delivery).await.unwrap();
-        post(&http, &server.base, &delivery).await.unwrap(); // a retry: no second line
+        // A retry: no second line.
+        post_projected(&http, &server.base, &delivery).await;
     }
+    let feed_items = feed_items(&http, &server.base).await;
     let (feed_item, output) = (Schema::feed_item(), Schema::output());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let written: Vec<Value> = loop {
@@ -674,7 +750,7 @@ async fn new_events_reach_the_stdout_sink_as_feed_items(backend: Backend) {
         // Only whole lines: the sink may be mid-write.
         let complete = text.rfind('\n').map_or("", |end| &text[..end]);
         let lines: Vec<Value> = complete.lines().map(|l| feed_item.assert_line(l)).collect();
-        if lines.len() >= 2 {
+        if lines.len() >= feed_items.len() {
             break lines;
         }
         assert!(
@@ -684,23 +760,18 @@ async fn new_events_reach_the_stdout_sink_as_feed_items(backend: Backend) {
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     };
-    for line in &written {
+    for line in written.iter().filter(|line| line["type"] == "event") {
         output.assert_valid(line);
-        assert_eq!(line["type"], "event", "{line}");
     }
-    let feed_items: Vec<Value> = feed(&http, &server.base)
-        .await
-        .into_iter()
-        .map(|(_, item)| item)
-        .collect();
+    assert_eq!(feed_items.len(), 4, "two events, two shipment states");
     assert_eq!(
         written, feed_items,
         "stdout carries the feed's items, in order"
     );
 }
 
-/// Events published to NATS JetStream: each event once, `Nats-Msg-Id` = `event_id`, subject by
-/// provider and status. Needs the machine's NATS with JetStream on 127.0.0.1:4222.
+/// Events published to NATS JetStream: each event once, `Nats-Msg-Id` = `event_id:revision`,
+/// subject by provider and status. Needs the machine's NATS with JetStream on 127.0.0.1:4222.
 async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
     use async_nats::jetstream::consumer::{pull, DeliverPolicy};
     use tokio_stream::StreamExt as _;
@@ -730,7 +801,7 @@ async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
     for parcel in base..base + 3 {
         let delivery = sendcloud_status(parcel, (11, "Delivered"), 1_712_188_288_908);
         post(&http, &server.base, &delivery).await.unwrap();
-        post(&http, &server.base, &delivery).await.unwrap();
+        post_projected(&http, &server.base, &delivery).await;
     }
     let ours: BTreeSet<String> = (base..base + 3).map(tracking_number).collect();
     let feed_ids: BTreeSet<String> = feed(&http, &server.base)
@@ -794,7 +865,15 @@ async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
                     .as_ref()
                     .and_then(|h| h.get(async_nats::header::NATS_MESSAGE_ID))
                     .map(|v| v.as_str().to_owned());
-                assert_eq!(msg_id.as_deref(), event["event_id"].as_str());
+                let revision = event["revision"].as_i64().unwrap();
+                assert_eq!(
+                    msg_id,
+                    Some(format!(
+                        "{}:{revision}",
+                        event["event_id"].as_str().unwrap()
+                    )),
+                    "Nats-Msg-Id is event_id:revision"
+                );
                 assert_eq!(
                     message.subject.as_str(),
                     format!(

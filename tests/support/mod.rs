@@ -169,6 +169,8 @@ impl Server {
         let text = format!(
             r#"listen = "127.0.0.1:{port}"
 store = "{}"
+# A killed server's leases run out after this long, and the next one takes over.
+lease_ttl_seconds = {LEASE_TTL_SECONDS}
 {sink}
 {extra}
 [[endpoint]]
@@ -184,9 +186,6 @@ name = "shipup"
 provider = "shipup"
 secret_env = "SHIPFEED_SHIPUP_SECRET"
 basic_user = "shipup"
-# A killed server's projector lease runs out after this long, and the next one takes over.
-[projector]
-lease_ttl_seconds = {LEASE_TTL_SECONDS}
 "#,
             store.url
         );
@@ -482,6 +481,31 @@ pub async fn feed(client: &reqwest::Client, base: &str) -> Vec<(i64, Value)> {
                 output.assert_valid(&item);
                 items.push((item["seq"].as_i64().unwrap(), item));
             }
+        }
+        after = page["next_cursor"].as_i64().unwrap();
+    }
+}
+
+/// Every item of the whole feed (events, shipment states, retractions), in order, each
+/// checked against `schema/feed-item.schema.json`.
+pub async fn feed_items(client: &reqwest::Client, base: &str) -> Vec<Value> {
+    let schema = Schema::feed_item();
+    let mut items = Vec::new();
+    let mut after = 0;
+    loop {
+        let (status, page) = get(
+            client,
+            &format!("{base}/v1/events?after={after}&limit=1000"),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let page_items = page["events"].as_array().unwrap().clone();
+        if page_items.is_empty() {
+            return items;
+        }
+        for item in page_items {
+            schema.assert_valid(&item);
+            items.push(item);
         }
         after = page["next_cursor"].as_i64().unwrap();
     }

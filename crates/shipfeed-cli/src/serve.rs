@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use shipfeed::Credentials;
-use shipfeed_server::{Config, Service};
-use shipfeed_server::{OutboxTarget, ReplayFilter};
+use shipfeed_server::{Config, ReplayFilter, Service};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -77,9 +76,25 @@ pub(crate) fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             .await?;
         bar.finish_and_clear();
         eprintln!(
-            "replayed {} deliveries: {} new events, {} already stored, {} dead letters recovered, {} still dead letters",
-            summary.replayed, summary.new_events, summary.duplicates, summary.recovered, summary.dead_letters
+            "replayed {} deliveries: {} new events, {} revised, {} retracted, {} unchanged, {} dead letters recovered, {} still dead letters",
+            summary.replayed,
+            summary.new_events,
+            summary.revised,
+            summary.retracted,
+            summary.duplicates,
+            summary.recovered,
+            summary.dead_letters
         );
+        for (what, ids, count) in [
+            ("revised", &summary.revised_events, summary.revised),
+            ("retracted", &summary.retracted_events, summary.retracted),
+        ] {
+            if !ids.is_empty() {
+                let more = count.saturating_sub(ids.len() as u64);
+                let more = if more > 0 { format!(" and {more} more") } else { String::new() };
+                eprintln!("  {what}: {}{more}", ids.join(", "));
+            }
+        }
         if summary.skipped > 0 {
             let endpoints: Vec<String> = summary
                 .skipped_endpoints
@@ -145,24 +160,30 @@ async fn serve(config: Config) -> Result<()> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let sources = service.start_sqs_sources(&stopping).await?;
     let projector = service.start_projector(&stopping);
-    let outbox = OutboxTarget::parse(&config.sink);
-    match &outbox {
-        OutboxTarget::File(path) => eprintln!("  new events appended to {}", path.display()),
-        OutboxTarget::Nats(url) => eprintln!(
-            "  new events published to NATS JetStream {url}, stream {}",
-            shipfeed_server::NATS_STREAM
-        ),
-        OutboxTarget::Stdout | OutboxTarget::None => {}
+    if !service.subscriptions().is_empty() {
+        eprintln!(
+            "  subscriptions (driven by the replica holding each one's lease; this is {}):",
+            service.replica_id()
+        );
     }
-    service.start_outbox(&outbox).await?;
+    for subscription in service.subscriptions() {
+        eprintln!(
+            "    `{}`: {} (cursor `{}`)",
+            subscription.name(),
+            subscription.target(),
+            subscription.cursor()
+        );
+    }
+    let subscriptions = service.start_subscriptions(&stopping).await?;
     axum::serve(listener, service.router(config.body_limit_bytes))
         .with_graceful_shutdown(crate::shutdown::signal())
         .await
         .context("serve")?;
-    // HTTP has drained; let the queue pollers finish their batches in flight.
+    // HTTP has drained; let the queue pollers and the subscriptions finish their batches in
+    // flight (the subscriptions then release their leases to the other replicas).
     let _ = stop.send(true);
-    for source in sources {
-        let _ = source.await;
+    for task in sources.into_iter().chain(subscriptions) {
+        let _ = task.await;
     }
     // The projector finishes its batch and releases its lease, so another replica (or the
     // next start) need not wait for it to run out.

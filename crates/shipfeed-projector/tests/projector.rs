@@ -62,6 +62,7 @@ macro_rules! on_both_stores {
 }
 
 on_both_stores!(
+    a_seven_senders_time_replayed_in_its_zone_is_corrected,
     each_delivery_is_projected_once_and_none_can_stop_the_cursor,
     a_stale_projector_is_fenced_and_its_successor_continues,
     replay_pauses_the_running_projector_which_resumes_after,
@@ -340,6 +341,100 @@ async fn replay_pauses_the_running_projector_which_resumes_after(store: Store) {
     assert_eq!(feed_events(&store).await.len(), 2);
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// Seven Senders gives times without a zone. Stored while the source was configured as UTC,
+/// then replayed once the source says Europe/Berlin: the event's time is corrected (as a
+/// revision, or as a retraction and a new event when the time is part of its id), and the
+/// shipment's state rests on the corrected event only.
+async fn a_seven_senders_time_replayed_in_its_zone_is_corrected(store: Store) {
+    let clock = clock();
+    let adapters_in = |zone: chrono_tz::Tz| {
+        let mut adapters = Adapters::new();
+        let adapter = registry::adapter(
+            Provider::SevenSenders,
+            &Settings::with_source_time_zone(zone),
+        )
+        .unwrap();
+        adapters.insert("sevensenders", Arc::<dyn Adapter>::from(adapter));
+        adapters
+    };
+    let body = br#"{"id":"s1","order_id":"SF-1","tracking_code":"3SZONE0001","carrier":"dhl","status":"Delivered","status_time":"03.04.2024 20:22:30","tickets":[],"events":[]}"#;
+    let seq = store
+        .append(vec![Arrival {
+            endpoint: "sevensenders".into(),
+            provider: Provider::SevenSenders,
+            delivery: RawDelivery::new(body.to_vec(), shipfeed_testkit::received_at()),
+        }])
+        .await
+        .unwrap()[0];
+    let utc = projector(
+        &store,
+        adapters_in(chrono_tz::UTC),
+        "service",
+        &clock,
+        Arc::new(()),
+    );
+    let lease = LeaseHolder::new(
+        store.clone(),
+        PROJECTOR,
+        "service",
+        TimeDelta::seconds(3),
+        clock.clone(),
+    )
+    .hold()
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(utc.step(&lease).await.unwrap(), 1);
+    let stored = feed_events(&store).await;
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert_eq!(
+        stored[0].occurred_at.to_rfc3339(),
+        "2024-04-03T20:22:30+00:00"
+    );
+
+    let berlin = projector(
+        &store,
+        adapters_in(chrono_tz::Europe::Berlin),
+        "operator",
+        &clock,
+        Arc::new(()),
+    );
+    let summary = berlin
+        .replay(&ReplayFilter::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(summary.replayed, 1, "{summary:?}");
+    assert_eq!(
+        summary.revised + summary.retracted,
+        1,
+        "one correction: {summary:?}"
+    );
+    let view = &store.shipments(None, "3SZONE0001").await.unwrap()[0];
+    let times: Vec<String> = view
+        .timeline
+        .iter()
+        .map(|event| event.occurred_at.to_rfc3339())
+        .collect();
+    assert_eq!(
+        times,
+        ["2024-04-03T18:22:30+00:00"],
+        "CEST is UTC+2 in April"
+    );
+    assert_eq!(view.state.status_event_id, view.timeline[0].event_id);
+    let status = store.delivery(seq).await.unwrap().unwrap();
+    assert!(status.projected, "{status:?}");
+    // Replayed again: nothing more changes.
+    let again = berlin
+        .replay(&ReplayFilter::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.revised, again.retracted, again.new_events),
+        (0, 0, 0),
+        "{again:?}"
+    );
 }
 
 /// Two replicas, each running its projector, get every delivery: exactly one projects at a

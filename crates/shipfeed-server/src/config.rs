@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use shipfeed::{Credentials, Provider, Secret};
 use shipfeed_sqs::{QueueRef, SqsConfig, SqsCredentials};
+use shipfeed_subscriptions::{Subscription, SubscriptionConfig};
 
 use crate::ServiceError;
 
@@ -25,13 +26,29 @@ pub struct Config {
     /// Largest accepted body, in bytes (larger → 413).
     #[serde(default = "default_body_limit")]
     pub body_limit_bytes: usize,
-    /// Where new events go, fed from the stored feed (at-least-once, deduplicate on
-    /// `event_id`), each as the feed item `GET /v1/events` lists (`{"seq": N, "type":
-    /// "event", ...}`): `"stdout"` (JSON lines, the default), `"none"`, a `nats://` URL (NATS
-    /// JetStream, stream `SHIPFEED`, `Nats-Msg-Id` = `event_id`), or a file path (JSON lines,
-    /// appended).
-    #[serde(default = "default_sink")]
-    pub sink: String,
+    /// The single subscription of earlier versions, kept as it was: `"stdout"`, `"none"`, a
+    /// `nats://` URL (NATS JetStream, stream `SHIPFEED`, `Nats-Msg-Id` = `event_id`), or a
+    /// file path (JSON lines, appended). It runs as the subscription `sink`, resumes from the
+    /// cursor it always saved (`stdout`, `file:<path>`, `nats:SHIPFEED`) and, without one,
+    /// starts at the beginning of the feed. Unset: `"stdout"` when no `[[subscription]]` is
+    /// configured (the old default), else nothing.
+    #[serde(default)]
+    pub sink: Option<String>,
+    /// Named subscriptions of the feed, each with its own cursor and lease (at-least-once:
+    /// consumers deduplicate on `event_id`).
+    #[serde(default, rename = "subscription")]
+    pub subscriptions: Vec<SubscriptionConfig>,
+    /// This replica's id as the holder of leases (the projector's, the subscriptions'; default:
+    /// host name, process id and a random part, new at each start). A stable id lets a restarted replica take its
+    /// own leases back at once instead of waiting for them to run out; two running replicas
+    /// must never share one.
+    #[serde(default)]
+    pub replica_id: Option<String>,
+    /// Seconds a lease (the projector's, each subscription's) lasts unless renewed: how long
+    /// the work of a replica that stopped without releasing its leases (a crash) waits before
+    /// another replica takes it over (plus up to a third of it).
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_seconds: u64,
     /// Inbound webhook endpoints, each served at `/webhooks/<name>`.
     #[serde(default, rename = "endpoint")]
     pub endpoints: Vec<EndpointConfig>,
@@ -51,37 +68,18 @@ pub struct ProjectorConfig {
     /// one writer with the inbox: a smaller batch holds it for less time.
     #[serde(default = "default_projector_batch")]
     pub batch: usize,
-    /// Seconds the projector lease lasts unless renewed: after a replica dies, another one
-    /// takes over within about this long (plus a third of it).
-    #[serde(default = "default_lease_ttl")]
-    pub lease_ttl_seconds: u32,
 }
 
 impl Default for ProjectorConfig {
     fn default() -> Self {
         ProjectorConfig {
             batch: default_projector_batch(),
-            lease_ttl_seconds: default_lease_ttl(),
-        }
-    }
-}
-
-impl ProjectorConfig {
-    /// The projector's options, with this process as the lease holder.
-    pub fn options(&self) -> shipfeed_projector::ProjectorOptions {
-        shipfeed_projector::ProjectorOptions {
-            batch: self.batch.max(1),
-            lease_ttl: chrono::TimeDelta::seconds(i64::from(self.lease_ttl_seconds.max(1))),
-            ..shipfeed_projector::ProjectorOptions::default()
         }
     }
 }
 
 fn default_projector_batch() -> usize {
     256
-}
-fn default_lease_ttl() -> u32 {
-    15
 }
 
 /// One SQS queue pulled into the store. Messages are deleted only after their commit.
@@ -159,8 +157,8 @@ fn default_zone() -> String {
 fn default_body_limit() -> usize {
     1024 * 1024
 }
-fn default_sink() -> String {
-    "stdout".to_owned()
+fn default_lease_ttl() -> u64 {
+    15
 }
 
 impl Config {
@@ -186,7 +184,10 @@ impl Config {
             listen: default_listen(),
             store: default_store(),
             body_limit_bytes: default_body_limit(),
-            sink: default_sink(),
+            sink: None,
+            subscriptions: Vec::new(),
+            replica_id: None,
+            lease_ttl_seconds: default_lease_ttl(),
             endpoints: vec![
                 endpoint(Provider::Sendcloud, None),
                 endpoint(Provider::HappyColis, None),
@@ -220,7 +221,8 @@ impl Config {
     /// # Errors
     /// [`ServiceError::Read`] or [`ServiceError::Parse`] for an unreadable file or invalid
     /// TOML, [`ServiceError::Setting`] for a bad override, [`ServiceError::Config`] for
-    /// duplicate endpoint names or an SQS source without exactly one queue.
+    /// duplicate endpoint names, an SQS source without exactly one queue or a lease of no
+    /// time, [`ServiceError::Subscription`] for invalid subscriptions.
     pub fn load(path: Option<&Path>) -> Result<Self, ServiceError> {
         let mut config = match path {
             Some(path) => {
@@ -265,7 +267,38 @@ impl Config {
                 )));
             }
         }
+        config.lease_ttl()?;
+        config.subscriptions()?;
         Ok(config)
+    }
+
+    /// Every subscription to run, checked: the `[[subscription]]` tables, then the `sink`
+    /// setting's (`"stdout"` when neither is configured).
+    ///
+    /// # Errors
+    /// [`ServiceError::Subscription`] for a table that does not check, a name used twice, or
+    /// two subscriptions writing to the same stdout, file or NATS server.
+    pub fn subscriptions(&self) -> Result<Vec<Subscription>, ServiceError> {
+        let sink = match (&self.sink, self.subscriptions.is_empty()) {
+            (Some(sink), _) => Some(sink.as_str()),
+            (None, true) => Some("stdout"),
+            (None, false) => None,
+        };
+        Ok(shipfeed_subscriptions::plan(&self.subscriptions, sink)?)
+    }
+
+    /// How long a subscription lease lasts.
+    ///
+    /// # Errors
+    /// [`ServiceError::Config`] when `lease_ttl_seconds` is not from 1 to 86400 (a day).
+    pub fn lease_ttl(&self) -> Result<chrono::TimeDelta, ServiceError> {
+        match i64::try_from(self.lease_ttl_seconds) {
+            Ok(seconds @ 1..=86_400) => Ok(chrono::TimeDelta::seconds(seconds)),
+            _ => Err(ServiceError::Config(format!(
+                "lease_ttl_seconds = {}: give a number of seconds from 1 to 86400",
+                self.lease_ttl_seconds
+            ))),
+        }
     }
 }
 
@@ -393,12 +426,78 @@ mod tests {
         .unwrap();
         assert_eq!(config.endpoints.len(), 2);
         assert_eq!(config.endpoints[1].provider, Provider::Shipup);
-        assert_eq!(config.sink, "stdout");
+        assert_eq!(config.sink, None);
+        let names: Vec<String> = config
+            .subscriptions()
+            .unwrap()
+            .iter()
+            .map(|s| format!("{} {}", s.name(), s.cursor()))
+            .collect();
+        assert_eq!(
+            names,
+            ["sink stdout"],
+            "no subscription configured: stdout, as before"
+        );
         let dir = std::env::temp_dir().join(format!("shipfeed-config-{}", std::process::id()));
         std::fs::write(&dir, "[[endpoint]]\nname='a'\nprovider='shipup'\n[[endpoint]]\nname='a'\nprovider='sendcloud'\n").unwrap();
         let err = Config::load(Some(&dir)).unwrap_err();
         assert!(err.to_string().contains("configured twice"));
         let _ = std::fs::remove_file(dir);
+    }
+
+    #[test]
+    fn subscription_tables_and_the_sink_setting_make_the_subscriptions() {
+        let config: Config = toml::from_str(
+            r#"
+            lease_ttl_seconds = 30
+            replica_id = "eu-1"
+            [[subscription]]
+            name = "orders"
+            kind = "nats"
+            url = "nats://127.0.0.1:4222"
+            start = "beginning"
+            [[subscription]]
+            name = "audit"
+            kind = "file"
+            path = "/var/lib/shipfeed/audit.jsonl"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(config.lease_ttl().unwrap(), chrono::TimeDelta::seconds(30));
+        let planned = config.subscriptions().unwrap();
+        let names: Vec<&str> = planned.iter().map(|s| s.name()).collect();
+        assert_eq!(names, ["orders", "audit"], "subscriptions only: no stdout");
+        let with_sink = Config {
+            sink: Some("/var/lib/shipfeed/events.jsonl".into()),
+            ..config.clone()
+        };
+        let planned = with_sink.subscriptions().unwrap();
+        assert_eq!(planned[2].cursor(), "file:/var/lib/shipfeed/events.jsonl");
+
+        let twice = Config {
+            sink: Some("/var/lib/shipfeed/audit.jsonl".into()),
+            ..config.clone()
+        };
+        let error = twice.subscriptions().unwrap_err().to_string();
+        assert!(
+            error.contains("`audit` and `sink` both write to file"),
+            "{error}"
+        );
+        let no_time = Config {
+            lease_ttl_seconds: 0,
+            ..config
+        };
+        let error = no_time.lease_ttl().unwrap_err().to_string();
+        assert!(error.contains("lease_ttl_seconds = 0"), "{error}");
+
+        let path = std::env::temp_dir().join(format!("shipfeed-subs-{}", std::process::id()));
+        std::fs::write(&path, "[[subscription]]\nname = 'a'\nkind = 'file'\n").unwrap();
+        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.contains("subscription `a`: kind \"file\" needs `path`"),
+            "{error}"
+        );
+        let _ = std::fs::remove_file(path);
     }
 
     #[test]

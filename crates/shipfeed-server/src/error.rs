@@ -1,4 +1,4 @@
-//! The error of the service's public API (configuration, startup, outbox).
+//! The error of the service's public API (configuration, startup, subscriptions).
 
 use std::path::PathBuf;
 
@@ -59,13 +59,8 @@ pub enum ServiceError {
         #[source]
         source: shipfeed::Error,
     },
-    /// The outbox's target cannot be reached or set up.
-    #[error("{context}")]
-    Outbox {
-        /// What was being done.
-        context: String,
-        /// Why it failed.
-        #[source]
-        source: BoxError,
-    },
+    /// The subscriptions are misconfigured, or a subscription's target cannot be reached or
+    /// set up.
+    #[error(transparent)]
+    Subscription(#[from] shipfeed_subscriptions::Error),
 }

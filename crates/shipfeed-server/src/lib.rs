@@ -46,8 +46,8 @@ pub mod config;
 mod error;
 mod inbox;
 mod metrics;
-mod outbox;
 mod sqs;
+mod subscriptions;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -73,8 +73,8 @@ pub use config::{Config, EndpointConfig, ProjectorConfig, SqsSourceConfig};
 pub use error::{BoxError, ServiceError};
 pub use inbox::{Inbox, InboxError, InboxObserver};
 use metrics::{Metrics, Outcome};
-pub use outbox::{OutboxTarget, NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use shipfeed_projector::{ReplayFilter, ReplaySummary};
+pub use shipfeed_subscriptions::{NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use sqs::StoreInbox;
 
 /// One configured inbound endpoint or SQS source, ready to serve.
@@ -95,7 +95,7 @@ struct Source {
 /// What the service observes of its stages: its metrics, and the subscriptions' wake-up.
 struct Observer {
     metrics: Metrics,
-    new_events: Notify,
+    new_events: Arc<Notify>,
 }
 
 impl Observer {
@@ -174,6 +174,7 @@ pub struct Service {
     observer: Arc<Observer>,
     /// The service's own metrics registry (see `metrics.rs` for why it is not global).
     registry: Registry,
+    subscriptions: subscriptions::Subscriptions,
 }
 
 impl Service {
@@ -182,7 +183,8 @@ impl Service {
     /// # Errors
     /// [`ServiceError::Endpoint`] for an endpoint whose provider is not in this build,
     /// [`ServiceError::Read`] for a secret file that cannot be read, [`ServiceError::Setting`]
-    /// for an SQS source with an unknown time zone.
+    /// for an SQS source with an unknown time zone, [`ServiceError::Subscription`] for invalid
+    /// subscriptions.
     pub fn new(config: &Config, store: Store) -> Result<Arc<Self>, ServiceError> {
         let mut endpoints = HashMap::new();
         for endpoint in &config.endpoints {
@@ -234,12 +236,18 @@ impl Service {
                 },
             );
         }
-        let (metrics, registry) = Metrics::new();
+        let (metrics, mut registry) = Metrics::new();
         let observer = Arc::new(Observer {
             metrics,
-            new_events: Notify::new(),
+            new_events: Arc::new(Notify::new()),
         });
         let projector_wake = Arc::new(Notify::new());
+        let subscriptions = subscriptions::Subscriptions::new(
+            config,
+            store.clone(),
+            Arc::clone(&observer.new_events),
+            &mut registry,
+        )?;
         Ok(Arc::new(Service {
             endpoints,
             sources,
@@ -249,9 +257,15 @@ impl Service {
                 Arc::clone(&observer) as Arc<dyn InboxObserver>,
             ),
             projector_wake,
-            projector: config.projector.options(),
+            projector: ProjectorOptions {
+                batch: config.projector.batch.max(1),
+                lease_ttl: config.lease_ttl()?,
+                holder: subscriptions.replica().to_owned(),
+                ..ProjectorOptions::default()
+            },
             observer,
             registry,
+            subscriptions,
         }))
     }
 

@@ -1,7 +1,7 @@
 //! The service in-process on a free port, over real HTTP, on a real SQLite store in a
 //! temporary directory, with its projector running: how errors become HTTP statuses, where a
-//! delivery is in the pipeline, the wire shape of the feed and of the file outbox, replay of
-//! deliveries whose endpoint is gone, and each service's own metrics.
+//! delivery is in the pipeline, the wire shape of the feed and of a file subscription, replay
+//! of deliveries whose endpoint is gone, and each service's own metrics.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shipfeed::{Provider, RawDelivery};
-use shipfeed_server::{Config, OutboxTarget, ReplayFilter, Service};
+use shipfeed_server::{Config, ReplayFilter, Service};
 use shipfeed_store::Arrival;
 use shipfeed_testkit::schema::Schema;
 use shipfeed_testkit::FIXTURE_SECRET;
@@ -29,6 +29,11 @@ struct Running {
 /// Sendcloud endpoint without a secret) and `shipup-hmac` (a Shipup endpoint given an HMAC
 /// secret, which Shipup cannot use: a configuration error).
 async fn start() -> Running {
+    start_with(|_| String::new()).await
+}
+
+/// [`start`], with the TOML `extra` makes of the directory appended to the configuration.
+async fn start_with(extra: impl FnOnce(&Path) -> String) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("secret");
     std::fs::write(&secret, format!("{FIXTURE_SECRET}\n")).unwrap();
@@ -49,9 +54,11 @@ provider = "sendcloud"
 name = "shipup-hmac"
 provider = "shipup"
 secret_file = "{secret}"
+{extra}
 "#,
             store = dir.path().join("shipfeed.db").display(),
             secret = secret.display(),
+            extra = extra(dir.path()),
         ),
     )
     .unwrap();
@@ -206,8 +213,14 @@ async fn lines_of(path: &Path, count: usize) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn feed_items_and_outbox_lines_have_the_published_shape() {
-    let running = start().await;
+async fn feed_items_and_subscription_lines_have_the_published_shape() {
+    let running = start_with(|dir| {
+        format!(
+            "[[subscription]]\nname = \"audit\"\nkind = \"file\"\npath = \"{}\"\nstart = \"beginning\"\n",
+            dir.join("events.jsonl").display()
+        )
+    })
+    .await;
     let fixtures = [
         "v2-status-00011-delivered.json",
         "v2-status-00001-announced.json",
@@ -222,31 +235,43 @@ async fn feed_items_and_outbox_lines_have_the_published_shape() {
     let (_, page) = get_text(&format!("{}/v1/events?after=0", running.base)).await;
     let page: Value = serde_json::from_str(&page).unwrap();
     let items = page["events"].as_array().unwrap();
-    assert_eq!(items.len(), fixtures.len(), "{page}");
     let (feed_item, output) = (Schema::feed_item(), Schema::output());
+    let mut events = 0;
     for item in items {
         feed_item.assert_valid(item);
-        output.assert_valid(item);
-        assert_eq!(item["type"], "event", "{item}");
-        assert!(
-            item["seq"].is_i64() && item["event_id"].is_string(),
-            "{item}"
-        );
+        assert!(item["seq"].is_i64(), "{item}");
+        if item["type"] == "event" {
+            output.assert_valid(item);
+            assert!(
+                item["event_id"].is_string() && item["revision"] == 1,
+                "{item}"
+            );
+            events += 1;
+        } else {
+            assert_eq!(item["type"], "shipment_state", "{item}");
+        }
     }
+    assert_eq!(events, fixtures.len(), "{page}");
 
-    // The file outbox writes the same items, one per line (stdout goes through the same code).
+    // A file subscription writes the same items, one per line (stdout goes through the same
+    // code), and says so on /metrics.
     let file = running.dir.path().join("events.jsonl");
-    running
+    let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let tasks = running
         .service
-        .start_outbox(&OutboxTarget::File(file.clone()))
+        .start_subscriptions(&shutdown)
         .await
         .unwrap();
     let lines = lines_of(&file, items.len()).await;
     let written: Vec<Value> = lines.iter().map(|l| feed_item.assert_line(l)).collect();
-    for line in &written {
-        output.assert_valid(line);
+    assert_eq!(&written, items, "the subscription writes the feed's items");
+    let held = r#"shipfeed_subscription_lease_held{subscription="audit"}"#;
+    assert_eq!(metric(&running.base, held).await, 1);
+    stop.send(true).unwrap();
+    for task in tasks {
+        task.await.unwrap();
     }
-    assert_eq!(&written, items, "the outbox writes the feed's items");
+    assert_eq!(metric(&running.base, held).await, 0, "released at shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

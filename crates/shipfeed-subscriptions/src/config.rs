@@ -1,0 +1,556 @@
+//! What a subscription is: its `[[subscription]]` table as written, and the checked
+//! [`Subscription`] the runner drives.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+
+use crate::Error;
+
+/// Prefix of a named subscription's cursor and lease: `subscription:<name>`.
+pub const PREFIX: &str = "subscription:";
+
+/// The name the top-level `sink` setting runs under (its lease is `subscription:sink`, its
+/// metrics are labelled `subscription="sink"`); a `[[subscription]]` cannot take it while
+/// `sink` is in use.
+pub const SINK_NAME: &str = "sink";
+
+/// One `[[subscription]]` table of the service's TOML, as written. [`plan`] checks it and
+/// turns it into a [`Subscription`].
+///
+/// ```
+/// use shipfeed_subscriptions::{Kind, Start, SubscriptionConfig};
+/// let config: SubscriptionConfig = toml::from_str(r#"
+///     name = "orders"
+///     kind = "nats"
+///     url = "nats://127.0.0.1:4222"
+///     start = "beginning"
+/// "#)?;
+/// assert_eq!((config.kind, config.start), (Kind::Nats, Start::Beginning));
+/// # Ok::<(), toml::de::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionConfig {
+    /// Unique name (letters, digits, `-`, `_`, `.`): its cursor and lease are
+    /// `subscription:<name>`, its metrics are labelled with it.
+    pub name: String,
+    /// Where the feed items go.
+    pub kind: Kind,
+    /// The NATS server (kind `nats` only), e.g. `nats://127.0.0.1:4222`.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The file JSON lines are appended to (kind `file` only).
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Where a new subscription starts (default: the feed's end when it first runs). Read only
+    /// once: afterwards the subscription resumes from its saved cursor.
+    #[serde(default)]
+    pub start: Start,
+}
+
+/// The kind of a subscription's target, as written in its `kind` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// JSON lines on the process's stdout.
+    Stdout,
+    /// JSON lines appended to a file (`path`).
+    File,
+    /// NATS JetStream (`url`).
+    Nats,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Stdout => "stdout",
+            Kind::File => "file",
+            Kind::Nats => "nats",
+        }
+    }
+}
+
+/// Where a subscription starts when it has no saved cursor yet.
+///
+/// In TOML: `start = "end"` (the default), `start = "beginning"`, or a feed `seq` such as
+/// `start = 1200` (the items after it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Start {
+    /// Only items stored after the subscription first runs.
+    #[default]
+    End,
+    /// Every item of the feed.
+    Beginning,
+    /// The items after this `seq`.
+    After(i64),
+}
+
+impl<'de> Deserialize<'de> for Start {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct StartVisitor;
+
+        impl Visitor<'_> for StartVisitor {
+            type Value = Start;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#""end", "beginning" or a feed seq number (0 or more)"#)
+            }
+
+            fn visit_str<E: de::Error>(self, value: &str) -> Result<Start, E> {
+                match value {
+                    "end" => Ok(Start::End),
+                    "beginning" => Ok(Start::Beginning),
+                    other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, value: i64) -> Result<Start, E> {
+                if value < 0 {
+                    return Err(E::invalid_value(de::Unexpected::Signed(value), &self));
+                }
+                Ok(Start::After(value))
+            }
+
+            fn visit_u64<E: de::Error>(self, value: u64) -> Result<Start, E> {
+                i64::try_from(value)
+                    .map(Start::After)
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(value), &self))
+            }
+        }
+
+        deserializer.deserialize_any(StartVisitor)
+    }
+}
+
+/// Where a subscription's feed items go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// JSON lines on stdout, flushed before the cursor moves.
+    Stdout,
+    /// JSON lines appended to a file, synced before the cursor moves.
+    File(PathBuf),
+    /// NATS JetStream at this URL: stream [`NATS_STREAM`](crate::NATS_STREAM), one message
+    /// per item, acknowledged before the cursor moves.
+    Nats(String),
+}
+
+impl Target {
+    /// The target of the top-level `sink` setting: `"none"` (no target), `"stdout"`, a
+    /// `nats://` URL, or else a file path.
+    ///
+    /// ```
+    /// use shipfeed_subscriptions::Target;
+    /// assert_eq!(Target::from_sink("none"), None);
+    /// assert_eq!(Target::from_sink("stdout"), Some(Target::Stdout));
+    /// assert_eq!(
+    ///     Target::from_sink("nats://127.0.0.1:4222"),
+    ///     Some(Target::Nats("nats://127.0.0.1:4222".into()))
+    /// );
+    /// assert_eq!(
+    ///     Target::from_sink("/var/lib/shipfeed/events.jsonl"),
+    ///     Some(Target::File("/var/lib/shipfeed/events.jsonl".into()))
+    /// );
+    /// ```
+    pub fn from_sink(sink: &str) -> Option<Target> {
+        match sink {
+            "none" => None,
+            "stdout" => Some(Target::Stdout),
+            url if url.starts_with("nats://") => Some(Target::Nats(url.to_owned())),
+            path => Some(Target::File(PathBuf::from(path))),
+        }
+    }
+
+    /// What two targets must not share: one stdout, one file, one NATS server (whose single
+    /// stream would drop the second copy of every message as a duplicate).
+    fn exclusive_key(&self) -> String {
+        match self {
+            Target::Stdout => "stdout".to_owned(),
+            Target::File(path) => format!("file {}", path.display()),
+            Target::Nats(url) => format!("NATS server {url}"),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Stdout => f.write_str("JSON lines on stdout"),
+            Target::File(path) => write!(f, "JSON lines appended to {}", path.display()),
+            Target::Nats(url) => write!(
+                f,
+                "NATS JetStream {}, stream {}, subjects {}.<provider>.<status>",
+                redacted(url),
+                crate::NATS_STREAM,
+                crate::NATS_SUBJECT_PREFIX
+            ),
+        }
+    }
+}
+
+/// `url` with the secret of its user info masked, for logs and banners: the password of
+/// `user:password@`, or the whole of `token@` (NATS reads a lone user as a token).
+pub(crate) fn redacted(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    match url[scheme_end..authority_end].rfind('@') {
+        Some(at) => {
+            let shown = match url[scheme_end..scheme_end + at].split_once(':') {
+                Some((user, _)) => format!("{user}:***"),
+                None => "***".to_owned(),
+            };
+            format!("{}{shown}{}", &url[..scheme_end], &url[scheme_end + at..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// A checked subscription: its name, target, start, and the names of its cursor and lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    name: String,
+    target: Target,
+    start: Start,
+    cursor: String,
+}
+
+impl Subscription {
+    /// The subscription `name` (cursor and lease `subscription:<name>`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty name or one with characters other than letters,
+    /// digits, `-`, `_` and `.`.
+    pub fn new(name: &str, target: Target, start: Start) -> Result<Self, Error> {
+        check_name(name)?;
+        Ok(Subscription {
+            name: name.to_owned(),
+            target,
+            start,
+            cursor: format!("{PREFIX}{name}"),
+        })
+    }
+
+    /// The subscription of the top-level `sink` setting (`None` for `"none"`), as the service
+    /// ran it before named subscriptions: it resumes from the cursor it always saved
+    /// (`stdout`, `file:<path>` or `nats:SHIPFEED`) and, with none saved, starts at the
+    /// beginning of the feed. Its lease is `subscription:sink`.
+    ///
+    /// ```
+    /// use shipfeed_subscriptions::Subscription;
+    /// let sink = Subscription::from_sink("/var/lib/shipfeed/events.jsonl").unwrap();
+    /// assert_eq!(sink.cursor(), "file:/var/lib/shipfeed/events.jsonl");
+    /// assert_eq!(sink.lease(), "subscription:sink");
+    /// ```
+    pub fn from_sink(sink: &str) -> Option<Self> {
+        let target = Target::from_sink(sink)?;
+        let cursor = match &target {
+            Target::Stdout => "stdout".to_owned(),
+            Target::File(path) => format!("file:{}", path.display()),
+            Target::Nats(_) => format!("nats:{}", crate::NATS_STREAM),
+        };
+        Some(Subscription {
+            name: SINK_NAME.to_owned(),
+            target,
+            start: Start::Beginning,
+            cursor,
+        })
+    }
+
+    /// The subscription's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Where its feed items go.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// Where it starts when it has no saved cursor.
+    pub fn start(&self) -> Start {
+        self.start
+    }
+
+    /// The name its position is saved under in the store.
+    pub fn cursor(&self) -> &str {
+        &self.cursor
+    }
+
+    /// The name of the lease under which one replica at a time drives it:
+    /// `subscription:<name>`.
+    pub fn lease(&self) -> String {
+        format!("{PREFIX}{}", self.name)
+    }
+}
+
+impl SubscriptionConfig {
+    /// The checked subscription: the key its kind needs is there, no other target key is.
+    ///
+    /// # Errors
+    /// [`Error::Config`] saying what is missing, superfluous or malformed.
+    pub fn check(&self) -> Result<Subscription, Error> {
+        let name = &self.name;
+        check_name(name)?;
+        let problem = |text: String| Error::Config(format!("subscription `{name}`: {text}"));
+        let kind = self.kind.as_str();
+        let extra = |key: &str, belongs: &str| {
+            problem(format!(
+                "`{key}` is only for kind \"{belongs}\" (this one is kind \"{kind}\")"
+            ))
+        };
+        let target = match self.kind {
+            Kind::Stdout => Target::Stdout,
+            Kind::File => match &self.path {
+                Some(path) if !path.as_os_str().is_empty() => Target::File(path.clone()),
+                _ => return Err(problem("kind \"file\" needs `path`".to_owned())),
+            },
+            Kind::Nats => match &self.url {
+                Some(url) if !url.is_empty() => Target::Nats(url.clone()),
+                _ => return Err(problem("kind \"nats\" needs `url`".to_owned())),
+            },
+        };
+        if self.url.is_some() && self.kind != Kind::Nats {
+            return Err(extra("url", "nats"));
+        }
+        if self.path.is_some() && self.kind != Kind::File {
+            return Err(extra("path", "file"));
+        }
+        Subscription::new(name, target, self.start)
+    }
+}
+
+fn check_name(name: &str) -> Result<(), Error> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || !name.chars().all(allowed) {
+        return Err(Error::Config(format!(
+            "subscription name `{name}`: use letters, digits, `-`, `_` and `.` (at least one)"
+        )));
+    }
+    Ok(())
+}
+
+/// Every subscription to run: the `[[subscription]]` tables checked, plus the one of the
+/// top-level `sink` setting when given (and not `"none"`).
+///
+/// ```
+/// use shipfeed_subscriptions::{plan, SubscriptionConfig};
+/// let tables: Vec<SubscriptionConfig> = vec![toml::from_str(
+///     "name = 'audit'\nkind = 'file'\npath = '/var/lib/shipfeed/audit.jsonl'",
+/// )?];
+/// let all = plan(&tables, Some("nats://127.0.0.1:4222"))?;
+/// let names: Vec<&str> = all.iter().map(|s| s.name()).collect();
+/// assert_eq!(names, ["audit", "sink"]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Config`] for a table that does not check, a name used twice (`sink` counts as
+/// used while the `sink` setting is), or two subscriptions writing to the same stdout, file or
+/// NATS server.
+pub fn plan(tables: &[SubscriptionConfig], sink: Option<&str>) -> Result<Vec<Subscription>, Error> {
+    let mut all = tables
+        .iter()
+        .map(SubscriptionConfig::check)
+        .collect::<Result<Vec<_>, _>>()?;
+    all.extend(sink.and_then(Subscription::from_sink));
+    let mut names = BTreeMap::new();
+    let mut targets = BTreeMap::new();
+    for subscription in &all {
+        let name = subscription.name();
+        if names.insert(name, ()).is_some() {
+            return Err(Error::Config(if name == SINK_NAME {
+                format!(
+                    "subscription `{SINK_NAME}`: the name is taken by the top-level `sink` setting"
+                )
+            } else {
+                format!("subscription `{name}` is configured twice")
+            }));
+        }
+        let key = subscription.target().exclusive_key();
+        if let Some(first) = targets.insert(key.clone(), name) {
+            return Err(Error::Config(format!(
+                "subscriptions `{first}` and `{name}` both write to {key}; give each its own"
+            )));
+        }
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> Result<SubscriptionConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    fn checked(text: &str) -> Result<Subscription, String> {
+        table(text)?.check().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn each_kind_takes_its_own_key() {
+        let file = checked("name = 'a'\nkind = 'file'\npath = '/tmp/a.jsonl'").unwrap();
+        assert_eq!(file.target(), &Target::File("/tmp/a.jsonl".into()));
+        assert_eq!(
+            (file.cursor(), file.lease()),
+            ("subscription:a", "subscription:a".into())
+        );
+        assert_eq!(file.start(), Start::End, "the default start");
+        let nats = checked("name = 'b'\nkind = 'nats'\nurl = 'nats://x:4222'").unwrap();
+        assert_eq!(nats.target(), &Target::Nats("nats://x:4222".into()));
+        assert_eq!(
+            checked("name = 'c'\nkind = 'stdout'").unwrap().target(),
+            &Target::Stdout
+        );
+
+        for (text, says) in [
+            ("name = 'a'\nkind = 'file'", "kind \"file\" needs `path`"),
+            (
+                "name = 'a'\nkind = 'file'\npath = ''",
+                "kind \"file\" needs `path`",
+            ),
+            ("name = 'a'\nkind = 'nats'", "kind \"nats\" needs `url`"),
+            (
+                "name = 'a'\nkind = 'stdout'\nurl = 'nats://x'",
+                "`url` is only for kind \"nats\" (this one is kind \"stdout\")",
+            ),
+            (
+                "name = 'a'\nkind = 'nats'\nurl = 'nats://x'\npath = '/tmp/a'",
+                "`path` is only for kind \"file\"",
+            ),
+            ("name = 'a b'\nkind = 'stdout'", "subscription name `a b`"),
+            ("name = ''\nkind = 'stdout'", "subscription name ``"),
+        ] {
+            let error = checked(text).unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_kinds_and_starts_are_refused_when_parsing() {
+        for (text, says) in [
+            (
+                "name = 'a'\nkind = 'stdout'\nsubject = 'x'",
+                "unknown field `subject`",
+            ),
+            ("name = 'a'\nkind = 'kafka'", "unknown variant `kafka`"),
+            (
+                "name = 'a'\nkind = 'stdout'\nstart = 'now'",
+                r#""end", "beginning" or a feed seq"#,
+            ),
+            (
+                "name = 'a'\nkind = 'stdout'\nstart = -1",
+                r#""end", "beginning" or a feed seq"#,
+            ),
+            ("kind = 'stdout'", "missing field `name`"),
+        ] {
+            let error = table(text).unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_nats_password_is_never_shown() {
+        assert_eq!(
+            redacted("nats://app:hunter2@h:4222"),
+            "nats://app:***@h:4222"
+        );
+        assert_eq!(redacted("nats://s3cret@h:4222"), "nats://***@h:4222");
+        assert_eq!(redacted("nats://h:4222"), "nats://h:4222");
+        let shown = Target::Nats("nats://app:hunter2@h:4222".into()).to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn starts_parse() {
+        for (text, start) in [
+            ("", Start::End),
+            ("start = 'end'", Start::End),
+            ("start = 'beginning'", Start::Beginning),
+            ("start = 0", Start::After(0)),
+            ("start = 1200", Start::After(1200)),
+        ] {
+            let config = table(&format!("name = 'a'\nkind = 'stdout'\n{text}")).unwrap();
+            assert_eq!(config.start, start, "{text}");
+        }
+    }
+
+    #[test]
+    fn the_sink_setting_keeps_its_cursor_names_and_starts_at_the_beginning() {
+        for (sink, cursor) in [
+            ("stdout", "stdout"),
+            (
+                "/var/lib/shipfeed/events.jsonl",
+                "file:/var/lib/shipfeed/events.jsonl",
+            ),
+            ("nats://127.0.0.1:4222", "nats:SHIPFEED"),
+        ] {
+            let subscription = Subscription::from_sink(sink).unwrap();
+            assert_eq!(subscription.cursor(), cursor, "{sink}");
+            assert_eq!(subscription.name(), SINK_NAME);
+            assert_eq!(subscription.start(), Start::Beginning);
+        }
+        assert_eq!(Subscription::from_sink("none"), None);
+    }
+
+    #[test]
+    fn a_plan_has_unique_names_and_unshared_targets() {
+        let tables = |texts: &[&str]| -> Vec<SubscriptionConfig> {
+            texts.iter().map(|t| table(t).unwrap()).collect()
+        };
+        let a = "name = 'a'\nkind = 'file'\npath = '/tmp/a'";
+        let b = "name = 'b'\nkind = 'file'\npath = '/tmp/b'";
+        let planned = plan(&tables(&[a, b]), Some("stdout")).unwrap();
+        let names: Vec<&str> = planned.iter().map(Subscription::name).collect();
+        assert_eq!(names, ["a", "b", "sink"]);
+        assert_eq!(plan(&tables(&[a]), Some("none")).unwrap().len(), 1);
+        assert!(plan(&[], None).unwrap().is_empty());
+
+        for (texts, sink, says) in [
+            (
+                vec![a, "name = 'a'\nkind = 'stdout'"],
+                None,
+                "subscription `a` is configured twice",
+            ),
+            (
+                vec!["name = 'sink'\nkind = 'stdout'"],
+                Some("/tmp/events.jsonl"),
+                "the name is taken by the top-level `sink` setting",
+            ),
+            (
+                vec![a, "name = 'c'\nkind = 'file'\npath = '/tmp/a'"],
+                None,
+                "subscriptions `a` and `c` both write to file /tmp/a",
+            ),
+            (
+                vec!["name = 'c'\nkind = 'stdout'"],
+                Some("stdout"),
+                "subscriptions `c` and `sink` both write to stdout",
+            ),
+            (
+                vec!["name = 'n'\nkind = 'nats'\nurl = 'nats://h:4222'"],
+                Some("nats://h:4222"),
+                "both write to NATS server nats://h:4222",
+            ),
+        ] {
+            let error = plan(&tables(&texts), sink).unwrap_err().to_string();
+            assert!(error.contains(says), "{texts:?} {sink:?}: {error}");
+        }
+        // A name is still checked when the sink setting is not in use.
+        assert_eq!(
+            plan(&tables(&["name = 'sink'\nkind = 'stdout'"]), None)
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
