@@ -459,31 +459,16 @@ pub async fn get(client: &reqwest::Client, url: &str) -> (u16, Value) {
 /// item is checked against `schema/feed-item.schema.json`, every event item also against
 /// `schema/output.schema.json` (it is the tagged event with its `seq` and `revision`).
 pub async fn feed(client: &reqwest::Client, base: &str) -> Vec<(i64, Value)> {
-    let (feed_item, output) = (Schema::feed_item(), Schema::output());
-    let mut items = Vec::new();
-    let mut after = 0;
-    loop {
-        let (status, page) = get(
-            client,
-            &format!("{base}/v1/events?after={after}&limit=1000"),
-        )
-        .await;
-        assert_eq!(status, 200, "{page}");
-        let events = page["events"].as_array().unwrap().clone();
-        if events.is_empty() {
-            assert_eq!(page["next_cursor"], json!(after));
-            return items;
-        }
-        for item in events {
-            feed_item.assert_valid(&item);
-            // Shipment states and retractions are in the feed too; these tests follow events.
-            if item["type"] == "event" {
-                output.assert_valid(&item);
-                items.push((item["seq"].as_i64().unwrap(), item));
-            }
-        }
-        after = page["next_cursor"].as_i64().unwrap();
-    }
+    let output = Schema::output();
+    feed_items(client, base)
+        .await
+        .into_iter()
+        .filter(|item| item["type"] == "event")
+        .map(|item| {
+            output.assert_valid(&item);
+            (item["seq"].as_i64().unwrap(), item)
+        })
+        .collect()
 }
 
 /// Every item of the whole feed (events, shipment states, retractions), in order, each
@@ -501,6 +486,7 @@ pub async fn feed_items(client: &reqwest::Client, base: &str) -> Vec<Value> {
         assert_eq!(status, 200, "{page}");
         let page_items = page["events"].as_array().unwrap().clone();
         if page_items.is_empty() {
+            assert_eq!(page["next_cursor"], json!(after));
             return items;
         }
         for item in page_items {

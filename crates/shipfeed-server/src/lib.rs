@@ -20,7 +20,9 @@
 //!   transaction. An authentic delivery that cannot be normalized becomes a dead letter after
 //!   it was acknowledged (HappyColis blocks its queue on any non-2xx; Sendcloud retries for
 //!   hours). `GET /v1/deliveries/{seq}` says where a delivery is.
-//! - **Subscriptions**: consumers of the feed (`GET /v1/events`, the configured sink).
+//! - **Subscriptions** ([`shipfeed_subscriptions`], [`Service::start_subscriptions`]): each
+//!   `[[subscription]]` (and the legacy `sink`) delivers the feed from a cursor of its own, one
+//!   replica at a time; `GET /v1/events` serves the same feed.
 //!
 //! # Durability
 //!

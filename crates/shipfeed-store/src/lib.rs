@@ -5,21 +5,25 @@
 //! several `shipfeed serve` replicas sharing one database. [`open`] picks one from a URL or
 //! path.
 //!
-//! The logic is written once: `write` (the work queue, group commit, deduplication, dead
-//! letters, shipment states) and [`Store`]'s reads work through a small SQL-level interface
-//! (`driver`); the `sqlite` and `postgres` modules hold only schema, SQL and their
-//! durability specifics (WAL checkpoints; the commit-order lock).
+//! The logic is written once: `write` (the work queue, group commit, the projection rules:
+//! deduplication, revisions, retractions, dead letters, shipment states) and [`Store`]'s reads
+//! work through a small SQL-level interface (`driver`); the `sqlite` and `postgres` modules
+//! hold only schema, SQL and their durability specifics (WAL checkpoints; the commit-order
+//! locks).
 //!
-//! A commit takes a batch of deliveries and, in **one transaction**, stores each raw
-//! delivery, inserts its canonical events with `event_id` unique (duplicates are counted, not
-//! re-inserted), records a dead letter for what could not be normalized, and recomputes the
-//! state of every touched shipment from the *set* of its events
-//! ([`shipfeed_core::current_state`]). When `commit` returns `Ok`, all of it is durable.
-//! Concurrent calls share one transaction, so one flush to disk covers many deliveries.
+//! It holds the pipeline's two durable halves:
 //!
-//! The feed ([`Store::events_after`]) is safe to resume from a cursor: an event never becomes
-//! visible with a smaller `seq` than one already visible, so a consumer that saves the last
-//! `seq` it saw never skips an event.
+//! - **the inbox**: [`Store::append`] stores raw deliveries in one durable transaction (group
+//!   commit with concurrent callers); when it returns `Ok` the sender may be answered;
+//! - **the feed**: [`Store::project`] (and [`Store::reproject`] for replay) records what the
+//!   adapters made of stored deliveries, under the projector's [`Lease`], in one transaction
+//!   with the projector's cursor: events (revision 1 when new, the next revision when their
+//!   content changed), retractions, dead letters, recomputed shipment states (a
+//!   `shipment_state` item when a status changes), and each delivery's [`Projection`].
+//!
+//! Both are safe to read from a cursor ([`Store::deliveries`], [`Store::events_after`]): a row
+//! never becomes visible with a smaller `seq` than one already visible, so a consumer that
+//! saves the last `seq` it saw never skips one.
 #![forbid(unsafe_code)]
 
 mod driver;

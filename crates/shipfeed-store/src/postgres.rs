@@ -4,8 +4,10 @@
 //!
 //! # Shape
 //!
-//! - **One writer connection per store** (per replica): the store's writer task runs on it,
-//!   re-opening it when it was lost. Its session never has `synchronous_commit = off`, so a
+//! - **Two writer connections per store** (per replica), each driven by a writer task and
+//!   re-opened when it was lost: the **inbox** writer appends deliveries, the **feed** writer
+//!   does everything else (projections, cursors, leases), so an acknowledgement never waits
+//!   behind a projection. Its session never has `synchronous_commit = off`, so a
 //!   returned commit is in the server's WAL.
 //! - **A pool of reader connections** (deadpool-postgres, at most 4) serves the feed and the
 //!   lookups; a closed connection is replaced, so the store recovers by itself when the
@@ -18,15 +20,18 @@
 //!
 //! # Why every write transaction takes one advisory lock
 //!
-//! The feed is read with `events_after(cursor)`: a consumer remembers the greatest `seq` it saw
-//! and asks for the events after it. Sequence numbers are handed out when a row is *inserted*,
+//! The inbox and the feed are read from a cursor (`deliveries(after)` by the projector,
+//! `events_after(after)` by subscriptions): a reader remembers the greatest `seq` it saw and
+//! asks for the rows after it. The reasoning below is the same for both; each writer takes the
+//! lock of its own table (the feed's is keyed on `events`, the table it ordered first). Sequence numbers are handed out when a row is *inserted*,
 //! not when its transaction *commits*. Were two writers to run concurrently, transaction A
 //! could take `seq` 10, transaction B `seq` 11, B commit first, a consumer read 11 and save
 //! cursor 11, and then A commit: event 10 would never be delivered to that consumer.
 //!
 //! So every write transaction, before it inserts anything, takes
-//! `pg_advisory_xact_lock(key)`, where `key` is derived from the OID of this store's `events`
-//! table (stores sharing the tables share the lock; deployments in other schemas do not). The
+//! `pg_advisory_xact_lock(key)`, where `key` is derived from the OID of this store's
+//! `deliveries` table (inbox writer) or `events` table (feed writer); stores sharing the
+//! tables share the locks, deployments in other schemas do not. The
 //! lock is held until the transaction ends, and PostgreSQL releases a transaction's locks only
 //! after its commit is visible. Hence write transactions on the same tables run one at a time,
 //! `seq` order equals commit order across every process, and what a reader's snapshot holds

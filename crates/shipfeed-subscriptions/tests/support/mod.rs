@@ -218,6 +218,9 @@ pub async fn add_events(store: &Store, count: usize) -> Vec<String> {
     ids
 }
 
+/// Feed items per event [`add_events`] stores: the event, then its new parcel's first state.
+pub const ITEMS_PER_EVENT: i64 = 2;
+
 /// The events of the whole feed: `(seq, event_id)` in order (each new parcel's shipment state
 /// follows its event in the feed; these tests follow the events).
 pub async fn feed(store: &Store) -> Vec<(i64, String)> {
