@@ -499,6 +499,17 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
     let server = server.restart().await;
     let events = feed(&http, &server.base).await;
     assert_eq!(events.len(), 1);
+    let event_id = events[0].1["event_id"].as_str().unwrap();
+    let (status, history) = get(
+        &http,
+        &format!("{}/v1/events/{event_id}/revisions", server.base),
+    )
+    .await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history["revisions"][0]["revision"], 1, "{history}");
+    assert_eq!(history["revisions"][0]["event"]["event_id"], event_id);
+    let (status, _) = get(&http, &format!("{}/v1/events/nope/revisions", server.base)).await;
+    assert_eq!(status, 404);
     assert_eq!(
         events[0].1["shipment"]["tracking_number"],
         tracking_number(801)

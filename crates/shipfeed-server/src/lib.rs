@@ -334,6 +334,7 @@ impl Service {
             )
             .route("/v1/dead-letters", get(dead_letters))
             .route("/v1/deliveries/{seq}", get(delivery))
+            .route("/v1/events/{event_id}/revisions", get(revisions))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
@@ -537,6 +538,26 @@ async fn delivery(State(service): State<Arc<Service>>, Path(seq): Path<i64>) -> 
             StatusCode::NOT_FOUND,
             format!("no delivery with sequence number {seq}"),
         ),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// Every stored version of an event, oldest first, with the delivery each came from: what a
+/// correction changed, kept for the operator.
+async fn revisions(State(service): State<Arc<Service>>, Path(event_id): Path<String>) -> Response {
+    match service.store().revisions(&event_id).await {
+        Ok(revisions) if revisions.is_empty() => {
+            error_response(StatusCode::NOT_FOUND, format!("no event `{event_id}`"))
+        }
+        Ok(revisions) => {
+            let revisions: Vec<_> = revisions
+                .into_iter()
+                .map(|(revision, delivery_seq, event)| {
+                    json!({"revision": revision, "delivery_seq": delivery_seq, "event": event})
+                })
+                .collect();
+            Json(json!({"event_id": event_id, "revisions": revisions})).into_response()
+        }
         Err(error) => unavailable(error),
     }
 }
