@@ -1,5 +1,7 @@
-//! SQLite driver: schema, SQL, and its durability specifics. `synchronous=FULL` in WAL mode,
-//! so a commit that returned survives a power cut, with readers never blocking the writer; and
+//! SQLite driver: schema, SQL, and its durability specifics. WAL mode, readers never blocking
+//! the writer; `synchronous=FULL` for inbox appends, so an acknowledged delivery survives a
+//! power cut, and `NORMAL` for what is derived from the inbox (a lost projection is made again
+//! from it; see `write::Durability`); and
 //! WAL checkpoints on a thread of their own, so that the writer only copies the last few pages
 //! when the WAL is to start over. The one writer connection runs on the store's writer thread.
 
@@ -15,6 +17,7 @@ use crate::driver::{
     ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
+use crate::write::Durability;
 use crate::{Lease, StoreError};
 
 const MIGRATIONS: &[Migration] = &[
@@ -258,6 +261,7 @@ pub(crate) fn open(path: &Path) -> Result<(SqliteWriter, SqliteReader), StoreErr
     Ok((
         SqliteWriter {
             conn: writer,
+            durability: None,
             checkpoint_copied: copied,
         },
         SqliteReader(Arc::new(ReaderConn {
@@ -281,12 +285,25 @@ fn parse_time(text: &str) -> DateTime<Utc> {
 /// The writer's connection. Its calls block, which is right on the store's writer thread.
 pub(crate) struct SqliteWriter {
     conn: Connection,
+    /// What the connection's commits are set to survive now.
+    durability: Option<Durability>,
     /// Set by the checkpoint thread when the writer is to finish the checkpoint.
     checkpoint_copied: Arc<AtomicBool>,
 }
 
 impl WriteDriver for SqliteWriter {
-    async fn begin(&mut self) -> Result<(), StoreError> {
+    async fn begin(&mut self, durability: Durability) -> Result<(), StoreError> {
+        // `synchronous` applies to the connection's next commits. In WAL mode `NORMAL` writes
+        // the commit to the WAL without a flush, and the next `FULL` commit (an inbox append)
+        // flushes the WAL with everything before it.
+        if self.durability != Some(durability) {
+            let setting = match durability {
+                Durability::Flushed => "PRAGMA synchronous = FULL",
+                Durability::Derived => "PRAGMA synchronous = NORMAL",
+            };
+            self.execute(setting).await?;
+            self.durability = Some(durability);
+        }
         self.execute("BEGIN").await
     }
 
@@ -826,6 +843,30 @@ mod tests {
             .query_row("SELECT count(*) FROM t", [], |row| row.get(0))
             .unwrap();
         assert_eq!(rows, 50);
+    }
+
+    #[test]
+    fn appends_are_flushed_and_derived_writes_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut writer, _reader) = open(&dir.path().join("sync.db")).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut synchronous_in = |durability| {
+            runtime.block_on(async {
+                writer.begin(durability).await.unwrap();
+                let level: i64 = writer
+                    .conn
+                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .unwrap();
+                writer.execute("COMMIT").await.unwrap();
+                level
+            })
+        };
+        // SQLite's levels: 1 NORMAL, 2 FULL.
+        assert_eq!(synchronous_in(Durability::Derived), 1);
+        assert_eq!(synchronous_in(Durability::Flushed), 2);
+        assert_eq!(synchronous_in(Durability::Derived), 1);
     }
 
     #[test]

@@ -68,6 +68,19 @@ pub(crate) enum Done {
     Released,
 }
 
+/// What a returned commit must survive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Durability {
+    /// A power cut: the transaction is flushed to disk before the commit returns. Inbox
+    /// appends, which the sender is answered after.
+    Flushed,
+    /// A process crash, not necessarily a power cut: everything else (projections, cursors,
+    /// leases) is derived from the inbox, and a projection lost with the machine is made again
+    /// from it, item for item (the same deliveries in the same order give the same feed). The
+    /// next flushed commit makes it durable too.
+    Derived,
+}
+
 pub(crate) struct Job {
     pub(crate) work: Work,
     pub(crate) reply: oneshot::Sender<Result<Done, StoreError>>,
@@ -136,9 +149,12 @@ pub(crate) async fn write_loop(mut driver: impl WriteDriver, mut jobs: mpsc::Rec
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
         let (acknowledging, rest): (Vec<Job>, Vec<Job>) =
             group.drain(..).partition(|job| job.work.acknowledges());
-        for jobs in [acknowledging, rest] {
+        for (jobs, durability) in [
+            (acknowledging, Durability::Flushed),
+            (rest, Durability::Derived),
+        ] {
             if !jobs.is_empty() {
-                commit_group(&mut driver, jobs).await;
+                commit_group(&mut driver, jobs, durability).await;
             }
         }
         driver.after_group().await;
@@ -146,10 +162,10 @@ pub(crate) async fn write_loop(mut driver: impl WriteDriver, mut jobs: mpsc::Rec
 }
 
 /// Runs `jobs` in one transaction and answers each.
-async fn commit_group(driver: &mut impl WriteDriver, jobs: Vec<Job>) {
+async fn commit_group(driver: &mut impl WriteDriver, jobs: Vec<Job>, durability: Durability) {
     let (works, replies): (Vec<Work>, Vec<_>) =
         jobs.into_iter().map(|job| (job.work, job.reply)).unzip();
-    let results = match run_group(driver, &works).await {
+    let results = match run_group(driver, &works, durability).await {
         Ok(results) => results,
         Err(error) => {
             tracing::warn!(error = %shipfeed_core::error_chain(&error), jobs = works.len(), "write transaction failed");
@@ -174,11 +190,12 @@ type JobResults = Vec<Result<Done, StoreError>>;
 async fn run_group(
     driver: &mut impl WriteDriver,
     works: &[Work],
+    durability: Durability,
 ) -> Result<JobResults, StoreError> {
-    if let Some(results) = attempt(driver, works, false).await? {
+    if let Some(results) = attempt(driver, works, false, durability).await? {
         return Ok(results);
     }
-    attempt(driver, works, true)
+    attempt(driver, works, true, durability)
         .await?
         .ok_or_else(|| StoreError::internal("a write group failed without savepoints and with"))
 }
@@ -189,8 +206,9 @@ async fn attempt(
     driver: &mut impl WriteDriver,
     works: &[Work],
     savepoints: bool,
+    durability: Durability,
 ) -> Result<Option<JobResults>, StoreError> {
-    driver.begin().await?;
+    driver.begin(durability).await?;
     match attempt_in_transaction(driver, works, savepoints).await {
         Ok(Some(results)) => match driver.execute("COMMIT").await {
             Ok(()) => Ok(Some(results)),
