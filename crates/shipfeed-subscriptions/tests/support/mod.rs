@@ -11,9 +11,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, TimeDelta, Utc};
 use prometheus_client::registry::Registry;
 use serde_json::Value;
-use shipfeed_core::{
-    EventId, Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status, TrackingEvent,
-};
+use shipfeed_core::{Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status};
 use shipfeed_store::{Arrival, Clock, FeedItem, ManualClock, Normalized, Store, PROJECTOR};
 use shipfeed_subscriptions::{Metrics, Runner, Settings, Subscription};
 use tokio::sync::{watch, Notify};
@@ -156,29 +154,20 @@ pub async fn add_events(store: &Store, count: usize) -> Vec<String> {
     let ingests: Vec<(Arrival, Result<Vec<Output>, shipfeed_core::Error>)> = (0..count)
         .map(|n| {
             let tracking = format!("SUB{tag}N{n}");
-            let event = TrackingEvent {
-                event_id: EventId(format!("sendcloud:{tracking}-delivered")),
-                provider: Provider::Sendcloud,
-                status: Some(Status::Delivered),
-                substatus: None,
-                raw: RawStatus {
-                    code: Some("11".to_owned()),
-                    message: Some("Delivered".to_owned()),
-                },
-                occurred_at: at + TimeDelta::seconds(n as i64),
-                time_zone_known: true,
-                recorded_at: None,
-                received_at: at,
-                shipment: ShipmentRef {
-                    carrier: Some("postnl".to_owned()),
-                    tracking_number: Some(tracking),
-                    ..ShipmentRef::default()
-                },
-                location: None,
-                estimated_delivery: None,
-                message: None,
-                delivery_id: None,
-                trigger: true,
+            let mut event = shipfeed_core::doc_support::event(
+                &format!("sendcloud:{tracking}-delivered"),
+                "2024-06-01T12:00:00Z",
+                Status::Delivered,
+            );
+            event.occurred_at += TimeDelta::seconds(n as i64);
+            event.raw = RawStatus {
+                code: Some("11".to_owned()),
+                message: Some("Delivered".to_owned()),
+            };
+            event.shipment = ShipmentRef {
+                carrier: Some("postnl".to_owned()),
+                tracking_number: Some(tracking),
+                ..ShipmentRef::default()
             };
             let arrival = Arrival {
                 endpoint: "sendcloud".to_owned(),
