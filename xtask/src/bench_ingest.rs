@@ -86,7 +86,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     );
     drop(deliveries);
     let script = dir.0.join("load.lua");
-    std::fs::write(&script, lua_script(&requests_file, threads)?)?;
+    std::fs::write(&script, lua_script(&requests_file, threads, None)?)?;
     let wrk_args = WrkArgs {
         wrk: &wrk,
         script: &script,
@@ -100,12 +100,71 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let (parse_load, parse_rss) = run_bare(&release, &wrk_args, &["--parse-json"])?;
     let (normalize_load, normalize_rss) = run_bare(&release, &wrk_args, &["--verify-normalize"])?;
 
-    // shipfeed serve, SQLite in the scratch directory.
-    let database = dir.0.join("bench.db");
-    let config = dir.0.join("shipfeed.toml");
+    // shipfeed serve, SQLite in the scratch directory: as fast as 64 connections go, then on
+    // a fresh database at half that rate (paced connections, so that latency is measured at a
+    // fixed offered rate rather than set by the connection count).
+    let serve = run_serve(&release, &dir.0, "closed", &wrk_args)?;
+    let half_rate = (serve.load.rate() / 2.0).max(1.0);
+    let paced_connections = connections.max(256);
+    let paced_script = dir.0.join("paced.lua");
+    // Each connection waits this long after each answer: C connections then offer about
+    // C / (wait + latency) requests per second, the target rate while latency stays small.
+    let wait_ms = paced_connections as f64 * 1000.0 / half_rate;
+    std::fs::write(
+        &paced_script,
+        lua_script(&requests_file, threads, Some(wait_ms))?,
+    )?;
+    let paced_args = WrkArgs {
+        script: &paced_script,
+        connections: paced_connections,
+        ..wrk_args
+    };
+    let paced = run_serve(&release, &dir.0, "paced", &paced_args)?;
+
+    report(
+        &bare_load,
+        bare_rss,
+        [(&parse_load, parse_rss), (&normalize_load, normalize_rss)],
+        &serve.load,
+        serve.rss,
+        &serve.stored,
+        &serve.metrics,
+        connections,
+    );
+    println!();
+    println!(
+        "paced: {paced_connections} connections, each waiting {wait_ms:.1} ms after each answer, \
+         to offer half the rate above ({half_rate:.0}/s): {:.0} 2xx/s, p50 {:.2} ms, p90 {:.2} ms, \
+         p99 {:.2} ms, max {:.1} ms, peak RSS {} MiB; {}",
+        paced.load.rate(),
+        paced.load.p50_ms,
+        paced.load.p90_ms,
+        paced.load.p99_ms,
+        paced.load.max_ms,
+        mib(paced.rss),
+        projector_line(&paced.stored, &paced.metrics)
+    );
+    Ok(())
+}
+
+/// One `shipfeed serve` measurement: its load, peak RSS, `/metrics` as the load ended, and
+/// what its database held after it stopped.
+struct ServeRun {
+    load: Load,
+    rss: Option<u64>,
+    metrics: String,
+    stored: Stored,
+}
+
+/// Starts `shipfeed serve` on a fresh SQLite database named after `tag`, runs the load, reads
+/// `/metrics` at once (the projector ran throughout), stops it and counts its rows.
+fn run_serve(release: &Path, dir: &Path, tag: &str, wrk_args: &WrkArgs<'_>) -> Result<ServeRun> {
+    let database = dir.join(format!("bench-{tag}.db"));
+    let config = dir.join("shipfeed.toml");
     std::fs::write(&config, config_toml())?;
     let port = bench::free_port()?;
-    let log = std::fs::File::create(dir.0.join("serve.log"))?;
+    let log_path = dir.join(format!("serve-{tag}.log"));
+    let log = std::fs::File::create(&log_path)?;
     let mut serve = Guard(
         Command::new(release.join("shipfeed"))
             .args(["serve", "--config"])
@@ -119,29 +178,21 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
             .context("start shipfeed serve")?,
     );
     if let Err(error) = bench::wait_ready(&mut serve.0, port, "/healthz", Duration::from_secs(60)) {
-        let log = std::fs::read_to_string(dir.0.join("serve.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         bail!("shipfeed serve did not start: {error}\n{log}");
     }
-    let serve_load = wrk_run(&wrk_args, port)?;
-    let serve_rss = bench::peak_rss_kib(serve.0.id());
-    // Read at once: the projector's lag as the load ends (it ran throughout).
+    let load = wrk_run(wrk_args, port)?;
+    let rss = bench::peak_rss_kib(serve.0.id());
     let metrics = bench::http_get(port, "/metrics")
         .map(|(_, body)| body)
         .unwrap_or_default();
     bench::stop(&mut serve.0, Duration::from_secs(10));
-    let stored = count_rows(&database)?;
-
-    report(
-        &bare_load,
-        bare_rss,
-        [(&parse_load, parse_rss), (&normalize_load, normalize_rss)],
-        &serve_load,
-        serve_rss,
-        &stored,
-        &metrics,
-        connections,
-    );
-    Ok(())
+    Ok(ServeRun {
+        load,
+        rss,
+        metrics,
+        stored: count_rows(&database)?,
+    })
 }
 
 /// Runs the load against the `bare_endpoint` example started with `args`.
@@ -204,7 +255,12 @@ fn ensure_wrk() -> Result<std::path::PathBuf> {
 
 /// Each thread loads every `threads`-th request of the file (so no two threads send the same
 /// delivery), cycles through them, and counts what it sent; `done` prints one `BENCH` line.
-fn lua_script(requests: &Path, threads: u64) -> Result<String> {
+/// The wrk script: each thread sends its share of the corpus; with `wait_ms`, each connection
+/// waits that long after each answer (wrk's `delay`), which paces the load.
+fn lua_script(requests: &Path, threads: u64, wait_ms: Option<f64>) -> Result<String> {
+    let pacing = wait_ms.map_or_else(String::new, |ms| {
+        format!("\nfunction delay()\n  return {}\nend\n", ms.round().max(1.0))
+    });
     let path = requests
         .to_str()
         .context("the scratch path is not UTF-8")?
@@ -263,7 +319,7 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
     total_sent, total_wraps))
 end
-"#
+{pacing}"#
     ))
 }
 
@@ -368,6 +424,21 @@ fn metric_sum(metrics: &str, name: &str, filter: &str) -> u64 {
     metric_value(metrics, name, filter) as u64
 }
 
+/// How far the projector got: deliveries projected by the stop, and its lag as the load ended.
+fn projector_line(stored: &Stored, metrics: &str) -> String {
+    format!(
+        "projector: {} of {} deliveries projected when the service stopped; as the load ended it \
+         was {} deliveries and {:.2} s behind the inbox ({:.0} batches, {:.1} deliveries per batch)",
+        stored.projected,
+        stored.deliveries,
+        metric_value(metrics, "shipfeed_projector_lag_deliveries", ""),
+        metric_value(metrics, "shipfeed_projector_lag_seconds", ""),
+        metric_value(metrics, "shipfeed_projector_batch_size_count", ""),
+        metric_value(metrics, "shipfeed_projector_batch_size_sum", "")
+            / metric_value(metrics, "shipfeed_projector_batch_size_count", "").max(1.0),
+    )
+}
+
 fn mib(kib: Option<u64>) -> String {
     kib.map_or_else(|| "?".into(), |k| format!("{:.1}", k as f64 / 1024.0))
 }
@@ -467,17 +538,7 @@ fn report(
             "INCONSISTENT"
         }
     );
-    println!(
-        "projector: {} of {} deliveries projected when the service stopped; as the load ended it \
-         was {} deliveries and {:.2} s behind the inbox ({:.0} batches, {:.1} deliveries per batch)",
-        stored.projected,
-        stored.deliveries,
-        metric_value(metrics, "shipfeed_projector_lag_deliveries", ""),
-        metric_value(metrics, "shipfeed_projector_lag_seconds", ""),
-        metric_value(metrics, "shipfeed_projector_batch_size_count", ""),
-        metric_value(metrics, "shipfeed_projector_batch_size_sum", "")
-            / metric_value(metrics, "shipfeed_projector_batch_size_count", "").max(1.0),
-    );
+    println!("{}", projector_line(stored, metrics));
     if serve.wraps > 0 {
         println!(
             "note: shipfeed got more requests than the corpus holds ({} wrap(s) over the wrk \
