@@ -103,7 +103,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     // shipfeed serve, SQLite in the scratch directory: as fast as 64 connections go, then on
     // a fresh database at half that rate (paced connections, so that latency is measured at a
     // fixed offered rate rather than set by the connection count).
-    let serve = run_serve(&release, &dir.0, "closed", &wrk_args)?;
+    let serve = run_serve(&release, &dir.0, "closed", &wrk_args, Vec::new())?;
     let half_rate = (serve.load.rate() / 2.0).max(1.0);
     let paced_connections = connections.max(256);
     let paced_script = dir.0.join("paced.lua");
@@ -119,7 +119,13 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         connections: paced_connections,
         ..wrk_args
     };
-    let paced = run_serve(&release, &dir.0, "paced", &paced_args)?;
+    // Probes beyond the load's corpus, so that none is a duplicate of a load delivery.
+    let probes = corpus::mixed(
+        &corpus::WEBHOOK_PROVIDERS,
+        0x9e0b_e500,
+        requests..requests + 1000,
+    );
+    let paced = run_serve(&release, &dir.0, "paced", &paced_args, probes)?;
 
     report(
         &bare_load,
@@ -144,6 +150,15 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         mib(paced.rss),
         projector_line(&paced.stored, &paced.metrics)
     );
+    let probes = &paced.end_to_end_ms;
+    println!(
+        "end to end at that rate (a probe every 100 ms, from its 2xx to GET /v1/deliveries/{{seq}} \
+         saying projected, one clock): {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        probes.len(),
+        quantile(probes, 0.5),
+        quantile(probes, 0.99),
+        probes.iter().copied().fold(0.0, f64::max)
+    );
     Ok(())
 }
 
@@ -154,11 +169,19 @@ struct ServeRun {
     rss: Option<u64>,
     metrics: String,
     stored: Stored,
+    /// Milliseconds from a probe's 2xx to its projection, one per probe.
+    end_to_end_ms: Vec<f64>,
 }
 
 /// Starts `shipfeed serve` on a fresh SQLite database named after `tag`, runs the load, reads
 /// `/metrics` at once (the projector ran throughout), stops it and counts its rows.
-fn run_serve(release: &Path, dir: &Path, tag: &str, wrk_args: &WrkArgs<'_>) -> Result<ServeRun> {
+fn run_serve(
+    release: &Path,
+    dir: &Path,
+    tag: &str,
+    wrk_args: &WrkArgs<'_>,
+    probes: Vec<corpus::Delivery>,
+) -> Result<ServeRun> {
     let database = dir.join(format!("bench-{tag}.db"));
     let config = dir.join("shipfeed.toml");
     std::fs::write(&config, config_toml())?;
@@ -181,7 +204,16 @@ fn run_serve(release: &Path, dir: &Path, tag: &str, wrk_args: &WrkArgs<'_>) -> R
         let log = std::fs::read_to_string(&log_path).unwrap_or_default();
         bail!("shipfeed serve did not start: {error}\n{log}");
     }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let prober = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || end_to_end(port, probes, &stop))
+    };
     let load = wrk_run(wrk_args, port)?;
+    stop.store(true, std::sync::atomic::Ordering::Release);
+    let end_to_end_ms = prober
+        .join()
+        .map_err(|_| anyhow::anyhow!("the end-to-end prober panicked"))?;
     let rss = bench::peak_rss_kib(serve.0.id());
     let metrics = bench::http_get(port, "/metrics")
         .map(|(_, body)| body)
@@ -192,7 +224,83 @@ fn run_serve(release: &Path, dir: &Path, tag: &str, wrk_args: &WrkArgs<'_>) -> R
         rss,
         metrics,
         stored: count_rows(&database)?,
+        end_to_end_ms,
     })
+}
+
+/// Posts one probe delivery every 100 ms while the load runs, and for each measures, on this
+/// process's clock, the time from its 2xx to `GET /v1/deliveries/{seq}` saying it is projected
+/// (its events are then readable in `/v1/events`). Milliseconds, one per probe.
+fn end_to_end(
+    port: u16,
+    probes: Vec<corpus::Delivery>,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Vec<f64> {
+    let mut measured = Vec::new();
+    for probe in probes {
+        if stop.load(std::sync::atomic::Ordering::Acquire) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        let Ok((200, answer)) = http_post(port, &probe) else {
+            continue;
+        };
+        let acknowledged = std::time::Instant::now();
+        let Some(seq) = serde_json::from_str::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|answer| answer["delivery_seq"].as_i64())
+        else {
+            continue;
+        };
+        let deadline = acknowledged + Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            let projected = bench::http_get(port, &format!("/v1/deliveries/{seq}"))
+                .is_ok_and(|(_, body)| body.contains(r#""projected":true"#));
+            if projected {
+                measured.push(acknowledged.elapsed().as_secs_f64() * 1e3);
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    measured
+}
+
+/// POSTs one delivery to its provider's endpoint; the status and the body of the answer.
+fn http_post(port: u16, delivery: &corpus::Delivery) -> Result<(u16, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!(
+        "POST /webhooks/{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n",
+        delivery.provider.as_str()
+    );
+    for (name, value) in &delivery.headers {
+        let _ = write!(head, "{name}: {value}\r\n");
+    }
+    let _ = write!(head, "Content-Length: {}\r\n\r\n", delivery.body.len());
+    stream.write_all(head.as_bytes())?;
+    stream.write_all(&delivery.body)?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// The `q`-quantile (0..=1) of `values`, by nearest rank.
+fn quantile(values: &[f64], q: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
+    sorted.get(rank - 1).copied().unwrap_or(f64::NAN)
 }
 
 /// Runs the load against the `bare_endpoint` example started with `args`.
@@ -259,7 +367,10 @@ fn ensure_wrk() -> Result<std::path::PathBuf> {
 /// waits that long after each answer (wrk's `delay`), which paces the load.
 fn lua_script(requests: &Path, threads: u64, wait_ms: Option<f64>) -> Result<String> {
     let pacing = wait_ms.map_or_else(String::new, |ms| {
-        format!("\nfunction delay()\n  return {}\nend\n", ms.round().max(1.0))
+        format!(
+            "\nfunction delay()\n  return {}\nend\n",
+            ms.round().max(1.0)
+        )
     });
     let path = requests
         .to_str()
