@@ -100,48 +100,115 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let (parse_load, parse_rss) = run_bare(&release, &wrk_args, &["--parse-json"])?;
     let (normalize_load, normalize_rss) = run_bare(&release, &wrk_args, &["--verify-normalize"])?;
 
-    // shipfeed serve, SQLite in the scratch directory: as fast as 64 connections go, then on
-    // a fresh database at half that rate (paced connections, so that latency is measured at a
+    // shipfeed serve on SQLite, then on PostgreSQL: as fast as the connections go, then on a
+    // fresh database at half that rate (paced connections, so that latency is measured at a
     // fixed offered rate rather than set by the connection count).
-    let serve = run_serve(&release, &dir.0, "closed", &wrk_args, Vec::new())?;
-    let half_rate = (serve.load.rate() / 2.0).max(1.0);
-    let paced_connections = connections.max(256);
-    let paced_script = dir.0.join("paced.lua");
-    // Each connection waits this long after each answer: C connections then offer about
-    // C / (wait + latency) requests per second, the target rate while latency stays small.
-    let wait_ms = paced_connections as f64 * 1000.0 / half_rate;
-    std::fs::write(
-        &paced_script,
-        lua_script(&requests_file, threads, Some(wait_ms))?,
-    )?;
-    let paced_args = WrkArgs {
-        script: &paced_script,
-        connections: paced_connections,
-        ..wrk_args
+    let runs = Runs {
+        release: &release,
+        dir: &dir.0,
+        requests_file: &requests_file,
+        requests,
+        wrk_args: &wrk_args,
     };
-    // Probes beyond the load's corpus, so that none is a duplicate of a load delivery.
-    let probes = corpus::mixed(
-        &corpus::WEBHOOK_PROVIDERS,
-        0x9e0b_e500,
-        requests..requests + 1000,
-    );
-    let paced = run_serve(&release, &dir.0, "paced", &paced_args, probes)?;
+    let sqlite = runs.closed_and_paced(Backend::Sqlite)?;
+    let postgres = runs.closed_and_paced(Backend::Postgres)?;
 
     report(
         &bare_load,
         bare_rss,
         [(&parse_load, parse_rss), (&normalize_load, normalize_rss)],
-        &serve.load,
-        serve.rss,
-        &serve.stored,
-        &serve.metrics,
+        &sqlite.0.load,
+        sqlite.0.rss,
+        &sqlite.0.stored,
+        &sqlite.0.metrics,
         connections,
     );
-    println!();
+    for (name, (closed, paced)) in [("SQLite", &sqlite), ("PostgreSQL", &postgres)] {
+        println!();
+        println!(
+            "{name}: closed loop {:.0} 2xx/s ({:.3}x bare), p50 {:.2} ms, p99 {:.2} ms, peak RSS {} MiB; {}",
+            closed.load.rate(),
+            closed.load.rate() / bare_load.rate().max(1e-9),
+            closed.load.p50_ms,
+            closed.load.p99_ms,
+            mib(closed.rss),
+            projector_line(&closed.stored, &closed.metrics)
+        );
+        report_paced(name, closed, paced);
+    }
+    Ok(())
+}
+
+/// Which store `shipfeed serve` runs on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// What every `shipfeed serve` run of the bench shares.
+struct Runs<'a> {
+    release: &'a Path,
+    dir: &'a Path,
+    requests_file: &'a Path,
+    requests: u64,
+    wrk_args: &'a WrkArgs<'a>,
+}
+
+impl Runs<'_> {
+    /// The closed-loop run, then the paced one at half its rate with end-to-end probes.
+    fn closed_and_paced(&self, backend: Backend) -> Result<(ServeRun, ServeRun)> {
+        let closed = run_serve(
+            self.release,
+            self.dir,
+            backend,
+            "closed",
+            self.wrk_args,
+            Vec::new(),
+        )?;
+        let half_rate = (closed.load.rate() / 2.0).max(1.0);
+        let paced_connections = self.wrk_args.connections.max(256);
+        let paced_script = self.dir.join("paced.lua");
+        // Each connection waits this long after each answer: C connections then offer about
+        // C / (wait + latency) requests per second, the target rate while latency stays small.
+        let wait_ms = paced_connections as f64 * 1000.0 / half_rate;
+        std::fs::write(
+            &paced_script,
+            lua_script(self.requests_file, self.wrk_args.threads, Some(wait_ms))?,
+        )?;
+        let paced_args = WrkArgs {
+            script: &paced_script,
+            connections: paced_connections,
+            ..*self.wrk_args
+        };
+        // Probes beyond the load's corpus, so that none is a duplicate of a load delivery.
+        let probes = corpus::mixed(
+            &corpus::WEBHOOK_PROVIDERS,
+            0x9e0b_e500,
+            self.requests..self.requests + 1000,
+        );
+        let mut paced = run_serve(
+            self.release,
+            self.dir,
+            backend,
+            "paced",
+            &paced_args,
+            probes,
+        )?;
+        paced.wait_ms = wait_ms;
+        Ok((closed, paced))
+    }
+}
+
+/// The paced run's line and its end-to-end probes.
+fn report_paced(name: &str, closed: &ServeRun, paced: &ServeRun) {
     println!(
-        "paced: {paced_connections} connections, each waiting {wait_ms:.1} ms after each answer, \
-         to offer half the rate above ({half_rate:.0}/s): {:.0} 2xx/s, p50 {:.2} ms, p90 {:.2} ms, \
-         p99 {:.2} ms, max {:.1} ms, peak RSS {} MiB; {}",
+        "{name}: paced, {} connections each waiting {:.1} ms after each answer to offer half the \
+         closed-loop rate ({:.0}/s): {:.0} 2xx/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max \
+         {:.1} ms, peak RSS {} MiB; {}",
+        paced.connections,
+        paced.wait_ms,
+        closed.load.rate() / 2.0,
         paced.load.rate(),
         paced.load.p50_ms,
         paced.load.p90_ms,
@@ -152,14 +219,14 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     );
     let probes = &paced.end_to_end_ms;
     println!(
-        "end to end at that rate (a probe every 100 ms, from its 2xx to GET /v1/deliveries/{{seq}} \
-         saying projected, one clock): {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "{name}: end to end at that rate (a probe every 100 ms, from its 2xx to GET \
+         /v1/deliveries/{{seq}} saying projected, one clock): {} probes, p50 {:.1} ms, p99 {:.1} \
+         ms, max {:.1} ms",
         probes.len(),
         quantile(probes, 0.5),
         quantile(probes, 0.99),
         probes.iter().copied().fold(0.0, f64::max)
     );
-    Ok(())
 }
 
 /// One `shipfeed serve` measurement: its load, peak RSS, `/metrics` as the load ended, and
@@ -171,6 +238,9 @@ struct ServeRun {
     stored: Stored,
     /// Milliseconds from a probe's 2xx to its projection, one per probe.
     end_to_end_ms: Vec<f64>,
+    /// The load's connections, and how long each waited after an answer (0: closed loop).
+    connections: u64,
+    wait_ms: f64,
 }
 
 /// Starts `shipfeed serve` on a fresh SQLite database named after `tag`, runs the load, reads
@@ -178,11 +248,12 @@ struct ServeRun {
 fn run_serve(
     release: &Path,
     dir: &Path,
+    backend: Backend,
     tag: &str,
     wrk_args: &WrkArgs<'_>,
     probes: Vec<corpus::Delivery>,
 ) -> Result<ServeRun> {
-    let database = dir.join(format!("bench-{tag}.db"));
+    let store = Store::create(backend, dir, tag)?;
     let config = dir.join("shipfeed.toml");
     std::fs::write(&config, config_toml())?;
     let port = bench::free_port()?;
@@ -194,7 +265,7 @@ fn run_serve(
             .arg(&config)
             .env(SECRET_ENV, shipfeed_testkit::FIXTURE_SECRET)
             .env("SHIPFEED_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SHIPFEED_STORE", &database)
+            .env("SHIPFEED_STORE", store.url())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -220,12 +291,111 @@ fn run_serve(
         .unwrap_or_default();
     bench::stop(&mut serve.0, Duration::from_secs(10));
     Ok(ServeRun {
+        connections: wrk_args.connections,
+        wait_ms: 0.0,
         load,
         rss,
         metrics,
-        stored: count_rows(&database)?,
+        stored: store.count_rows()?,
         end_to_end_ms,
     })
+}
+
+/// A fresh store for one run: a SQLite file in the scratch directory, or a schema of its own
+/// on the machine's PostgreSQL (dropped afterwards).
+enum Store {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+/// The PostgreSQL server of the bench (as the tests: trust auth, database `test`).
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+impl Store {
+    fn create(backend: Backend, dir: &Path, tag: &str) -> Result<Self> {
+        Ok(match backend {
+            Backend::Sqlite => Store::Sqlite(dir.join(format!("bench-{tag}.db"))),
+            Backend::Postgres => {
+                let schema = format!("shipfeed_bench_{tag}_{}", std::process::id());
+                psql(&format!(
+                    "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}"
+                ))?;
+                Store::Postgres(schema)
+            }
+        })
+    }
+
+    fn url(&self) -> String {
+        match self {
+            Store::Sqlite(path) => path.display().to_string(),
+            Store::Postgres(schema) => format!("{POSTGRES}?options=-csearch_path%3D{schema}"),
+        }
+    }
+
+    fn count_rows(&self) -> Result<Stored> {
+        match self {
+            Store::Sqlite(path) => count_rows(path),
+            Store::Postgres(schema) => {
+                let text = psql(&format!(
+                    "SET search_path = {schema}; SELECT (SELECT count(*) FROM deliveries), \
+                     (SELECT count(*) FROM deliveries WHERE dead_letter), \
+                     (SELECT count(*) FROM deliveries WHERE projection IS NOT NULL), \
+                     (SELECT count(*) FROM events)"
+                ))?;
+                let counts: Vec<u64> = text
+                    .trim()
+                    .lines()
+                    .last()
+                    .unwrap_or_default()
+                    .split('|')
+                    .filter_map(|n| n.trim().parse().ok())
+                    .collect();
+                let [deliveries, dead_letters, projected, events] = counts[..] else {
+                    bail!("psql answered {text:?}");
+                };
+                Ok(Stored {
+                    deliveries,
+                    dead_letters,
+                    projected,
+                    events,
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Store::Postgres(schema) = self {
+            if let Err(error) = psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")) {
+                eprintln!("bench: schema {schema} not dropped: {error}");
+            }
+        }
+    }
+}
+
+/// Runs SQL with the machine's `psql` on the bench's PostgreSQL; its unaligned output.
+fn psql(sql: &str) -> Result<String> {
+    let output = Command::new("psql")
+        .args([
+            POSTGRES,
+            "-X",
+            "-q",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .context("run psql (PostgreSQL's client)")?;
+    if !output.status.success() {
+        bail!(
+            "psql failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// Posts one probe delivery every 100 ms while the load runs, and for each measures, on this
