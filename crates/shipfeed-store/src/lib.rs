@@ -423,7 +423,7 @@ impl Store {
     }
 
     async fn submit(&self, work: Work) -> Result<Done, StoreError> {
-        let writer = if matches!(work, Work::Append(_)) {
+        let writer = if work.acknowledges() {
             &self.inbox
         } else {
             &self.writer

@@ -53,8 +53,9 @@ pub(crate) enum Work {
 }
 
 impl Work {
-    /// Acknowledgements wait on it: it commits ahead of the rest of its group.
-    fn acknowledges(&self) -> bool {
+    /// Acknowledgements wait on it: it goes to the inbox writer and commits ahead of the rest
+    /// of its group.
+    pub(crate) fn acknowledges(&self) -> bool {
         matches!(self, Work::Append(_))
     }
 }
