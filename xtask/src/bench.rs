@@ -160,12 +160,19 @@ pub(crate) fn free_port() -> Result<u16> {
 
 /// A minimal HTTP/1.1 GET on 127.0.0.1: the status code and the body.
 pub(crate) fn http_get(port: u16, path: &str) -> Result<(u16, String)> {
+    http_exchange(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+/// Sends `request` (head and body, already framed) to 127.0.0.1:`port` on a connection of its
+/// own and reads the answer to its end: the status code and the body.
+pub(crate) fn http_exchange(port: u16, request: &[u8]) -> Result<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
-    )?;
+    stream.write_all(request)?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
     let code = response

@@ -438,9 +438,6 @@ fn end_to_end(
 
 /// POSTs one delivery to its provider's endpoint; the status and the body of the answer.
 fn http_post(port: u16, delivery: &corpus::Delivery) -> Result<(u16, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = format!(
         "POST /webhooks/{} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n",
         delivery.provider.as_str()
@@ -449,20 +446,9 @@ fn http_post(port: u16, delivery: &corpus::Delivery) -> Result<(u16, String)> {
         let _ = write!(head, "{name}: {value}\r\n");
     }
     let _ = write!(head, "Content-Length: {}\r\n\r\n", delivery.body.len());
-    stream.write_all(head.as_bytes())?;
-    stream.write_all(&delivery.body)?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    let mut request = head.into_bytes();
+    request.extend_from_slice(&delivery.body);
+    bench::http_exchange(port, &request)
 }
 
 /// The `q`-quantile (0..=1) of `values`, by nearest rank.
