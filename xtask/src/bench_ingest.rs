@@ -666,14 +666,20 @@ fn count_rows(database: &Path) -> Result<Stored> {
     let conn =
         rusqlite::Connection::open_with_flags(database, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .with_context(|| format!("open {}", database.display()))?;
+    let inbox = shipfeed_store::Store::sqlite_inbox_path(database);
+    conn.execute(
+        "ATTACH DATABASE ?1 AS inbox",
+        [inbox.to_string_lossy().as_ref()],
+    )
+    .context("attach the inbox")?;
     let count = |sql: &str| -> Result<u64> {
         let n: i64 = conn.query_row(sql, [], |row| row.get(0))?;
         Ok(u64::try_from(n).unwrap_or(0))
     };
     Ok(Stored {
         deliveries: count("SELECT count(*) FROM deliveries")?,
-        dead_letters: count("SELECT count(*) FROM deliveries WHERE dead_letter = 1")?,
-        projected: count("SELECT count(*) FROM deliveries WHERE projection IS NOT NULL")?,
+        dead_letters: count("SELECT count(*) FROM projections WHERE dead_letter = 1")?,
+        projected: count("SELECT count(*) FROM projections WHERE projection IS NOT NULL")?,
         events: count("SELECT count(*) FROM events")?,
     })
 }

@@ -9,7 +9,6 @@
 use chrono::{DateTime, Utc};
 use shipfeed_core::Provider;
 
-use crate::write::Durability;
 use crate::{Lease, StoreError};
 
 /// A raw delivery, as it is stored.
@@ -129,10 +128,9 @@ pub(crate) struct ShipmentRows {
 /// Transactions are plain SQL (`BEGIN`, `SAVEPOINT`, ...: the same words in both dialects),
 /// sent through [`WriteDriver::execute`]; only [`WriteDriver::begin`] is the driver's own.
 pub(crate) trait WriteDriver: Send {
-    /// Starts a write transaction whose commit must survive what `durability` says, after
-    /// whatever must precede it (PostgreSQL: reconnect when the connection was lost, then take
-    /// the commit-order lock).
-    async fn begin(&mut self, durability: Durability) -> Result<(), StoreError>;
+    /// Starts a write transaction, whose commit is flushed to disk, after whatever must precede
+    /// it (PostgreSQL: reconnect when the connection was lost, then take the commit-order lock).
+    async fn begin(&mut self) -> Result<(), StoreError>;
 
     /// Runs a statement without parameters or results (`COMMIT`, `SAVEPOINT job`, ...).
     async fn execute(&mut self, sql: &'static str) -> Result<(), StoreError>;

@@ -342,10 +342,10 @@ impl From<StoreError> for Error {
 /// one transaction, so one flush to disk covers many deliveries; should a job fail, the group
 /// runs again with a savepoint per job, so that it cannot sink the others. Inbox appends go
 /// to the **inbox writer**, everything else (projections, cursors, leases) to the **feed
-/// writer**: on PostgreSQL these are two connections, each with its own commit-order lock, so
-/// acknowledgements never wait for a projection; on SQLite, which has one writer per file,
-/// they are one, and appends commit ahead of the rest of each group. That logic is written
-/// once (`write.rs`); SQLite and PostgreSQL differ only in their drivers.
+/// writer**, so acknowledgements never wait for a projection: on PostgreSQL these are two
+/// connections, each with its own commit-order lock; on SQLite, which has one writer per file,
+/// two files, the inbox beside the database. That logic is written once (`write.rs`); SQLite
+/// and PostgreSQL differ only in their drivers.
 #[derive(Clone)]
 pub struct Store {
     inbox: mpsc::Sender<Job>,
@@ -359,9 +359,28 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// A writer whose driver blocks (SQLite): its own thread, driving the write loop on a
+/// current-thread runtime, so it never takes a worker from the caller's runtime.
+fn start_on_thread(
+    name: &str,
+    driver: impl WriteDriver + 'static,
+) -> Result<mpsc::Sender<Job>, StoreError> {
+    let (jobs, queue) = mpsc::channel(write::QUEUE);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| StoreError::database("start the writer's runtime", e))?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || runtime.block_on(write::write_loop(driver, queue)))
+        .map_err(|e| StoreError::database("start the writer thread", e))?;
+    Ok(jobs)
+}
+
 impl Store {
-    /// The embedded default: a SQLite database at `path`, created and migrated when needed.
-    /// Needs no runtime: the writer and the WAL checkpoints run on threads of their own.
+    /// The embedded default: a SQLite database at `path`, created and migrated when needed,
+    /// with its inbox beside it in `<path>-inbox` (back up the database first, then the
+    /// inbox: the inbox only grows, so it then holds every delivery the database refers to).
+    /// Needs no runtime: the writers and the WAL checkpoints run on threads of their own.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -374,8 +393,22 @@ impl Store {
     /// [`StoreError::Database`] when the file cannot be opened or migrated,
     /// [`StoreError::Config`] when its schema is newer than this shipfeed's.
     pub fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
-        let (writer, reader) = sqlite::open(path.as_ref())?;
-        Store::start_on_thread(writer, Arc::new(reader))
+        let (inbox, feed, reader) = sqlite::open(path.as_ref())?;
+        Ok(Store {
+            inbox: start_on_thread("shipfeed-inbox-writer", inbox)?,
+            writer: start_on_thread("shipfeed-feed-writer", feed)?,
+            reader: Arc::new(reader),
+        })
+    }
+
+    /// Where [`Store::sqlite`] keeps the inbox of the database at `path`.
+    ///
+    /// ```
+    /// let inbox = shipfeed_store::Store::sqlite_inbox_path("data/shipfeed.db".as_ref());
+    /// assert_eq!(inbox, std::path::Path::new("data/shipfeed.db-inbox"));
+    /// ```
+    pub fn sqlite_inbox_path(path: &std::path::Path) -> std::path::PathBuf {
+        sqlite::inbox_path(path)
     }
 
     /// A PostgreSQL database shared by several replicas (see `postgres` for the design): connects
@@ -398,27 +431,6 @@ impl Store {
             inbox: spawn(inbox),
             writer: spawn(feed),
             reader: Arc::new(reader),
-        })
-    }
-
-    /// A writer whose driver blocks (SQLite): its own thread, driving the write loop on a
-    /// current-thread runtime, so it never takes a worker from the caller's runtime.
-    fn start_on_thread(
-        driver: impl WriteDriver + 'static,
-        reader: Arc<dyn ReadDriver>,
-    ) -> Result<Self, StoreError> {
-        let (jobs, queue) = mpsc::channel(write::QUEUE);
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .build()
-            .map_err(|e| StoreError::database("start the writer's runtime", e))?;
-        std::thread::Builder::new()
-            .name("shipfeed-store-writer".into())
-            .spawn(move || runtime.block_on(write::write_loop(driver, queue)))
-            .map_err(|e| StoreError::database("start the writer thread", e))?;
-        Ok(Store {
-            inbox: jobs.clone(),
-            writer: jobs,
-            reader,
         })
     }
 

@@ -77,7 +77,6 @@ use crate::driver::{
     ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
-use crate::write::Durability;
 use crate::{Lease, StoreError};
 
 /// How many reader connections one store opens at most.
@@ -538,10 +537,7 @@ async fn prepare_writer_session(client: &Client) -> Result<(), StoreError> {
 }
 
 impl WriteDriver for PgWriter {
-    /// Every commit is flushed: the two writers already keep projections off the
-    /// acknowledgements' path, and a PostgreSQL sequence does not roll back with a lost
-    /// commit, so a re-made projection would not get the same `seq`s.
-    async fn begin(&mut self, _durability: Durability) -> Result<(), StoreError> {
+    async fn begin(&mut self) -> Result<(), StoreError> {
         let conn = self.conn().await?;
         conn.client
             .batch_execute("BEGIN")

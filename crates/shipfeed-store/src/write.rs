@@ -53,8 +53,7 @@ pub(crate) enum Work {
 }
 
 impl Work {
-    /// Acknowledgements wait on it: it goes to the inbox writer and commits ahead of the rest
-    /// of its group.
+    /// Acknowledgements wait on it: it goes to the inbox writer, never behind a projection.
     pub(crate) fn acknowledges(&self) -> bool {
         matches!(self, Work::Append(_))
     }
@@ -67,19 +66,6 @@ pub(crate) enum Done {
     SaveCursor,
     Lease(Option<Lease>),
     Released,
-}
-
-/// What a returned commit must survive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Durability {
-    /// A power cut: the transaction is flushed to disk before the commit returns. Inbox
-    /// appends, which the sender is answered after.
-    Flushed,
-    /// A process crash, not necessarily a power cut: everything else (projections, cursors,
-    /// leases) is derived from the inbox, and a projection lost with the machine is made again
-    /// from it, item for item (the same deliveries in the same order give the same feed). The
-    /// next flushed commit makes it durable too.
-    Derived,
 }
 
 pub(crate) struct Job {
@@ -141,32 +127,21 @@ fn to_json<T: serde::Serialize>(value: &T) -> String {
 
 /// The writer: takes every job queued while the previous transaction was committing and
 /// commits them together (one flush to disk for many deliveries), until every sender is gone.
-///
-/// Inbox appends commit first, in a transaction of their own, and are answered before the
-/// rest of the group (a projector batch, cursors, leases) runs: where both stages share one
-/// writer (SQLite), an acknowledgement waits for at most one flush, never for a projection.
+/// Each store runs two: the inbox writer, which only appends, and the feed writer, which does
+/// the rest, so an acknowledgement never waits for a projection.
 pub(crate) async fn write_loop(mut driver: impl WriteDriver, mut jobs: mpsc::Receiver<Job>) {
     let mut group = Vec::with_capacity(MAX_GROUP);
     while jobs.recv_many(&mut group, MAX_GROUP).await > 0 {
-        let (acknowledging, rest): (Vec<Job>, Vec<Job>) =
-            group.drain(..).partition(|job| job.work.acknowledges());
-        for (jobs, durability) in [
-            (acknowledging, Durability::Flushed),
-            (rest, Durability::Derived),
-        ] {
-            if !jobs.is_empty() {
-                commit_group(&mut driver, jobs, durability).await;
-            }
-        }
+        commit_group(&mut driver, std::mem::take(&mut group)).await;
         driver.after_group().await;
     }
 }
 
 /// Runs `jobs` in one transaction and answers each.
-async fn commit_group(driver: &mut impl WriteDriver, jobs: Vec<Job>, durability: Durability) {
+async fn commit_group(driver: &mut impl WriteDriver, jobs: Vec<Job>) {
     let (works, replies): (Vec<Work>, Vec<_>) =
         jobs.into_iter().map(|job| (job.work, job.reply)).unzip();
-    let results = match run_group(driver, &works, durability).await {
+    let results = match run_group(driver, &works).await {
         Ok(results) => results,
         Err(error) => {
             tracing::warn!(error = %shipfeed_core::error_chain(&error), jobs = works.len(), "write transaction failed");
@@ -191,12 +166,11 @@ type JobResults = Vec<Result<Done, StoreError>>;
 async fn run_group(
     driver: &mut impl WriteDriver,
     works: &[Work],
-    durability: Durability,
 ) -> Result<JobResults, StoreError> {
-    if let Some(results) = attempt(driver, works, false, durability).await? {
+    if let Some(results) = attempt(driver, works, false).await? {
         return Ok(results);
     }
-    attempt(driver, works, true, durability)
+    attempt(driver, works, true)
         .await?
         .ok_or_else(|| StoreError::internal("a write group failed without savepoints and with"))
 }
@@ -207,9 +181,8 @@ async fn attempt(
     driver: &mut impl WriteDriver,
     works: &[Work],
     savepoints: bool,
-    durability: Durability,
 ) -> Result<Option<JobResults>, StoreError> {
-    driver.begin(durability).await?;
+    driver.begin().await?;
     match attempt_in_transaction(driver, works, savepoints).await {
         Ok(Some(results)) => match driver.execute("COMMIT").await {
             Ok(()) => Ok(Some(results)),
