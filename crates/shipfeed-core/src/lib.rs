@@ -40,7 +40,7 @@ pub use event::{
 };
 pub use output::{Notice, NoticeKind, Output};
 pub use provider::Provider;
-pub use state::{current_state, sort_timeline, ShipmentState};
+pub use state::{current_state, latest_event, sort_timeline, ShipmentState};
 
 /// The JSON Schema of one canonical output line (an [`Output`]), pretty-printed.
 ///

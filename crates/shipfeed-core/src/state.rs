@@ -63,25 +63,33 @@ fn precedence(a: &TrackingEvent, b: &TrackingEvent) -> Ordering {
 /// let state = current_state(&[delivered, late_in_transit]).unwrap();
 /// assert_eq!(state.status, Status::Delivered);
 /// ```
-pub fn current_state(events: &[TrackingEvent]) -> Option<ShipmentState> {
+///
+/// Any collection of events or of references to them will do (a slice, a `Vec`, a map's
+/// values), so that a caller holding them elsewhere need not copy them.
+pub fn current_state<'a, I>(events: I) -> Option<ShipmentState>
+where
+    I: IntoIterator<Item = &'a TrackingEvent>,
+    I::IntoIter: Clone,
+{
+    let events = events.into_iter();
     let known = |e: &&TrackingEvent| e.status.is_some_and(|s| s != Status::Unknown);
     let winner = events
-        .iter()
+        .clone()
         .filter(known)
         .max_by(|a, b| precedence(a, b))
         .or_else(|| {
             events
-                .iter()
+                .clone()
                 .filter(|e| e.status.is_some())
                 .max_by(|a, b| precedence(a, b))
         })?;
-    let last = events.iter().max_by(|a, b| precedence(a, b))?;
+    let last = latest_event(events.clone())?;
     let estimated_delivery = events
-        .iter()
+        .clone()
         .filter(|e| e.estimated_delivery.is_some())
         .max_by(|a, b| precedence(a, b))
         .and_then(|e| e.estimated_delivery.clone());
-    let mut ids: Vec<&EventId> = events.iter().map(|e| &e.event_id).collect();
+    let mut ids: Vec<&EventId> = events.map(|e| &e.event_id).collect();
     ids.sort_unstable();
     ids.dedup();
     let status = winner.status.unwrap_or(Status::Unknown);
@@ -101,6 +109,24 @@ pub fn current_state(events: &[TrackingEvent]) -> Option<ShipmentState> {
 /// Sorts events into timeline order (the order in which [`current_state`] ranks them).
 pub fn sort_timeline(events: &mut [TrackingEvent]) {
     events.sort_by(precedence);
+}
+
+/// The last event in timeline order (what [`sort_timeline`] puts last), `None` when there is
+/// none.
+///
+/// ```
+/// use shipfeed_core::{latest_event, Status};
+/// # use shipfeed_core::doc_support::event;
+/// let events = [
+///     event("a", "2024-04-03T16:00:00Z", Status::Delivered),
+///     event("b", "2024-04-02T09:00:00Z", Status::InTransit),
+/// ];
+/// assert_eq!(latest_event(&events).unwrap().event_id.as_str(), events[0].event_id.as_str());
+/// ```
+pub fn latest_event<'a>(
+    events: impl IntoIterator<Item = &'a TrackingEvent>,
+) -> Option<&'a TrackingEvent> {
+    events.into_iter().max_by(|a, b| precedence(a, b))
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //! task, off the writer), times as [`DateTime`], providers as [`Provider`]. A driver converts them
 //! to its column types (SQLite: RFC 3339 text; PostgreSQL: `timestamptz`, and text without NUL).
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 use shipfeed_core::Provider;
 
@@ -35,16 +37,17 @@ pub(crate) struct EventRow {
     pub(crate) content_hash: String,
 }
 
-/// The stored version of an event, as the write path compares it with a new one.
+/// The stored version of an event, as the projection rules compare it with a new one.
 #[derive(Debug)]
 pub(crate) struct StoredEvent {
+    pub(crate) event_id: String,
     pub(crate) revision: i64,
     /// The delivery its content comes from.
     pub(crate) delivery_seq: i64,
     pub(crate) shipment_key: String,
-    /// Empty for events stored before content hashes were kept (then `body` is hashed).
     pub(crate) content_hash: String,
-    pub(crate) body: String,
+    /// Its JSON, only when `content_hash` was not made by this build (it is hashed again).
+    pub(crate) body: Option<String>,
     pub(crate) retracted: bool,
 }
 
@@ -53,10 +56,20 @@ pub(crate) struct StoredEvent {
 #[derive(Debug)]
 pub(crate) struct FeedRow<'a> {
     pub(crate) kind: &'static str,
-    pub(crate) event_id: Option<&'a str>,
+    pub(crate) event_id: Option<Cow<'a, str>>,
     pub(crate) revision: Option<i64>,
-    pub(crate) shipment_key: &'a str,
-    pub(crate) body: &'a str,
+    pub(crate) shipment_key: Cow<'a, str>,
+    pub(crate) body: Cow<'a, str>,
+}
+
+/// What projecting a delivery produced, as recorded with it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ProjectionRow<'a> {
+    pub(crate) seq: i64,
+    /// Why it is a dead letter; `None` clears a previous mark.
+    pub(crate) dead_letter: Option<&'a str>,
+    /// The [`Projection`](crate::Projection) as JSON.
+    pub(crate) projection: &'a str,
 }
 
 /// A feed item read back.
@@ -135,23 +148,32 @@ pub(crate) trait WriteDriver: Send {
     /// Runs a statement without parameters or results (`COMMIT`, `SAVEPOINT job`, ...).
     async fn execute(&mut self, sql: &'static str) -> Result<(), StoreError>;
 
-    /// Appends a raw delivery to the inbox; returns its `seq`.
-    async fn insert_delivery(&mut self, row: &DeliveryRow) -> Result<i64, StoreError>;
+    /// Appends raw deliveries to the inbox, in order; returns their `seq`s.
+    async fn insert_deliveries(&mut self, rows: &[DeliveryRow]) -> Result<Vec<i64>, StoreError>;
 
-    /// Records what projecting delivery `seq` produced (`projection`, as JSON) and sets or
-    /// clears its dead-letter reason; `false` when there is no such delivery.
-    async fn set_projection(
+    /// Records what projecting each delivery produced and sets or clears its dead-letter
+    /// reason; returns how many of them are stored (the others are not touched).
+    async fn set_projections(&mut self, rows: &[ProjectionRow<'_>]) -> Result<usize, StoreError>;
+
+    /// The stored versions of the events with these ids (those that are stored). `body` is
+    /// read only for events whose `content_hash` does not start with `hash_prefix`.
+    async fn stored_events(
         &mut self,
-        seq: i64,
-        dead_letter: Option<&str>,
-        projection: &str,
-    ) -> Result<bool, StoreError>;
+        event_ids: &[&str],
+        hash_prefix: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// Inserts an event of delivery `seq` unless its `event_id` is stored; `true` if inserted.
-    async fn insert_event(&mut self, seq: i64, row: &EventRow) -> Result<bool, StoreError>;
+    /// The stored versions of the events whose content comes from these deliveries and that
+    /// are not retracted, in the order they were first stored (`body` as in
+    /// [`stored_events`](WriteDriver::stored_events)).
+    async fn owned_events(
+        &mut self,
+        delivery_seqs: &[i64],
+        hash_prefix: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// The stored version of an event.
-    async fn event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, StoreError>;
+    /// Inserts new events, each with the delivery (`seq`) its content comes from.
+    async fn insert_events(&mut self, rows: &[(i64, &EventRow)]) -> Result<(), StoreError>;
 
     /// Keeps the stored version of an event as revision history, then replaces it by `row`
     /// (from delivery `seq`) under `revision`, not retracted.
@@ -165,30 +187,25 @@ pub(crate) trait WriteDriver: Send {
     /// Marks an event retracted (it stays stored, out of its shipment's timeline).
     async fn retract_event(&mut self, event_id: &str) -> Result<(), StoreError>;
 
-    /// `(event_id, shipment_key, revision)` of the events whose content comes from delivery
-    /// `seq` and that are not retracted.
-    async fn owned_events(&mut self, seq: i64) -> Result<Vec<(String, String, i64)>, StoreError>;
+    /// Appends items to the feed, in order (their `seq`s follow that order).
+    async fn append_feed(&mut self, rows: &[FeedRow<'_>]) -> Result<(), StoreError>;
 
-    /// Appends an item to the feed; returns its `seq`.
-    async fn append_feed(&mut self, row: &FeedRow<'_>) -> Result<i64, StoreError>;
+    /// `(shipment_key, JSON)` of every event (not retracted) stored under these keys.
+    async fn shipment_events(&mut self, keys: &[&str])
+        -> Result<Vec<(String, String)>, StoreError>;
 
-    /// The stored state of a shipment (JSON), if it has one.
-    async fn shipment_state(&mut self, key: &str) -> Result<Option<String>, StoreError>;
+    /// `(shipment_key, state JSON)` of the shipments with these keys that have a state.
+    async fn shipment_states(&mut self, keys: &[&str])
+        -> Result<Vec<(String, String)>, StoreError>;
 
     /// Removes a shipment that has no events left (all retracted).
     async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError>;
 
-    /// Inserts a notice (as JSON) of delivery `seq`.
-    async fn insert_notice(&mut self, seq: i64, body: &str) -> Result<(), StoreError>;
+    /// Inserts notices (as JSON), each of delivery `seq`.
+    async fn insert_notices(&mut self, rows: &[(i64, &str)]) -> Result<(), StoreError>;
 
-    /// How many events (not retracted) are stored under a shipment key.
-    async fn count_events(&mut self, key: &str) -> Result<usize, StoreError>;
-
-    /// The JSON of every event (not retracted) stored under a shipment key.
-    async fn events_of(&mut self, key: &str) -> Result<Vec<String>, StoreError>;
-
-    /// Inserts or replaces a shipment's identity and state.
-    async fn upsert_shipment(&mut self, row: &ShipmentRow<'_>) -> Result<(), StoreError>;
+    /// Inserts or replaces shipments' identities and states (each key once).
+    async fn upsert_shipments(&mut self, rows: &[ShipmentRow<'_>]) -> Result<(), StoreError>;
 
     /// Saves a named cursor.
     async fn save_cursor(&mut self, name: &str, position: i64) -> Result<(), StoreError>;

@@ -31,6 +31,7 @@ mod lease;
 mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
+mod project;
 mod sqlite;
 mod write;
 
@@ -510,7 +511,7 @@ impl Store {
             .map(|item| {
                 (
                     item.delivery_seq,
-                    write::outcome_rows(item.provider, item.outcome),
+                    project::outcome_rows(item.provider, item.outcome),
                 )
             })
             .collect();

@@ -73,8 +73,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ReadDriver, ShipmentRow,
-    ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ProjectionRow, ReadDriver,
+    ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -337,112 +337,196 @@ async fn migrate_in(tx: &Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The statements the writer runs, prepared once per connection.
+/// The statements the writer runs, prepared once per connection. Those of the projection take
+/// arrays (`unnest`, `= ANY`): one round trip per table and batch, not per row.
 struct Statements {
     lock: Statement,
-    insert_delivery: Statement,
-    set_projection: Statement,
-    insert_event: Statement,
-    insert_notice: Statement,
-    event: Statement,
+    insert_deliveries: Statement,
+    set_projections: Statement,
+    stored_events: Statement,
+    owned_events: Statement,
+    insert_events: Statement,
     keep_revision: Statement,
     revise_event: Statement,
     retract_event: Statement,
-    owned_events: Statement,
     append_feed: Statement,
-    shipment_state: Statement,
+    shipment_events: Statement,
+    shipment_states: Statement,
     delete_shipment: Statement,
-    count_events: Statement,
-    events_of: Statement,
-    upsert_shipment: Statement,
+    insert_notices: Statement,
+    upsert_shipments: Statement,
     save_cursor: Statement,
     lease: Statement,
     put_lease: Statement,
 }
 
+/// The columns of [`StoredEvent`], from `events`; `$2` is the hash prefix of this build.
+const STORED_EVENT: &str = "SELECT event_id, revision, delivery_seq, shipment_key, content_hash,
+    CASE WHEN substr(content_hash, 1, length($2)) = $2 THEN NULL ELSE body END, retracted
+    FROM events";
+
 impl Statements {
     async fn prepare(client: &Client) -> Result<Self, StoreError> {
-        let prepare = |sql: &'static str| async move {
-            client.prepare(sql).await.map_err(pg("prepare a statement"))
+        let prepare = |sql: String| async move {
+            client
+                .prepare(&sql)
+                .await
+                .map_err(pg("prepare a statement"))
         };
         Ok(Statements {
-            lock: prepare("SELECT pg_advisory_xact_lock($1::bigint)").await?,
-            insert_delivery: prepare(
+            lock: prepare("SELECT pg_advisory_xact_lock($1::bigint)".into()).await?,
+            // Rows are inserted in the order of the arrays, so identities follow it.
+            insert_deliveries: prepare(
                 "INSERT INTO deliveries (endpoint, provider, received_at, headers, body)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+                 SELECT e, p, r, h, b
+                 FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::bytea[])
+                     WITH ORDINALITY AS d(e, p, r, h, b, n)
+                 ORDER BY n RETURNING seq"
+                    .into(),
             )
             .await?,
-            set_projection: prepare(
-                "UPDATE deliveries SET dead_letter = $2, error = $3, projection = $4 WHERE seq = $1",
+            set_projections: prepare(
+                "UPDATE deliveries AS d
+                 SET dead_letter = p.dead, error = p.error, projection = p.projection
+                 FROM unnest($1::bigint[], $2::boolean[], $3::text[], $4::text[])
+                     AS p(seq, dead, error, projection)
+                 WHERE d.seq = p.seq"
+                    .into(),
             )
             .await?,
-            insert_event: prepare(
+            stored_events: prepare(format!("{STORED_EVENT} WHERE event_id = ANY($1)")).await?,
+            owned_events: prepare(format!(
+                "{STORED_EVENT} WHERE delivery_seq = ANY($1) AND NOT retracted ORDER BY seq"
+            ))
+            .await?,
+            insert_events: prepare(
                 "INSERT INTO events (event_id, delivery_seq, shipment_key, occurred_at, status, body, content_hash)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (event_id) DO NOTHING",
-            )
-            .await?,
-            insert_notice: prepare("INSERT INTO notices (delivery_seq, body) VALUES ($1, $2)")
-                .await?,
-            event: prepare(
-                "SELECT revision, delivery_seq, shipment_key, content_hash, body, retracted
-                 FROM events WHERE event_id = $1",
+                 SELECT i, d, k, o, s, b, h
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[],
+                             $6::text[], $7::text[])
+                     WITH ORDINALITY AS e(i, d, k, o, s, b, h, n)
+                 ORDER BY n"
+                    .into(),
             )
             .await?,
             keep_revision: prepare(
                 "INSERT INTO event_revisions (event_id, revision, delivery_seq, body)
                  SELECT event_id, revision, delivery_seq, body FROM events WHERE event_id = $1
-                 ON CONFLICT DO NOTHING",
+                 ON CONFLICT DO NOTHING"
+                    .into(),
             )
             .await?,
             revise_event: prepare(
                 "UPDATE events SET delivery_seq = $2, shipment_key = $3, occurred_at = $4,
                      status = $5, body = $6, content_hash = $7, revision = $8, retracted = false
-                 WHERE event_id = $1",
+                 WHERE event_id = $1"
+                    .into(),
             )
             .await?,
-            retract_event: prepare("UPDATE events SET retracted = true WHERE event_id = $1")
-                .await?,
-            owned_events: prepare(
-                "SELECT event_id, shipment_key, revision FROM events
-                 WHERE delivery_seq = $1 AND NOT retracted ORDER BY seq",
+            retract_event: prepare(
+                "UPDATE events SET retracted = true WHERE event_id = $1".into(),
             )
             .await?,
             append_feed: prepare(
                 "INSERT INTO feed (kind, event_id, revision, shipment_key, body)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING seq",
+                 SELECT k, e, r, s, b
+                 FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[])
+                     WITH ORDINALITY AS f(k, e, r, s, b, n)
+                 ORDER BY n"
+                    .into(),
             )
             .await?,
-            shipment_state: prepare("SELECT state FROM shipments WHERE shipment_key = $1")
-                .await?,
-            delete_shipment: prepare("DELETE FROM shipments WHERE shipment_key = $1").await?,
-            count_events: prepare(
-                "SELECT count(*) FROM events WHERE shipment_key = $1 AND NOT retracted",
+            shipment_events: prepare(
+                "SELECT shipment_key, body FROM events
+                 WHERE shipment_key = ANY($1) AND NOT retracted"
+                    .into(),
             )
             .await?,
-            events_of: prepare("SELECT body FROM events WHERE shipment_key = $1 AND NOT retracted")
+            shipment_states: prepare(
+                "SELECT shipment_key, state FROM shipments WHERE shipment_key = ANY($1)".into(),
+            )
+            .await?,
+            delete_shipment: prepare("DELETE FROM shipments WHERE shipment_key = $1".into())
                 .await?,
-            upsert_shipment: prepare(
+            insert_notices: prepare(
+                "INSERT INTO notices (delivery_seq, body)
+                 SELECT d, b FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS x(d, b, n)
+                 ORDER BY n"
+                    .into(),
+            )
+            .await?,
+            upsert_shipments: prepare(
                 "INSERT INTO shipments (shipment_key, carrier, tracking_number, shipment, state)
-                 VALUES ($1, $2, $3, $4, $5)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
                  ON CONFLICT (shipment_key) DO UPDATE SET carrier = excluded.carrier,
                      tracking_number = excluded.tracking_number, shipment = excluded.shipment,
-                     state = excluded.state, updated_at = now()",
+                     state = excluded.state, updated_at = now()"
+                    .into(),
             )
             .await?,
             save_cursor: prepare(
                 "INSERT INTO cursors (name, position) VALUES ($1, $2)
-                 ON CONFLICT (name) DO UPDATE SET position = excluded.position",
+                 ON CONFLICT (name) DO UPDATE SET position = excluded.position"
+                    .into(),
             )
             .await?,
-            lease: prepare("SELECT holder, epoch, expires_at FROM leases WHERE name = $1").await?,
+            lease: prepare(
+                "SELECT holder, epoch, expires_at FROM leases WHERE name = $1".into(),
+            )
+            .await?,
             put_lease: prepare(
                 "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
-                     epoch = excluded.epoch, expires_at = excluded.expires_at",
+                     epoch = excluded.epoch, expires_at = excluded.expires_at"
+                    .into(),
             )
             .await?,
         })
     }
+}
+
+/// Payload-derived texts as a text array (NUL replaced: see [`no_nul`]).
+fn text_array<'a>(values: impl Iterator<Item = &'a str>) -> Vec<Cow<'a, str>> {
+    values.map(no_nul).collect()
+}
+
+/// Borrows each text of an array built by [`text_array`], as the client binds them.
+fn as_strs<'a>(values: &'a [Cow<'_, str>]) -> Vec<&'a str> {
+    values.iter().map(AsRef::as_ref).collect()
+}
+
+fn stored_events(
+    rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    rows.and_then(|rows| {
+        rows.iter()
+            .map(|row| {
+                Ok(StoredEvent {
+                    event_id: row.try_get(0)?,
+                    revision: row.try_get(1)?,
+                    delivery_seq: row.try_get(2)?,
+                    shipment_key: row.try_get(3)?,
+                    content_hash: row.try_get(4)?,
+                    body: row.try_get(5)?,
+                    retracted: row.try_get(6)?,
+                })
+            })
+            .collect()
+    })
+    .map_err(pg("read events"))
+}
+
+/// `(key, text)` from the first two columns of every row.
+fn keyed_texts(
+    rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    what: &'static str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    rows.and_then(|rows| {
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect()
+    })
+    .map_err(pg(what))
 }
 
 /// The writer's connection: its client, its statements, and the key of the write lock.
@@ -555,84 +639,115 @@ impl WriteDriver for PgWriter {
         client.batch_execute(sql).await.map_err(pg(sql))
     }
 
-    async fn insert_delivery(&mut self, row: &DeliveryRow) -> Result<i64, StoreError> {
+    async fn insert_deliveries(&mut self, rows: &[DeliveryRow]) -> Result<Vec<i64>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let (client, st) = self.open()?;
-        client
-            .query_one(
-                &st.insert_delivery,
+        let endpoints = text_array(rows.iter().map(|row| row.endpoint.as_str()));
+        let providers: Vec<&str> = rows.iter().map(|row| row.provider.as_str()).collect();
+        let received: Vec<DateTime<Utc>> = rows.iter().map(|row| row.received_at).collect();
+        let headers: Vec<&str> = rows.iter().map(|row| row.headers.as_str()).collect();
+        let bodies: Vec<&[u8]> = rows.iter().map(|row| row.body.as_slice()).collect();
+        let mut seqs: Vec<i64> = client
+            .query(
+                &st.insert_deliveries,
                 &[
-                    &no_nul(&row.endpoint),
-                    &row.provider.as_str(),
-                    &row.received_at,
-                    &row.headers,
-                    &row.body,
+                    &as_strs(&endpoints),
+                    &providers,
+                    &received,
+                    &headers,
+                    &bodies,
                 ],
             )
             .await
-            .and_then(|row| row.try_get(0))
-            .map_err(pg("store a delivery"))
+            .and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
+            .map_err(pg("store deliveries"))?;
+        // Identities were drawn in the arrays' order, under the inbox's commit-order lock, and
+        // RETURNING promises no order: sorted, they are the rows' in order.
+        seqs.sort_unstable();
+        Ok(seqs)
     }
 
-    async fn set_projection(
-        &mut self,
-        seq: i64,
-        dead_letter: Option<&str>,
-        projection: &str,
-    ) -> Result<bool, StoreError> {
+    async fn set_projections(&mut self, rows: &[ProjectionRow<'_>]) -> Result<usize, StoreError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
         let (client, st) = self.open()?;
+        let seqs: Vec<i64> = rows.iter().map(|row| row.seq).collect();
+        let dead: Vec<bool> = rows.iter().map(|row| row.dead_letter.is_some()).collect();
+        let errors: Vec<Option<Cow<'_, str>>> =
+            rows.iter().map(|row| row.dead_letter.map(no_nul)).collect();
+        let errors: Vec<Option<&str>> = errors.iter().map(Option::as_deref).collect();
+        let projections: Vec<&str> = rows.iter().map(|row| row.projection).collect();
         let updated = client
+            .execute(&st.set_projections, &[&seqs, &dead, &errors, &projections])
+            .await
+            .map_err(pg("record projections"))?;
+        Ok(usize::try_from(updated).unwrap_or_default())
+    }
+
+    async fn stored_events(
+        &mut self,
+        event_ids: &[&str],
+        hash_prefix: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (client, st) = self.open()?;
+        let ids = text_array(event_ids.iter().copied());
+        stored_events(
+            client
+                .query(&st.stored_events, &[&as_strs(&ids), &hash_prefix])
+                .await,
+        )
+    }
+
+    async fn owned_events(
+        &mut self,
+        delivery_seqs: &[i64],
+        hash_prefix: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let (client, st) = self.open()?;
+        stored_events(
+            client
+                .query(&st.owned_events, &[&delivery_seqs, &hash_prefix])
+                .await,
+        )
+    }
+
+    async fn insert_events(&mut self, rows: &[(i64, &EventRow)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (client, st) = self.open()?;
+        let ids = text_array(rows.iter().map(|(_, row)| row.event_id.as_str()));
+        let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+        let keys = text_array(rows.iter().map(|(_, row)| row.shipment_key.as_str()));
+        let occurred: Vec<DateTime<Utc>> = rows.iter().map(|(_, row)| row.occurred_at).collect();
+        let statuses: Vec<Option<&str>> = rows.iter().map(|(_, row)| row.status).collect();
+        let bodies: Vec<&str> = rows.iter().map(|(_, row)| row.body.as_str()).collect();
+        let hashes: Vec<&str> = rows
+            .iter()
+            .map(|(_, row)| row.content_hash.as_str())
+            .collect();
+        client
             .execute(
-                &st.set_projection,
+                &st.insert_events,
                 &[
-                    &seq,
-                    &dead_letter.is_some(),
-                    &dead_letter.map(no_nul),
-                    &projection,
+                    &as_strs(&ids),
+                    &seqs,
+                    &as_strs(&keys),
+                    &occurred,
+                    &statuses,
+                    &bodies,
+                    &hashes,
                 ],
             )
             .await
-            .map_err(pg("record a projection"))?;
-        Ok(updated == 1)
-    }
-
-    async fn insert_event(&mut self, seq: i64, row: &EventRow) -> Result<bool, StoreError> {
-        let (client, st) = self.open()?;
-        let inserted = client
-            .execute(
-                &st.insert_event,
-                &[
-                    &no_nul(&row.event_id),
-                    &seq,
-                    &no_nul(&row.shipment_key),
-                    &row.occurred_at,
-                    &row.status,
-                    &row.body,
-                    &row.content_hash,
-                ],
-            )
-            .await
-            .map_err(pg("store an event"))?;
-        Ok(inserted == 1)
-    }
-
-    async fn event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        let (client, st) = self.open()?;
-        let row = client
-            .query_opt(&st.event, &[&no_nul(event_id)])
-            .await
-            .map_err(pg("read an event"))?;
-        row.map(|row| {
-            Ok(StoredEvent {
-                revision: row.try_get(0)?,
-                delivery_seq: row.try_get(1)?,
-                shipment_key: row.try_get(2)?,
-                content_hash: row.try_get(3)?,
-                body: row.try_get(4)?,
-                retracted: row.try_get(5)?,
-            })
-        })
-        .transpose()
-        .map_err(pg("read an event"))
+            .map_err(pg("store events"))?;
+        Ok(())
     }
 
     async fn revise_event(
@@ -675,44 +790,58 @@ impl WriteDriver for PgWriter {
         Ok(())
     }
 
-    async fn owned_events(&mut self, seq: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
+    async fn append_feed(&mut self, rows: &[FeedRow<'_>]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let (client, st) = self.open()?;
+        let kinds: Vec<&str> = rows.iter().map(|row| row.kind).collect();
+        let ids: Vec<Option<Cow<'_, str>>> = rows
+            .iter()
+            .map(|row| row.event_id.as_deref().map(no_nul))
+            .collect();
+        let ids: Vec<Option<&str>> = ids.iter().map(Option::as_deref).collect();
+        let revisions: Vec<Option<i64>> = rows.iter().map(|row| row.revision).collect();
+        let keys = text_array(rows.iter().map(|row| row.shipment_key.as_ref()));
+        let bodies: Vec<&str> = rows.iter().map(|row| row.body.as_ref()).collect();
         client
-            .query(&st.owned_events, &[&seq])
-            .await
-            .and_then(|rows| {
-                rows.iter()
-                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
-                    .collect()
-            })
-            .map_err(pg("read a delivery's events"))
-    }
-
-    async fn append_feed(&mut self, row: &FeedRow<'_>) -> Result<i64, StoreError> {
-        let (client, st) = self.open()?;
-        client
-            .query_one(
+            .execute(
                 &st.append_feed,
-                &[
-                    &row.kind,
-                    &row.event_id.map(no_nul),
-                    &row.revision,
-                    &no_nul(row.shipment_key),
-                    &row.body,
-                ],
+                &[&kinds, &ids, &revisions, &as_strs(&keys), &bodies],
             )
             .await
-            .and_then(|row| row.try_get(0))
-            .map_err(pg("append to the feed"))
+            .map_err(pg("append to the feed"))?;
+        Ok(())
     }
 
-    async fn shipment_state(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+    async fn shipment_events(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         let (client, st) = self.open()?;
-        client
-            .query_opt(&st.shipment_state, &[&no_nul(key)])
-            .await
-            .and_then(|row| row.map(|row| row.try_get(0)).transpose())
-            .map_err(pg("read a shipment state"))
+        let keys = text_array(keys.iter().copied());
+        keyed_texts(
+            client.query(&st.shipment_events, &[&as_strs(&keys)]).await,
+            "read shipments' events",
+        )
+    }
+
+    async fn shipment_states(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (client, st) = self.open()?;
+        let keys = text_array(keys.iter().copied());
+        keyed_texts(
+            client.query(&st.shipment_states, &[&as_strs(&keys)]).await,
+            "read shipment states",
+        )
     }
 
     async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError> {
@@ -724,45 +853,43 @@ impl WriteDriver for PgWriter {
         Ok(())
     }
 
-    async fn insert_notice(&mut self, seq: i64, body: &str) -> Result<(), StoreError> {
+    async fn insert_notices(&mut self, rows: &[(i64, &str)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let (client, st) = self.open()?;
+        let seqs: Vec<i64> = rows.iter().map(|(seq, _)| *seq).collect();
+        let bodies: Vec<&str> = rows.iter().map(|(_, body)| *body).collect();
         client
-            .execute(&st.insert_notice, &[&seq, &body])
+            .execute(&st.insert_notices, &[&seqs, &bodies])
             .await
-            .map_err(pg("store a notice"))?;
+            .map_err(pg("store notices"))?;
         Ok(())
     }
 
-    async fn count_events(&mut self, key: &str) -> Result<usize, StoreError> {
+    async fn upsert_shipments(&mut self, rows: &[ShipmentRow<'_>]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
         let (client, st) = self.open()?;
-        let count: i64 = client
-            .query_one(&st.count_events, &[&no_nul(key)])
-            .await
-            .and_then(|row| row.try_get(0))
-            .map_err(pg("count a shipment's events"))?;
-        Ok(usize::try_from(count).unwrap_or_default())
-    }
-
-    async fn events_of(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
-        let (client, st) = self.open()?;
-        bodies(client.query(&st.events_of, &[&no_nul(key)]).await)
-    }
-
-    async fn upsert_shipment(&mut self, row: &ShipmentRow<'_>) -> Result<(), StoreError> {
-        let (client, st) = self.open()?;
+        let keys = text_array(rows.iter().map(|row| row.key));
+        let carriers: Vec<Option<Cow<'_, str>>> =
+            rows.iter().map(|row| row.carrier.map(no_nul)).collect();
+        let carriers: Vec<Option<&str>> = carriers.iter().map(Option::as_deref).collect();
+        let numbers: Vec<Option<Cow<'_, str>>> = rows
+            .iter()
+            .map(|row| row.tracking_number.map(no_nul))
+            .collect();
+        let numbers: Vec<Option<&str>> = numbers.iter().map(Option::as_deref).collect();
+        let shipments: Vec<&str> = rows.iter().map(|row| row.shipment.as_str()).collect();
+        let states: Vec<&str> = rows.iter().map(|row| row.state.as_str()).collect();
         client
             .execute(
-                &st.upsert_shipment,
-                &[
-                    &no_nul(row.key),
-                    &row.carrier.map(no_nul),
-                    &row.tracking_number.map(no_nul),
-                    &row.shipment,
-                    &row.state,
-                ],
+                &st.upsert_shipments,
+                &[&as_strs(&keys), &carriers, &numbers, &shipments, &states],
             )
             .await
-            .map_err(pg("store a shipment state"))?;
+            .map_err(pg("store shipment states"))?;
         Ok(())
     }
 

@@ -21,8 +21,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ReadDriver, ShipmentRow,
-    ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ProjectionRow, ReadDriver,
+    ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -375,14 +375,17 @@ impl WriteDriver for SqliteWriter {
         self.conn.execute_batch(sql).map_err(db(sql))
     }
 
-    async fn insert_delivery(&mut self, row: &DeliveryRow) -> Result<i64, StoreError> {
-        self.conn
+    async fn insert_deliveries(&mut self, rows: &[DeliveryRow]) -> Result<Vec<i64>, StoreError> {
+        let mut insert = self
+            .conn
             .prepare_cached(
                 "INSERT INTO deliveries(endpoint, provider, received_at, headers, body)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .and_then(|mut insert| {
-                insert.execute(params![
+            .map_err(db("store a delivery"))?;
+        rows.iter()
+            .map(|row| {
+                insert.insert(params![
                     row.endpoint,
                     row.provider.as_str(),
                     time_text(row.received_at),
@@ -390,17 +393,12 @@ impl WriteDriver for SqliteWriter {
                     row.body,
                 ])
             })
-            .map_err(db("store a delivery"))?;
-        Ok(self.conn.last_insert_rowid())
+            .collect::<rusqlite::Result<_>>()
+            .map_err(db("store a delivery"))
     }
 
-    async fn set_projection(
-        &mut self,
-        seq: i64,
-        dead_letter: Option<&str>,
-        projection: &str,
-    ) -> Result<bool, StoreError> {
-        let updated = self
+    async fn set_projections(&mut self, rows: &[ProjectionRow<'_>]) -> Result<usize, StoreError> {
+        let mut upsert = self
             .conn
             .prepare_cached(
                 "INSERT INTO projections(seq, dead_letter, error, projection)
@@ -409,22 +407,76 @@ impl WriteDriver for SqliteWriter {
                  SET dead_letter = excluded.dead_letter, error = excluded.error,
                      projection = excluded.projection",
             )
-            .and_then(|mut update| {
-                update.execute(params![seq, dead_letter.is_some(), dead_letter, projection])
-            })
             .map_err(db("record a projection"))?;
-        Ok(updated == 1)
+        let mut updated = 0;
+        for row in rows {
+            updated += upsert
+                .execute(params![
+                    row.seq,
+                    row.dead_letter.is_some(),
+                    row.dead_letter,
+                    row.projection
+                ])
+                .map_err(db("record a projection"))?;
+        }
+        Ok(updated)
     }
 
-    async fn insert_event(&mut self, seq: i64, row: &EventRow) -> Result<bool, StoreError> {
-        let inserted = self
+    async fn stored_events(
+        &mut self,
+        event_ids: &[&str],
+        hash_prefix: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached(&format!("SELECT {STORED_EVENT} WHERE event_id = ?1"))
+            .map_err(db("read events"))?;
+        let mut events = Vec::new();
+        for event_id in event_ids {
+            if let Some(event) = select
+                .query_row(params![event_id, hash_prefix], stored_event)
+                .optional()
+                .map_err(db("read events"))?
+            {
+                events.push(event);
+            }
+        }
+        Ok(events)
+    }
+
+    async fn owned_events(
+        &mut self,
+        delivery_seqs: &[i64],
+        hash_prefix: &str,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {STORED_EVENT} WHERE delivery_seq = ?1 AND retracted = 0 ORDER BY seq"
+            ))
+            .map_err(db("read a delivery's events"))?;
+        let mut events = Vec::new();
+        for seq in delivery_seqs {
+            let rows = select
+                .query_map(params![seq, hash_prefix], stored_event)
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(db("read a delivery's events"))?;
+            events.extend(rows);
+        }
+        Ok(events)
+    }
+
+    async fn insert_events(&mut self, rows: &[(i64, &EventRow)]) -> Result<(), StoreError> {
+        let mut insert = self
             .conn
             .prepare_cached(
                 "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, status, body, content_hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(event_id) DO NOTHING",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
-            .and_then(|mut insert| {
-                insert.execute(params![
+            .map_err(db("store an event"))?;
+        for (seq, row) in rows {
+            insert
+                .execute(params![
                     row.event_id,
                     seq,
                     row.shipment_key,
@@ -433,32 +485,9 @@ impl WriteDriver for SqliteWriter {
                     row.body,
                     row.content_hash,
                 ])
-            })
-            .map_err(db("store an event"))?;
-        Ok(inserted == 1)
-    }
-
-    async fn event(&mut self, event_id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        self.conn
-            .prepare_cached(
-                "SELECT revision, delivery_seq, shipment_key, content_hash, body, retracted
-                 FROM events WHERE event_id = ?1",
-            )
-            .and_then(|mut select| {
-                select
-                    .query_row([event_id], |r| {
-                        Ok(StoredEvent {
-                            revision: r.get(0)?,
-                            delivery_seq: r.get(1)?,
-                            shipment_key: r.get(2)?,
-                            content_hash: r.get(3)?,
-                            body: r.get(4)?,
-                            retracted: r.get(5)?,
-                        })
-                    })
-                    .optional()
-            })
-            .map_err(db("read an event"))
+                .map_err(db("store an event"))?;
+        }
+        Ok(())
     }
 
     async fn revise_event(
@@ -503,42 +532,66 @@ impl WriteDriver for SqliteWriter {
         Ok(())
     }
 
-    async fn owned_events(&mut self, seq: i64) -> Result<Vec<(String, String, i64)>, StoreError> {
-        let read = || -> rusqlite::Result<Vec<(String, String, i64)>> {
-            let mut select = self.conn.prepare_cached(
-                "SELECT event_id, shipment_key, revision FROM events
-                 WHERE delivery_seq = ?1 AND retracted = 0 ORDER BY seq",
-            )?;
-            let rows = select.query_map([seq], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
-            rows.collect()
-        };
-        read().map_err(db("read a delivery's events"))
-    }
-
-    async fn append_feed(&mut self, row: &FeedRow<'_>) -> Result<i64, StoreError> {
-        self.conn
+    async fn append_feed(&mut self, rows: &[FeedRow<'_>]) -> Result<(), StoreError> {
+        let mut insert = self
+            .conn
             .prepare_cached(
                 "INSERT INTO feed(kind, event_id, revision, shipment_key, body)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
             )
-            .and_then(|mut insert| {
-                insert.execute(params![
+            .map_err(db("append to the feed"))?;
+        for row in rows {
+            insert
+                .execute(params![
                     row.kind,
                     row.event_id,
                     row.revision,
                     row.shipment_key,
                     row.body
                 ])
-            })
-            .map_err(db("append to the feed"))?;
-        Ok(self.conn.last_insert_rowid())
+                .map_err(db("append to the feed"))?;
+        }
+        Ok(())
     }
 
-    async fn shipment_state(&mut self, key: &str) -> Result<Option<String>, StoreError> {
-        self.conn
+    async fn shipment_events(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached("SELECT body FROM events WHERE shipment_key = ?1 AND retracted = 0")
+            .map_err(db("read a shipment's events"))?;
+        let mut events = Vec::new();
+        for key in keys {
+            let bodies = select
+                .query_map([key], |row| row.get::<_, String>(0))
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(db("read a shipment's events"))?;
+            events.extend(bodies.into_iter().map(|body| ((*key).to_owned(), body)));
+        }
+        Ok(events)
+    }
+
+    async fn shipment_states(
+        &mut self,
+        keys: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut select = self
+            .conn
             .prepare_cached("SELECT state FROM shipments WHERE shipment_key = ?1")
-            .and_then(|mut select| select.query_row([key], |r| r.get(0)).optional())
-            .map_err(db("read a shipment state"))
+            .map_err(db("read a shipment state"))?;
+        let mut states = Vec::new();
+        for key in keys {
+            if let Some(state) = select
+                .query_row([key], |row| row.get::<_, String>(0))
+                .optional()
+                .map_err(db("read a shipment state"))?
+            {
+                states.push(((*key).to_owned(), state));
+            }
+        }
+        Ok(states)
     }
 
     async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError> {
@@ -549,29 +602,22 @@ impl WriteDriver for SqliteWriter {
         Ok(())
     }
 
-    async fn insert_notice(&mut self, seq: i64, body: &str) -> Result<(), StoreError> {
-        self.conn
+    async fn insert_notices(&mut self, rows: &[(i64, &str)]) -> Result<(), StoreError> {
+        let mut insert = self
+            .conn
             .prepare_cached("INSERT INTO notices(delivery_seq, body) VALUES (?1, ?2)")
-            .and_then(|mut insert| insert.execute(params![seq, body]))
             .map_err(db("store a notice"))?;
+        for (seq, body) in rows {
+            insert
+                .execute(params![seq, body])
+                .map_err(db("store a notice"))?;
+        }
         Ok(())
     }
 
-    async fn count_events(&mut self, key: &str) -> Result<usize, StoreError> {
-        let count: i64 = self
+    async fn upsert_shipments(&mut self, rows: &[ShipmentRow<'_>]) -> Result<(), StoreError> {
+        let mut upsert = self
             .conn
-            .prepare_cached("SELECT count(*) FROM events WHERE shipment_key = ?1 AND retracted = 0")
-            .and_then(|mut count| count.query_row([key], |row| row.get(0)))
-            .map_err(db("count a shipment's events"))?;
-        Ok(usize::try_from(count).unwrap_or_default())
-    }
-
-    async fn events_of(&mut self, key: &str) -> Result<Vec<String>, StoreError> {
-        events_of(&self.conn, key)
-    }
-
-    async fn upsert_shipment(&mut self, row: &ShipmentRow<'_>) -> Result<(), StoreError> {
-        self.conn
             .prepare_cached(
                 "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state)
                  VALUES (?1, ?2, ?3, ?4, ?5)
@@ -579,16 +625,18 @@ impl WriteDriver for SqliteWriter {
                      tracking_number = excluded.tracking_number, shipment = excluded.shipment,
                      state = excluded.state",
             )
-            .and_then(|mut upsert| {
-                upsert.execute(params![
+            .map_err(db("store a shipment state"))?;
+        for row in rows {
+            upsert
+                .execute(params![
                     row.key,
                     row.carrier,
                     row.tracking_number,
                     row.shipment,
                     row.state,
                 ])
-            })
-            .map_err(db("store a shipment state"))?;
+                .map_err(db("store a shipment state"))?;
+        }
         Ok(())
     }
 
@@ -646,14 +694,21 @@ impl WriteDriver for SqliteWriter {
     }
 }
 
-fn events_of(conn: &Connection, key: &str) -> Result<Vec<String>, StoreError> {
-    let read = || -> rusqlite::Result<Vec<String>> {
-        let mut select = conn
-            .prepare_cached("SELECT body FROM events WHERE shipment_key = ?1 AND retracted = 0")?;
-        let bodies = select.query_map([key], |row| row.get(0))?;
-        bodies.collect()
-    };
-    read().map_err(db("read a shipment's events"))
+/// The columns of [`StoredEvent`], from `events`; `?2` is the hash prefix of this build.
+const STORED_EVENT: &str = "event_id, revision, delivery_seq, shipment_key, content_hash,
+    CASE WHEN substr(content_hash, 1, length(?2)) = ?2 THEN NULL ELSE body END, retracted
+    FROM events";
+
+fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
+    Ok(StoredEvent {
+        event_id: row.get(0)?,
+        revision: row.get(1)?,
+        delivery_seq: row.get(2)?,
+        shipment_key: row.get(3)?,
+        content_hash: row.get(4)?,
+        body: row.get(5)?,
+        retracted: row.get(6)?,
+    })
 }
 
 /// The readers' connection, one query at a time on the blocking pool.
@@ -994,11 +1049,11 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
-        let orphan = runtime.block_on(writer.insert_event(999, &row("sendcloud:orphan")));
+        let orphan = runtime.block_on(writer.insert_events(&[(999, &row("sendcloud:orphan"))]));
         assert!(orphan.is_err(), "an event of no delivery is refused");
-        assert!(runtime
-            .block_on(writer.insert_event(7, &row("sendcloud:e2")))
-            .unwrap());
+        runtime
+            .block_on(writer.insert_events(&[(7, &row("sendcloud:e2"))]))
+            .unwrap();
         let next: i64 = writer
             .conn
             .query_row(
@@ -1039,14 +1094,64 @@ mod tests {
             .build()
             .unwrap();
         let next = runtime
-            .block_on(inbox.insert_delivery(&DeliveryRow {
+            .block_on(inbox.insert_deliveries(&[DeliveryRow {
                 endpoint: "sendcloud".to_owned(),
                 provider: shipfeed_core::Provider::Sendcloud,
                 received_at: DateTime::default(),
                 headers: "[]".to_owned(),
                 body: b"{}".to_vec(),
-            }))
+            }]))
             .unwrap();
-        assert_eq!(next, 8, "the inbox continues the sequence");
+        assert_eq!(next, [8], "the inbox continues the sequence");
+    }
+
+    #[test]
+    fn a_hash_stored_by_an_earlier_build_is_made_again_from_the_stored_event() {
+        use shipfeed_core::{doc_support::event, Output, Provider, Status};
+
+        let dir = tempfile::tempdir().unwrap();
+        let (mut inbox, mut writer, _reader) = open(&dir.path().join("hash.db")).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let delivery = || DeliveryRow {
+            endpoint: "sendcloud".to_owned(),
+            provider: Provider::Sendcloud,
+            received_at: DateTime::default(),
+            headers: "[]".to_owned(),
+            body: b"{}".to_vec(),
+        };
+        let seqs = runtime
+            .block_on(inbox.insert_deliveries(&[delivery(), delivery()]))
+            .unwrap();
+        // The same event, received twice: only per-delivery fields differ.
+        let carried = |received_at: &str| {
+            let mut carried = event("sendcloud:e1", "2024-06-01T08:00:00Z", Status::InTransit);
+            carried.received_at = DateTime::parse_from_rfc3339(received_at).unwrap().into();
+            crate::project::outcome_rows(Provider::Sendcloud, Ok(vec![Output::Event(carried)]))
+        };
+        let project = |writer: &mut SqliteWriter, seq: i64, received_at: &str| {
+            runtime.block_on(async {
+                writer.begin().await.unwrap();
+                let done = crate::project::project(writer, &[(seq, carried(received_at))], false)
+                    .await
+                    .unwrap();
+                writer.execute("COMMIT").await.unwrap();
+                done
+            })
+        };
+        let first = project(&mut writer, seqs[0], "2024-06-01T09:00:00Z");
+        assert_eq!(first[0].events, ["sendcloud:e1"]);
+        // As an earlier build stored it: a hash made another way.
+        writer
+            .conn
+            .execute("UPDATE events SET content_hash = 'ab12'", [])
+            .unwrap();
+        let again = project(&mut writer, seqs[1], "2024-06-02T09:00:00Z");
+        assert_eq!(
+            (again[0].duplicates.as_slice(), again[0].revised.as_slice()),
+            (["sendcloud:e1".to_owned()].as_slice(), [].as_slice()),
+            "the stored event is hashed again, and its content is the same"
+        );
     }
 }

@@ -1,0 +1,461 @@
+//! The projection rules, once for every database: what a batch of projected deliveries does to
+//! the tables (events deduplicated by id, revised or retracted; notices; dead letters; the
+//! states of the shipments it touched) and the feed items each of these makes.
+//!
+//! A batch is decided in memory, delivery after delivery in inbox order, from one read of what
+//! the store holds of it (the stored versions of its event ids; then the events and states of
+//! the shipments it changes), and then written with one bulk call per table: a database charges
+//! per statement (PostgreSQL a round trip each), far less per row. The outcome is the same as
+//! projecting the deliveries one at a time.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use shipfeed_core::{
+    current_state, latest_event, Error, Output, Provider, ShipmentState, TrackingEvent,
+};
+
+use crate::driver::{EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver};
+use crate::{shipment_key, Projection, Retraction, ShipmentStateChange, StatusChange, StoreError};
+
+/// An adapter's outputs as rows, or the reason the delivery is a dead letter.
+///
+/// Built by the calling task, not the writer: JSON bodies, hashes and shipment keys cost
+/// nothing serial there, while the writer is the one task every projection waits for.
+pub(crate) type Outcome = Result<Rows, String>;
+
+#[derive(Default)]
+pub(crate) struct Rows {
+    events: Vec<(EventRow, TrackingEvent)>,
+    /// Notices as JSON.
+    notices: Vec<String>,
+}
+
+/// The rows of an adapter's outputs, or the dead-letter reason.
+pub(crate) fn outcome_rows(provider: Provider, outcome: Result<Vec<Output>, Error>) -> Outcome {
+    let mut rows = Rows::default();
+    for output in outcome.map_err(|error| error.to_string())? {
+        match output {
+            Output::Event(mut event) => rows.events.push((
+                EventRow {
+                    event_id: event.event_id.as_str().to_owned(),
+                    shipment_key: shipment_key(provider, &event.shipment),
+                    occurred_at: event.occurred_at,
+                    status: event.status.map(|status| status.as_str()),
+                    body: to_json(&event),
+                    content_hash: content_hash(&mut event),
+                },
+                event,
+            )),
+            Output::Notice(notice) => rows.notices.push(to_json(&notice)),
+        }
+    }
+    Ok(rows)
+}
+
+/// The model types serialize infallibly (plain structs, string keys).
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+/// Starts every hash [`content_hash`] makes. A stored hash without it was made by an earlier
+/// shipfeed in another way; the event's stored JSON is then hashed again before comparing.
+pub(crate) const CONTENT_HASH_PREFIX: &str = "c2:";
+
+/// The hash of an event's canonical content: its JSON with what differs between deliveries of
+/// the same event (when it was received, the delivery's id, whether it triggered the delivery)
+/// set to fixed values. Those fields are put back before it returns; taking the event mutably
+/// spares copying it.
+pub(crate) fn content_hash(event: &mut TrackingEvent) -> String {
+    use sha2::Digest as _;
+    let received_at = std::mem::take(&mut event.received_at);
+    let delivery_id = event.delivery_id.take();
+    let trigger = std::mem::take(&mut event.trigger);
+    let mut hasher = sha2::Sha256::new();
+    // Writing into a hasher cannot fail, and the model types serialize infallibly.
+    let _ = serde_json::to_writer(&mut hasher, &*event);
+    event.received_at = received_at;
+    event.delivery_id = delivery_id;
+    event.trigger = trigger;
+    format!("{CONTENT_HASH_PREFIX}{}", hex::encode(hasher.finalize()))
+}
+
+/// What the store holds of an event while a batch is decided: as read, then as the batch
+/// changed it so far.
+struct Known {
+    revision: i64,
+    /// The delivery its content comes from.
+    owner: i64,
+    shipment_key: String,
+    /// This build's hash of its content; `None` until needed when it was stored by an earlier
+    /// build (then `body` is hashed).
+    hash: Option<String>,
+    body: Option<String>,
+    retracted: bool,
+}
+
+impl Known {
+    fn stored(event: StoredEvent) -> Self {
+        let current = event.content_hash.starts_with(CONTENT_HASH_PREFIX);
+        Known {
+            revision: event.revision,
+            owner: event.delivery_seq,
+            shipment_key: event.shipment_key,
+            hash: current.then_some(event.content_hash),
+            body: event.body,
+            retracted: event.retracted,
+        }
+    }
+
+    fn new(seq: i64, row: &EventRow, revision: i64) -> Self {
+        Known {
+            revision,
+            owner: seq,
+            shipment_key: row.shipment_key.clone(),
+            hash: Some(row.content_hash.clone()),
+            body: None,
+            retracted: false,
+        }
+    }
+
+    fn same_content(&mut self, hash: &str) -> bool {
+        if self.hash.is_none() {
+            self.hash = self
+                .body
+                .take()
+                .and_then(|body| crate::parse_stored::<TrackingEvent>(&body, "event"))
+                .map(|mut event| content_hash(&mut event));
+        }
+        self.hash.as_deref() == Some(hash)
+    }
+}
+
+/// A change to a stored event, applied in the order decided (a retraction and a later revision
+/// of the same event must not swap).
+enum Change<'a> {
+    Revise {
+        seq: i64,
+        row: &'a EventRow,
+        revision: i64,
+    },
+    Retract(String),
+}
+
+/// What a delivery does to shipment timelines, in order: an event added under a key, or one
+/// removed from a key (moved by a revision, or retracted).
+enum Step<'a> {
+    Add(&'a str, &'a TrackingEvent),
+    Remove(String, String),
+}
+
+impl Step<'_> {
+    fn key(&self) -> &str {
+        match self {
+            Step::Add(key, _) => key,
+            Step::Remove(key, _) => key,
+        }
+    }
+}
+
+/// One delivery, decided: its projection, its event and retraction items, what it does to
+/// timelines.
+struct Decided<'a> {
+    projection: Projection,
+    items: Vec<FeedRow<'a>>,
+    steps: Vec<Step<'a>>,
+}
+
+/// Records a batch of projected deliveries (`items`: inbox `seq` and outcome, in inbox order)
+/// and returns what each produced.
+///
+/// An event's content comes from the most recent delivery (by inbox `seq`) that carries it:
+/// a new `event_id` is stored as revision 1; a stored one whose content (by hash: never the
+/// per-delivery fields) differs, carried by this delivery or a later one than its owner, is
+/// stored as the next revision; an older delivery never overrides a newer one. When deliveries
+/// are projected again (`again`, replay), the events one owned and no longer yields (an id that
+/// changed with a fix, or the delivery became a dead letter) are retracted. Each of these
+/// enters the feed, followed by a `shipment_state` item for every shipment whose status (or
+/// what set it) the delivery changed; states are recomputed from the whole set of a
+/// shipment's events, so arrival order can never regress them.
+pub(crate) async fn project(
+    driver: &mut impl WriteDriver,
+    items: &[(i64, Outcome)],
+    again: bool,
+) -> Result<Vec<Projection>, StoreError> {
+    let no_rows = Rows::default();
+    let batch: Vec<(i64, &Rows, Option<&str>)> = items
+        .iter()
+        .map(|(seq, outcome)| match outcome {
+            Ok(rows) => (*seq, rows, None),
+            Err(reason) => (*seq, &no_rows, Some(reason.as_str())),
+        })
+        .collect();
+
+    // What the store holds of the batch's events and, on replay, of those its deliveries own.
+    let ids: BTreeSet<&str> = batch
+        .iter()
+        .flat_map(|(_, rows, _)| rows.events.iter().map(|(row, _)| row.event_id.as_str()))
+        .collect();
+    let ids: Vec<&str> = ids.into_iter().collect();
+    let mut known: HashMap<String, Known> = HashMap::new();
+    for event in driver.stored_events(&ids, CONTENT_HASH_PREFIX).await? {
+        known.insert(event.event_id.clone(), Known::stored(event));
+    }
+    let mut owned: HashMap<i64, Vec<String>> = HashMap::new();
+    if again {
+        let seqs: Vec<i64> = batch.iter().map(|(seq, _, _)| *seq).collect();
+        for event in driver.owned_events(&seqs, CONTENT_HASH_PREFIX).await? {
+            owned
+                .entry(event.delivery_seq)
+                .or_default()
+                .push(event.event_id.clone());
+            known
+                .entry(event.event_id.clone())
+                .or_insert_with(|| Known::stored(event));
+        }
+    }
+
+    // Each delivery in order: its events' fates.
+    let mut inserts: Vec<(i64, &EventRow)> = Vec::new();
+    let mut changes: Vec<Change<'_>> = Vec::new();
+    let mut notices: Vec<(i64, &str)> = Vec::new();
+    let mut decided: Vec<Decided<'_>> = Vec::with_capacity(batch.len());
+    for &(seq, rows, dead_letter) in &batch {
+        let mut delivery = Decided {
+            projection: Projection {
+                delivery_seq: seq,
+                dead_letter: dead_letter.map(str::to_owned),
+                ..Projection::default()
+            },
+            items: Vec::new(),
+            steps: Vec::new(),
+        };
+        for (row, event) in &rows.events {
+            let revision = match known.get_mut(&row.event_id) {
+                None => {
+                    known.insert(row.event_id.clone(), Known::new(seq, row, 1));
+                    inserts.push((seq, row));
+                    delivery.projection.events.push(row.event_id.clone());
+                    delivery
+                        .projection
+                        .new_event_statuses
+                        .push(row.status.unwrap_or("none"));
+                    1
+                }
+                Some(stored) => {
+                    if !stored.retracted
+                        && (seq < stored.owner || stored.same_content(&row.content_hash))
+                    {
+                        delivery.projection.duplicates.push(row.event_id.clone());
+                        continue;
+                    }
+                    let revision = stored.revision + 1;
+                    let previous = std::mem::replace(stored, Known::new(seq, row, revision));
+                    delivery
+                        .steps
+                        .push(Step::Remove(previous.shipment_key, row.event_id.clone()));
+                    changes.push(Change::Revise { seq, row, revision });
+                    delivery.projection.revised.push(row.event_id.clone());
+                    revision
+                }
+            };
+            delivery.steps.push(Step::Add(&row.shipment_key, event));
+            delivery.items.push(FeedRow {
+                kind: "event",
+                event_id: Some(Cow::Borrowed(&row.event_id)),
+                revision: Some(revision),
+                shipment_key: Cow::Borrowed(&row.shipment_key),
+                body: Cow::Borrowed(&row.body),
+            });
+        }
+        if again {
+            let yielded: BTreeSet<&str> = rows
+                .events
+                .iter()
+                .map(|(row, _)| row.event_id.as_str())
+                .collect();
+            for event_id in owned.get(&seq).into_iter().flatten() {
+                let Some(stored) = known.get_mut(event_id) else {
+                    continue;
+                };
+                if stored.owner != seq || stored.retracted || yielded.contains(event_id.as_str()) {
+                    continue;
+                }
+                stored.retracted = true;
+                changes.push(Change::Retract(event_id.clone()));
+                let body = to_json(&Retraction {
+                    seq: 0,
+                    event_id: event_id.clone(),
+                    revision: stored.revision,
+                    shipment_key: stored.shipment_key.clone(),
+                    delivery_seq: seq,
+                });
+                delivery.items.push(FeedRow {
+                    kind: "retraction",
+                    event_id: Some(Cow::Owned(event_id.clone())),
+                    revision: Some(stored.revision),
+                    shipment_key: Cow::Owned(stored.shipment_key.clone()),
+                    body: Cow::Owned(body),
+                });
+                delivery.projection.retracted.push(event_id.clone());
+                delivery
+                    .steps
+                    .push(Step::Remove(stored.shipment_key.clone(), event_id.clone()));
+            }
+        }
+        for body in &rows.notices {
+            notices.push((seq, body));
+            delivery.projection.notices += 1;
+        }
+        decided.push(delivery);
+    }
+
+    // The shipments the batch changes, as stored: their events and states.
+    let touched: BTreeSet<&str> = decided
+        .iter()
+        .flat_map(|delivery| delivery.steps.iter().map(Step::key))
+        .collect();
+    let touched: Vec<&str> = touched.into_iter().collect();
+    let stored_events: Vec<(String, TrackingEvent)> = driver
+        .shipment_events(&touched)
+        .await?
+        .into_iter()
+        .filter_map(|(key, body)| Some((key, crate::parse_stored(&body, "event")?)))
+        .collect();
+    let mut timelines: HashMap<String, BTreeMap<&str, &TrackingEvent>> = HashMap::new();
+    for (key, event) in &stored_events {
+        timelines
+            .entry(key.clone())
+            .or_default()
+            .insert(event.event_id.as_str(), event);
+    }
+    let mut states: HashMap<String, ShipmentState> = HashMap::new();
+    for (key, state) in driver.shipment_states(&touched).await? {
+        if let Some(state) = crate::parse_stored(&state, "state") {
+            states.insert(key, state);
+        }
+    }
+    let stored_states: BTreeSet<String> = states.keys().cloned().collect();
+
+    // Each delivery in order again: its items, then the state changes it made.
+    let mut feed: Vec<FeedRow<'_>> = Vec::new();
+    let mut projections = Vec::with_capacity(decided.len());
+    let mut changed_shipments: BTreeSet<String> = BTreeSet::new();
+    for delivery in decided {
+        feed.extend(delivery.items);
+        for step in &delivery.steps {
+            match step {
+                Step::Add(key, event) => {
+                    timelines
+                        .entry((*key).to_owned())
+                        .or_default()
+                        .insert(event.event_id.as_str(), event);
+                }
+                Step::Remove(key, event_id) => {
+                    if let Some(timeline) = timelines.get_mut(key) {
+                        timeline.remove(event_id.as_str());
+                    }
+                }
+            }
+        }
+        let changed: BTreeSet<&str> = delivery.steps.iter().map(Step::key).collect();
+        for key in changed {
+            let events = timelines
+                .get(key)
+                .into_iter()
+                .flat_map(|timeline| timeline.values().copied());
+            let state = current_state(events.clone());
+            let previous = states.get(key);
+            let moved = match (previous, &state) {
+                (None, None) => false,
+                (Some(previous), Some(state)) => {
+                    (
+                        previous.status,
+                        &previous.substatus,
+                        &previous.status_event_id,
+                    ) != (state.status, &state.substatus, &state.status_event_id)
+                }
+                _ => true,
+            };
+            if moved {
+                let body = to_json(&ShipmentStateChange {
+                    seq: 0,
+                    shipment_key: key.to_owned(),
+                    shipment: latest_event(events).map(|event| event.shipment.clone()),
+                    previous: previous.map(|previous| StatusChange {
+                        status: previous.status,
+                        substatus: previous.substatus.clone(),
+                        status_event_id: previous.status_event_id.clone(),
+                    }),
+                    state: state.clone(),
+                });
+                feed.push(FeedRow {
+                    kind: "shipment_state",
+                    event_id: state
+                        .as_ref()
+                        .map(|state| Cow::Owned(state.status_event_id.as_str().to_owned())),
+                    revision: None,
+                    shipment_key: Cow::Owned(key.to_owned()),
+                    body: Cow::Owned(body),
+                });
+            }
+            match state {
+                Some(state) => states.insert(key.to_owned(), state),
+                None => states.remove(key),
+            };
+            changed_shipments.insert(key.to_owned());
+        }
+        projections.push(delivery.projection);
+    }
+
+    // The writes, one bulk call per table; changes to stored events in the order decided.
+    driver.insert_events(&inserts).await?;
+    for change in &changes {
+        match change {
+            Change::Revise { seq, row, revision } => {
+                driver.revise_event(*seq, row, *revision).await?;
+            }
+            Change::Retract(event_id) => driver.retract_event(event_id).await?,
+        }
+    }
+    driver.insert_notices(&notices).await?;
+    driver.append_feed(&feed).await?;
+    let mut shipments = Vec::new();
+    for key in &changed_shipments {
+        let latest = timelines
+            .get(key)
+            .and_then(|timeline| latest_event(timeline.values().copied()));
+        match (states.get(key), latest) {
+            (Some(state), Some(latest)) => shipments.push(ShipmentRow {
+                key,
+                carrier: latest.shipment.carrier.as_deref(),
+                tracking_number: latest.shipment.tracking_number.as_deref(),
+                shipment: to_json(&latest.shipment),
+                state: to_json(state),
+            }),
+            // Every event retracted (or none with a status): no state to show.
+            _ if stored_states.contains(key) => driver.delete_shipment(key).await?,
+            _ => {}
+        }
+    }
+    driver.upsert_shipments(&shipments).await?;
+    let recorded: Vec<String> = projections.iter().map(to_json).collect();
+    let rows: Vec<ProjectionRow<'_>> = projections
+        .iter()
+        .zip(&recorded)
+        .map(|(projection, json)| ProjectionRow {
+            seq: projection.delivery_seq,
+            dead_letter: projection.dead_letter.as_deref(),
+            projection: json,
+        })
+        .collect();
+    let updated = driver.set_projections(&rows).await?;
+    if updated != rows.len() {
+        return Err(StoreError::NotFound(format!(
+            "{} of the deliveries {:?} are not stored",
+            rows.len() - updated,
+            rows.iter().map(|row| row.seq).collect::<Vec<_>>()
+        )));
+    }
+    Ok(projections)
+}
