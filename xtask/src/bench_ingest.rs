@@ -61,6 +61,7 @@ const PROJECTOR_BATCH: usize = 256;
 const SAMPLE_PERIOD: Duration = Duration::from_millis(250);
 
 pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
+    let started = std::time::Instant::now();
     let quick: bool = options.get("quick", false)?;
     let duration: u64 = options.get("duration", if quick { 5 } else { 15 })?;
     let connections: u64 = options.get("connections", 64)?;
@@ -68,7 +69,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let requests: u64 = options.get("requests", 150_000)?;
     let step_seconds: f64 = options.get("step-seconds", if quick { 5.0 } else { 20.0 })?;
     let max_steps: usize = options.get("max-steps", if quick { 5 } else { 8 })?;
-    let pool: usize = options.get("pool", 512)?;
+    let pool: usize = options.get("pool", load::POOL)?;
     bench::print_machine();
     let wrk = ensure_wrk()?;
     let release = bench::build_release(root)?;
@@ -130,6 +131,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         max_steps,
         half_seconds: duration as f64,
         pool,
+        started,
     };
     let sqlite = runs.backend(Backend::Sqlite)?;
     let postgres = runs.backend(Backend::Postgres)?;
@@ -148,6 +150,11 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         &bare_load,
         reference,
         [("SQLite", &sqlite), ("PostgreSQL", &postgres)],
+    );
+    println!();
+    println!(
+        "bench ingest took {:.0} s (release build included)",
+        started.elapsed().as_secs_f64()
     );
     Ok(())
 }
@@ -170,6 +177,8 @@ struct Runs<'a> {
     max_steps: usize,
     half_seconds: f64,
     pool: usize,
+    /// When the bench started (progress lines say how long it has run).
+    started: std::time::Instant,
 }
 
 /// Everything measured on one store.
@@ -210,8 +219,9 @@ impl Runs<'_> {
             })?;
             let verdict = sustained::judge(&step.load.report, &step.load.samples, PROJECTOR_BATCH);
             eprintln!(
-                "bench: {backend:?} step {}: {rate:.0}/s offered, {:.0} 2xx/s, lag at the end {:.0}, \
+                "bench: [{:.0} s] {backend:?} step {}: {rate:.0}/s offered, {:.0} 2xx/s, lag at the end {:.0}, \
                  slope {:.1}/s: {}",
+                self.started.elapsed().as_secs_f64(),
                 steps.len() + 1,
                 step.load.report.achieved_rate,
                 verdict.end_lag,
@@ -252,7 +262,10 @@ impl Runs<'_> {
     /// `/metrics` every [`SAMPLE_PERIOD`] from its `t0` to its last due time.
     fn open_loop(&self, port: u16, rate: f64, seconds: f64) -> Result<OpenRun> {
         let count = load::schedule_len(rate, seconds, self.requests as usize);
-        eprintln!("bench: open loop at {rate:.0}/s, {count} requests, against 127.0.0.1:{port}");
+        eprintln!(
+            "bench: [{:.0} s] open loop at {rate:.0}/s, {count} requests, against 127.0.0.1:{port}",
+            self.started.elapsed().as_secs_f64()
+        );
         let mut generator = Guard(
             Command::new(self.release.join("xtask"))
                 .args(["bench", "load", "--requests"])
@@ -668,7 +681,7 @@ end
 }
 
 fn wrk_run(args: &WrkArgs<'_>, port: u16) -> Result<Load> {
-    eprintln!("bench: wrk against 127.0.0.1:{port}");
+    eprintln!("bench: wrk against 127.0.0.1:{port} ({} s)", args.duration);
     let output = Command::new(args.wrk)
         .arg(format!("-t{}", args.threads))
         .arg(format!("-c{}", args.connections))

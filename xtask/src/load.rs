@@ -28,6 +28,9 @@ use crate::bench::{self, Options};
 /// The line the generator prints on stdout at `t0`, before its report.
 pub(crate) const STARTED: &str = "started";
 
+/// Connections the pool may open: enough for a stall of a second at 2 000 requests/s.
+pub(crate) const POOL: usize = 2048;
+
 /// How long the generator waits, after the last request was due, for the answers still out.
 const DRAIN: Duration = Duration::from_secs(30);
 
@@ -89,7 +92,7 @@ pub(crate) fn main(options: &Options) -> Result<()> {
     let port: u16 = options.get("port", 0)?;
     let rate: f64 = options.get("rate", 0.0)?;
     let count: usize = options.get("count", 0)?;
-    let pool: usize = options.get("pool", 512)?;
+    let pool: usize = options.get("pool", POOL)?;
     if file.is_empty() || port == 0 || rate <= 0.0 || count == 0 || pool == 0 {
         bail!("bench load needs --requests FILE --port N --rate R --count N (and --pool N > 0)");
     }
