@@ -132,8 +132,12 @@ const BENCH_BINARIES: &[&str] = &[
 pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
     let args = BENCH_BINARIES;
     let mut command = Command::new(cargo());
+    // `cargo xtask` (cargo run) leaves xtask's own CARGO_MANIFEST_DIR in the environment;
+    // passed on, it marks `ring` and all that depends on it dirty against a build from a shell,
+    // and every bench run rebuilt them (two minutes).
     command
         .current_dir(root)
+        .env_remove("CARGO_MANIFEST_DIR")
         .args(["build", "--release"])
         .args(args);
     status(
