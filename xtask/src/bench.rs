@@ -128,16 +128,31 @@ const BENCH_BINARIES: &[&str] = &[
     "xtask",
 ];
 
+/// What `cargo run` sets for the program it runs, besides `CARGO_PKG_*` (and `CARGO`, which the
+/// nested build uses).
+const RUN_VARIABLES: &[&str] = &[
+    "CARGO_MANIFEST_DIR",
+    "CARGO_MANIFEST_PATH",
+    "CARGO_CRATE_NAME",
+    "CARGO_BIN_NAME",
+    "CARGO_PRIMARY_PACKAGE",
+];
+
 /// Builds [`BENCH_BINARIES`] in release mode; returns the release directory.
 pub(crate) fn build_release(root: &Path) -> Result<PathBuf> {
     let args = BENCH_BINARIES;
     let mut command = Command::new(cargo());
-    // `cargo xtask` (cargo run) leaves xtask's own CARGO_MANIFEST_DIR in the environment;
-    // passed on, it marks `ring` and all that depends on it dirty against a build from a shell,
-    // and every bench run rebuilt them (two minutes).
+    // `cargo xtask` (cargo run) leaves xtask's own package variables (CARGO_PKG_NAME,
+    // CARGO_MANIFEST_DIR, ...) in the environment; passed on, they mark `ring` and all that
+    // depends on it dirty against a build from a shell, and every bench run rebuilt them.
+    for (name, _) in std::env::vars_os() {
+        let name_text = name.to_string_lossy();
+        if name_text.starts_with("CARGO_PKG_") || RUN_VARIABLES.contains(&name_text.as_ref()) {
+            command.env_remove(&name);
+        }
+    }
     command
         .current_dir(root)
-        .env_remove("CARGO_MANIFEST_DIR")
         .args(["build", "--release"])
         .args(args);
     status(
