@@ -1049,9 +1049,12 @@ fn report_verdicts(bare: &Load, reference: f64, stores: [(&str, &BackendRuns); 2
     );
     row(
         "sustained ≥ 0.35× verify+normalize (projector keeps up)",
-        &|runs| {
-            let ratio = runs.search.sustained().unwrap_or(0.0) / reference.max(1e-9);
-            format!("{ratio:.3}× {}", verdict(ratio >= 0.35))
+        &|runs| match runs.search.sustained() {
+            Some(rate) => {
+                let ratio = rate / reference.max(1e-9);
+                format!("{ratio:.3}× {}", verdict(ratio >= 0.35))
+            }
+            None => format!("no step kept up {}", verdict(false)),
         },
     );
     row(
