@@ -1,11 +1,14 @@
-//! `cargo xtask bench ingest`: `shipfeed serve` (release, SQLite, durable group commit) against
-//! a bare axum endpoint on the same stack, under the same `wrk` load in the same run.
+//! `cargo xtask bench ingest`: `shipfeed serve` (release, projector running throughout) on
+//! SQLite and on PostgreSQL, against a bare axum endpoint on the same stack.
 //!
 //! The load: pre-signed Sendcloud, HappyColis and Shipup deliveries from
 //! `shipfeed_testkit::corpus` (every one with its own ids), written as raw HTTP requests to a
-//! file that a generated Lua script hands to wrk round-robin, each wrk thread taking its own
-//! slice; 64 connections for a fixed duration. Afterwards the deliveries stored in SQLite are
-//! counted and compared with wrk's 2xx answers.
+//! file. Closed loop: a generated Lua script hands them to wrk round-robin, each wrk thread
+//! taking its own slice, 64 connections for a fixed duration, against the bare endpoint, two
+//! references and `shipfeed serve`. Open loop: the bench's own generator (`crate::load`) sends
+//! them once each at a fixed offered rate; a search over such steps finds the sustained rate
+//! (`crate::sustained`), and a run at half of it measures ack and end-to-end latency. Each run
+//! of `shipfeed serve` starts on a fresh store, and its stored rows are counted afterwards.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -17,6 +20,8 @@ use anyhow::{bail, Context, Result};
 use shipfeed_testkit::corpus;
 
 use crate::bench::{self, Guard, Options, TempDir};
+use crate::load;
+use crate::sustained::{self, Sample, Search, Verdict};
 
 const SECRET_ENV: &str = "SHIPFEED_BENCH_SECRET";
 
@@ -34,6 +39,8 @@ struct Load {
     max_ms: f64,
     sent: u64,
     wraps: u64,
+    /// wrk's connections (each may leave one request in flight at the deadline).
+    connections: u64,
 }
 
 impl Load {
@@ -46,11 +53,25 @@ impl Load {
     }
 }
 
+/// Deliveries per projector batch, written into the service's config: the keep-up rule allows
+/// a lag of one batch.
+const PROJECTOR_BATCH: usize = 256;
+
+/// How often `/metrics` is scraped for the projector's lag during an open-loop run.
+const SAMPLE_PERIOD: Duration = Duration::from_millis(250);
+
 pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
-    let duration: u64 = options.get("duration", 15)?;
+    let started = std::time::Instant::now();
+    let quick: bool = options.get("quick", false)?;
+    let duration: u64 = options.get("duration", if quick { 5 } else { 15 })?;
     let connections: u64 = options.get("connections", 64)?;
     let threads: u64 = options.get("threads", 2)?;
-    let requests: u64 = options.get("requests", 150_000)?;
+    // Enough that a 15 s closed loop at 11 000/s (SQLite with its own inbox file) sends no
+    // delivery twice, and 20 s open-loop steps up to 10 000/s.
+    let requests: u64 = options.get("requests", 200_000)?;
+    let step_seconds: f64 = options.get("step-seconds", if quick { 5.0 } else { 20.0 })?;
+    let max_steps: usize = options.get("max-steps", if quick { 5 } else { 8 })?;
+    let pool: usize = options.get("pool", load::POOL)?;
     bench::print_machine();
     let wrk = ensure_wrk()?;
     let release = bench::build_release(root)?;
@@ -80,13 +101,15 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     drop(out);
     let history: usize = deliveries.iter().map(|d| d.history).sum();
     println!(
-        "load: {requests} unique deliveries, {} B body avg, {:.1} events avg; wrk -t{threads} -c{connections} -d{duration}s",
+        "load: {requests} unique deliveries, {} B body avg, {:.1} events avg; closed loop: wrk \
+         -t{threads} -c{connections} -d{duration}s; open loop: steps of {step_seconds} s (at most \
+         {max_steps}), then {duration} s at half the sustained rate, pool of {pool} connections",
         body_bytes / deliveries.len().max(1),
         history as f64 / deliveries.len().max(1) as f64
     );
     drop(deliveries);
     let script = dir.0.join("load.lua");
-    std::fs::write(&script, lua_script(&requests_file, threads, None)?)?;
+    std::fs::write(&script, lua_script(&requests_file, threads)?)?;
     let wrk_args = WrkArgs {
         wrk: &wrk,
         script: &script,
@@ -95,47 +118,46 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         duration,
     };
 
-    // The bare endpoint, then the same parsing each body as a `Value` (a reference only).
+    // The bare endpoint, then the two references built from it.
     let (bare_load, bare_rss) = run_bare(&release, &wrk_args, &[])?;
     let (parse_load, parse_rss) = run_bare(&release, &wrk_args, &["--parse-json"])?;
     let (normalize_load, normalize_rss) = run_bare(&release, &wrk_args, &["--verify-normalize"])?;
 
-    // shipfeed serve on SQLite, then on PostgreSQL: as fast as the connections go, then on a
-    // fresh database at half that rate (paced connections, so that latency is measured at a
-    // fixed offered rate rather than set by the connection count).
     let runs = Runs {
         release: &release,
         dir: &dir.0,
         requests_file: &requests_file,
         requests,
         wrk_args: &wrk_args,
+        step_seconds,
+        max_steps,
+        half_seconds: duration as f64,
+        pool,
+        started,
     };
-    let sqlite = runs.closed_and_paced(Backend::Sqlite)?;
-    let postgres = runs.closed_and_paced(Backend::Postgres)?;
+    let sqlite = runs.backend(Backend::Sqlite)?;
+    let postgres = runs.backend(Backend::Postgres)?;
 
     report(
         &bare_load,
         bare_rss,
         [(&parse_load, parse_rss), (&normalize_load, normalize_rss)],
-        &sqlite.0.load,
-        sqlite.0.rss,
-        &sqlite.0.stored,
-        &sqlite.0.metrics,
-        connections,
+        [("SQLite", &sqlite.closed), ("PostgreSQL", &postgres.closed)],
     );
-    for (name, (closed, paced)) in [("SQLite", &sqlite), ("PostgreSQL", &postgres)] {
-        println!();
-        println!(
-            "{name}: closed loop {:.0} 2xx/s ({:.3}x bare), p50 {:.2} ms, p99 {:.2} ms, peak RSS {} MiB; {}",
-            closed.load.rate(),
-            closed.load.rate() / bare_load.rate().max(1e-9),
-            closed.load.p50_ms,
-            closed.load.p99_ms,
-            mib(closed.rss),
-            projector_line(&closed.stored, &closed.metrics)
-        );
-        report_paced(name, closed, paced);
+    let reference = normalize_load.rate();
+    for (name, backend) in [("SQLite", &sqlite), ("PostgreSQL", &postgres)] {
+        report_open(name, backend, reference, step_seconds);
     }
+    report_verdicts(
+        &bare_load,
+        reference,
+        [("SQLite", &sqlite), ("PostgreSQL", &postgres)],
+    );
+    println!();
+    println!(
+        "bench ingest took {:.0} s (release build included)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -153,152 +175,227 @@ struct Runs<'a> {
     requests_file: &'a Path,
     requests: u64,
     wrk_args: &'a WrkArgs<'a>,
+    step_seconds: f64,
+    max_steps: usize,
+    half_seconds: f64,
+    pool: usize,
+    /// When the bench started (progress lines say how long it has run).
+    started: std::time::Instant,
+}
+
+/// Everything measured on one store.
+struct BackendRuns {
+    closed: ServeRun<Load>,
+    steps: Vec<(ServeRun<OpenRun>, Verdict)>,
+    search: Search,
+    /// The rate of the half-rate run, and the run.
+    half_rate: f64,
+    half: ServeRun<OpenRun>,
+    half_verdict: Verdict,
+}
+
+/// An open-loop run: the generator's report and the projector's lag sampled during it.
+struct OpenRun {
+    report: load::Report,
+    samples: Vec<Sample>,
 }
 
 impl Runs<'_> {
-    /// The closed-loop run, then the paced one at half its rate with end-to-end probes.
-    fn closed_and_paced(&self, backend: Backend) -> Result<(ServeRun, ServeRun)> {
-        let closed = run_serve(
-            self.release,
-            self.dir,
-            backend,
-            "closed",
-            self.wrk_args,
-            Vec::new(),
-        )?;
-        let half_rate = (closed.load.rate() / 2.0).max(1.0);
-        let paced_connections = self.wrk_args.connections.max(256);
-        let paced_script = self.dir.join("paced.lua");
-        // Each connection waits this long after each answer: C connections then offer about
-        // C / (wait + latency) requests per second, the target rate while latency stays small.
-        let wait_ms = paced_connections as f64 * 1000.0 / half_rate;
-        std::fs::write(
-            &paced_script,
-            lua_script(self.requests_file, self.wrk_args.threads, Some(wait_ms))?,
-        )?;
-        let paced_args = WrkArgs {
-            script: &paced_script,
-            connections: paced_connections,
-            ..*self.wrk_args
-        };
+    /// The closed-loop run, the search for the sustained rate, then half that rate with
+    /// end-to-end probes; each on a fresh store.
+    fn backend(&self, backend: Backend) -> Result<BackendRuns> {
+        let closed = self.serve(backend, "closed", Vec::new(), |port| {
+            wrk_run(self.wrk_args, port)
+        })?;
+        // Beyond the closed-loop rate the inbox cannot answer in time and the load stops being
+        // open; a quarter of it is a first step the projector may well hold.
+        let mut search = Search::new(closed.load.rate() / 4.0, closed.load.rate());
+        let mut steps = Vec::new();
+        while steps.len() < self.max_steps {
+            let Some(rate) = search.next() else {
+                break;
+            };
+            let tag = format!("step{}", steps.len() + 1);
+            let step = self.serve(backend, &tag, Vec::new(), |port| {
+                self.open_loop(port, rate, self.step_seconds)
+            })?;
+            let verdict = sustained::judge(&step.load.report, &step.load.samples, PROJECTOR_BATCH);
+            eprintln!(
+                "bench: [{:.0} s] {backend:?} step {}: {rate:.0}/s offered, {:.0} 2xx/s, lag at the end {:.0}, \
+                 slope {:.1}/s: {}",
+                self.started.elapsed().as_secs_f64(),
+                steps.len() + 1,
+                step.load.report.achieved_rate,
+                verdict.end_lag,
+                verdict.slope,
+                verdict.why.as_deref().unwrap_or("keeps up")
+            );
+            search.record(rate, verdict.keeps_up);
+            steps.push((step, verdict));
+        }
+        // With no step keeping up, half the lowest rate tried still says what latency is there.
+        let lowest = steps
+            .iter()
+            .map(|(step, _)| step.load.report.offered_rate)
+            .fold(f64::INFINITY, f64::min);
+        let half_rate = search.sustained().unwrap_or(lowest) / 2.0;
         // Probes beyond the load's corpus, so that none is a duplicate of a load delivery.
         let probes = corpus::mixed(
             &corpus::WEBHOOK_PROVIDERS,
             0x9e0b_e500,
             self.requests..self.requests + 1000,
         );
-        let mut paced = run_serve(
-            self.release,
-            self.dir,
-            backend,
-            "paced",
-            &paced_args,
-            probes,
-        )?;
-        paced.wait_ms = wait_ms;
-        Ok((closed, paced))
+        let half = self.serve(backend, "half", probes, |port| {
+            self.open_loop(port, half_rate, self.half_seconds)
+        })?;
+        let half_verdict = sustained::judge(&half.load.report, &half.load.samples, PROJECTOR_BATCH);
+        Ok(BackendRuns {
+            closed,
+            steps,
+            search,
+            half_rate,
+            half,
+            half_verdict,
+        })
+    }
+
+    /// Runs the generator (`xtask bench load`, release) at `rate` for `seconds` (fewer when the
+    /// corpus runs out: each request is sent once), scraping the projector's lag from
+    /// `/metrics` every [`SAMPLE_PERIOD`] from its `t0` to its last due time.
+    fn open_loop(&self, port: u16, rate: f64, seconds: f64) -> Result<OpenRun> {
+        let count = load::schedule_len(rate, seconds, self.requests as usize);
+        eprintln!(
+            "bench: [{:.0} s] open loop at {rate:.0}/s, {count} requests, against 127.0.0.1:{port}",
+            self.started.elapsed().as_secs_f64()
+        );
+        let mut generator = Guard(
+            Command::new(self.release.join("xtask"))
+                .args(["bench", "load", "--requests"])
+                .arg(self.requests_file)
+                .args(["--port", &port.to_string()])
+                .args(["--rate", &rate.to_string()])
+                .args(["--count", &count.to_string()])
+                .args(["--pool", &self.pool.to_string()])
+                .stdout(Stdio::piped())
+                .spawn()
+                .context("start the load generator")?,
+        );
+        let stdout = generator
+            .0
+            .stdout
+            .take()
+            .context("the generator's stdout")?;
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        match lines.next() {
+            Some(Ok(line)) if line == load::STARTED => {}
+            other => bail!("the load generator did not start: {other:?}"),
+        }
+        let samples = sample_lag(port, load::due(count - 1, rate));
+        let report = lines
+            .next()
+            .context("the load generator ended without a report")??;
+        let status = generator.0.wait()?;
+        if !status.success() {
+            bail!("the load generator failed ({status})");
+        }
+        Ok(OpenRun {
+            report: serde_json::from_str(&report)
+                .with_context(|| format!("the generator's report {report:?}"))?,
+            samples,
+        })
+    }
+
+    /// Starts `shipfeed serve` on a fresh store named after `tag`, runs `drive` against its
+    /// port (and the end-to-end `probes` beside it), reads `/metrics` at once (the projector
+    /// ran throughout), stops it and counts its rows.
+    fn serve<T>(
+        &self,
+        backend: Backend,
+        tag: &str,
+        probes: Vec<corpus::Delivery>,
+        drive: impl FnOnce(u16) -> Result<T>,
+    ) -> Result<ServeRun<T>> {
+        let store = Store::create(backend, self.dir, tag)?;
+        let config = self.dir.join("shipfeed.toml");
+        std::fs::write(&config, config_toml())?;
+        let port = bench::free_port()?;
+        let log_path = self.dir.join(format!("serve-{tag}.log"));
+        let log = std::fs::File::create(&log_path)?;
+        let mut serve = Guard(
+            Command::new(self.release.join("shipfeed"))
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env(SECRET_ENV, shipfeed_testkit::FIXTURE_SECRET)
+                .env("SHIPFEED_LISTEN", format!("127.0.0.1:{port}"))
+                .env("SHIPFEED_STORE", store.url())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("start shipfeed serve")?,
+        );
+        if let Err(error) =
+            bench::wait_ready(&mut serve.0, port, "/healthz", Duration::from_secs(60))
+        {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("shipfeed serve did not start: {error}\n{log}");
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let prober = {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || end_to_end(port, probes, &stop))
+        };
+        let load = drive(port);
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        let end_to_end_ms = prober
+            .join()
+            .map_err(|_| anyhow::anyhow!("the end-to-end prober panicked"))?;
+        let load = load?;
+        let rss = bench::peak_rss_kib(serve.0.id());
+        let metrics = bench::http_get(port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        bench::stop(&mut serve.0, Duration::from_secs(10));
+        Ok(ServeRun {
+            load,
+            rss,
+            metrics,
+            stored: store.count_rows()?,
+            end_to_end_ms,
+        })
     }
 }
 
-/// The paced run's line and its end-to-end probes.
-fn report_paced(name: &str, closed: &ServeRun, paced: &ServeRun) {
-    println!(
-        "{name}: paced, {} connections each waiting {:.1} ms after each answer to offer half the \
-         closed-loop rate ({:.0}/s): {:.0} 2xx/s, p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max \
-         {:.1} ms, peak RSS {} MiB; {}",
-        paced.connections,
-        paced.wait_ms,
-        closed.load.rate() / 2.0,
-        paced.load.rate(),
-        paced.load.p50_ms,
-        paced.load.p90_ms,
-        paced.load.p99_ms,
-        paced.load.max_ms,
-        mib(paced.rss),
-        projector_line(&paced.stored, &paced.metrics)
-    );
-    let probes = &paced.end_to_end_ms;
-    println!(
-        "{name}: end to end at that rate (a probe every 100 ms, from its 2xx to GET \
-         /v1/deliveries/{{seq}} saying projected, one clock): {} probes, p50 {:.1} ms, p99 {:.1} \
-         ms, max {:.1} ms",
-        probes.len(),
-        quantile(probes, 0.5),
-        quantile(probes, 0.99),
-        probes.iter().copied().fold(0.0, f64::max)
-    );
+/// Scrapes `shipfeed_projector_lag_deliveries` every [`SAMPLE_PERIOD`] from now until `until`
+/// has passed, the last scrape at `until` itself (the schedule's end).
+fn sample_lag(port: u16, until: Duration) -> Vec<Sample> {
+    let start = std::time::Instant::now();
+    let mut samples = Vec::new();
+    let mut next = Duration::ZERO;
+    loop {
+        std::thread::sleep(next.saturating_sub(start.elapsed()));
+        let at = start.elapsed();
+        if let Ok((200, metrics)) = bench::http_get(port, "/metrics") {
+            samples.push(Sample {
+                at: at.as_secs_f64(),
+                lag: metric_value(&metrics, "shipfeed_projector_lag_deliveries", ""),
+            });
+        }
+        if next >= until {
+            return samples;
+        }
+        next = (next + SAMPLE_PERIOD).min(until);
+    }
 }
 
 /// One `shipfeed serve` measurement: its load, peak RSS, `/metrics` as the load ended, and
-/// what its database held after it stopped.
-struct ServeRun {
-    load: Load,
+/// what its store held after it stopped.
+struct ServeRun<T> {
+    load: T,
     rss: Option<u64>,
     metrics: String,
     stored: Stored,
     /// Milliseconds from a probe's 2xx to its projection, one per probe.
     end_to_end_ms: Vec<f64>,
-    /// The load's connections, and how long each waited after an answer (0: closed loop).
-    connections: u64,
-    wait_ms: f64,
-}
-
-/// Starts `shipfeed serve` on a fresh SQLite database named after `tag`, runs the load, reads
-/// `/metrics` at once (the projector ran throughout), stops it and counts its rows.
-fn run_serve(
-    release: &Path,
-    dir: &Path,
-    backend: Backend,
-    tag: &str,
-    wrk_args: &WrkArgs<'_>,
-    probes: Vec<corpus::Delivery>,
-) -> Result<ServeRun> {
-    let store = Store::create(backend, dir, tag)?;
-    let config = dir.join("shipfeed.toml");
-    std::fs::write(&config, config_toml())?;
-    let port = bench::free_port()?;
-    let log_path = dir.join(format!("serve-{tag}.log"));
-    let log = std::fs::File::create(&log_path)?;
-    let mut serve = Guard(
-        Command::new(release.join("shipfeed"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env(SECRET_ENV, shipfeed_testkit::FIXTURE_SECRET)
-            .env("SHIPFEED_LISTEN", format!("127.0.0.1:{port}"))
-            .env("SHIPFEED_STORE", store.url())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("start shipfeed serve")?,
-    );
-    if let Err(error) = bench::wait_ready(&mut serve.0, port, "/healthz", Duration::from_secs(60)) {
-        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-        bail!("shipfeed serve did not start: {error}\n{log}");
-    }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let prober = {
-        let stop = std::sync::Arc::clone(&stop);
-        std::thread::spawn(move || end_to_end(port, probes, &stop))
-    };
-    let load = wrk_run(wrk_args, port)?;
-    stop.store(true, std::sync::atomic::Ordering::Release);
-    let end_to_end_ms = prober
-        .join()
-        .map_err(|_| anyhow::anyhow!("the end-to-end prober panicked"))?;
-    let rss = bench::peak_rss_kib(serve.0.id());
-    let metrics = bench::http_get(port, "/metrics")
-        .map(|(_, body)| body)
-        .unwrap_or_default();
-    bench::stop(&mut serve.0, Duration::from_secs(10));
-    Ok(ServeRun {
-        connections: wrk_args.connections,
-        wait_ms: 0.0,
-        load,
-        rss,
-        metrics,
-        stored: store.count_rows()?,
-        end_to_end_ms,
-    })
 }
 
 /// A fresh store for one run: a SQLite file in the scratch directory, or a schema of its own
@@ -366,9 +463,22 @@ impl Store {
 
 impl Drop for Store {
     fn drop(&mut self) {
-        if let Store::Postgres(schema) = self {
-            if let Err(error) = psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")) {
-                eprintln!("bench: schema {schema} not dropped: {error}");
+        match self {
+            // A step's database is a few hundred MB: there is one per step.
+            Store::Sqlite(path) => {
+                let inbox = shipfeed_store::Store::sqlite_inbox_path(path);
+                for file in [path.clone(), inbox] {
+                    for suffix in ["", "-wal", "-shm"] {
+                        let mut name = file.clone().into_os_string();
+                        name.push(suffix);
+                        let _ = std::fs::remove_file(name);
+                    }
+                }
+            }
+            Store::Postgres(schema) => {
+                if let Err(error) = psql(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")) {
+                    eprintln!("bench: schema {schema} not dropped: {error}");
+                }
             }
         }
     }
@@ -416,10 +526,7 @@ fn end_to_end(
             continue;
         };
         let acknowledged = std::time::Instant::now();
-        let Some(seq) = serde_json::from_str::<serde_json::Value>(&answer)
-            .ok()
-            .and_then(|answer| answer["delivery_seq"].as_i64())
-        else {
+        let Some(seq) = bench::delivery_seq(answer.as_bytes()) else {
             continue;
         };
         let deadline = acknowledged + Duration::from_secs(30);
@@ -449,14 +556,6 @@ fn http_post(port: u16, delivery: &corpus::Delivery) -> Result<(u16, String)> {
     let mut request = head.into_bytes();
     request.extend_from_slice(&delivery.body);
     bench::http_exchange(port, &request)
-}
-
-/// The `q`-quantile (0..=1) of `values`, by nearest rank.
-fn quantile(values: &[f64], q: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len().max(1));
-    sorted.get(rank - 1).copied().unwrap_or(f64::NAN)
 }
 
 /// Runs the load against the `bare_endpoint` example started with `args`.
@@ -517,17 +616,10 @@ fn ensure_wrk() -> Result<std::path::PathBuf> {
     find().context("apt-get installed wrk but it is not on PATH")
 }
 
-/// Each thread loads every `threads`-th request of the file (so no two threads send the same
-/// delivery), cycles through them, and counts what it sent; `done` prints one `BENCH` line.
-/// The wrk script: each thread sends its share of the corpus; with `wait_ms`, each connection
-/// waits that long after each answer (wrk's `delay`), which paces the load.
-fn lua_script(requests: &Path, threads: u64, wait_ms: Option<f64>) -> Result<String> {
-    let pacing = wait_ms.map_or_else(String::new, |ms| {
-        format!(
-            "\nfunction delay()\n  return {}\nend\n",
-            ms.round().max(1.0)
-        )
-    });
+/// The wrk script: each thread loads every `threads`-th request of the file (so no two threads
+/// send the same delivery), cycles through them, and counts what it sent; `done` prints one
+/// `BENCH` line.
+fn lua_script(requests: &Path, threads: u64) -> Result<String> {
     let path = requests
         .to_str()
         .context("the scratch path is not UTF-8")?
@@ -586,12 +678,12 @@ function done(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max,
     total_sent, total_wraps))
 end
-{pacing}"#
+"#
     ))
 }
 
 fn wrk_run(args: &WrkArgs<'_>, port: u16) -> Result<Load> {
-    eprintln!("bench: wrk against 127.0.0.1:{port}");
+    eprintln!("bench: wrk against 127.0.0.1:{port} ({} s)", args.duration);
     let output = Command::new(args.wrk)
         .arg(format!("-t{}", args.threads))
         .arg(format!("-c{}", args.connections))
@@ -631,13 +723,15 @@ fn wrk_run(args: &WrkArgs<'_>, port: u16) -> Result<Load> {
         max_ms: field("max_us") / 1e3,
         sent: field("sent") as u64,
         wraps: field("wraps") as u64,
+        connections: args.connections,
     })
 }
 
 fn config_toml() -> String {
-    let mut text = String::from(
+    let mut text = format!(
         "# generated by `cargo xtask bench ingest`; the store and listen address come from the\n\
-         # environment; no event sink, so that only ingestion is measured\nsink = \"none\"\n",
+         # environment; no event sink, so that only ingestion is measured\nsink = \"none\"\n\n\
+         [projector]\nbatch = {PROJECTOR_BATCH}\n",
     );
     for provider in corpus::WEBHOOK_PROVIDERS {
         let _ = write!(
@@ -724,30 +818,35 @@ fn verdict(holds: bool) -> &'static str {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The closed-loop table (bare endpoint, references, `shipfeed serve` on each store), the
+/// references' ratios, and each store's integrity and projector lines.
 fn report(
     bare: &Load,
     bare_rss: Option<u64>,
     [(parse, parse_rss), (normalize, normalize_rss)]: [(&Load, Option<u64>); 2],
-    serve: &Load,
-    serve_rss: Option<u64>,
-    stored: &Stored,
-    metrics: &str,
-    connections: u64,
+    serves: [(&str, &ServeRun<Load>); 2],
 ) {
+    println!();
+    println!("closed loop (wrk):");
     println!();
     println!("| target | 2xx/s | 2xx | non-2xx | socket errors | timeouts | p50 ms | p90 ms | p99 ms | max ms | peak RSS MiB |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for (name, load, rss) in [
-        ("bare axum endpoint", bare, bare_rss),
-        ("bare + Value parse (reference)", parse, parse_rss),
+    let serve_rows =
+        serves.map(|(name, run)| (format!("shipfeed serve ({name})"), &run.load, run.rss));
+    let rows = [
+        ("bare axum endpoint".to_owned(), bare, bare_rss),
         (
-            "bare + verify + normalize (reference)",
+            "bare + Value parse (reference)".to_owned(),
+            parse,
+            parse_rss,
+        ),
+        (
+            "bare + verify + normalize (reference)".to_owned(),
             normalize,
             normalize_rss,
         ),
-        ("shipfeed serve (SQLite)", serve, serve_rss),
-    ] {
+    ];
+    for (name, load, rss) in rows.into_iter().chain(serve_rows) {
         println!(
             "| {name} | {:.0} | {} | {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
             load.rate(),
@@ -762,7 +861,6 @@ fn report(
             mib(rss)
         );
     }
-    let ratio = serve.rate() / bare.rate().max(1e-9);
     println!();
     println!(
         "reference: parsing each body once as a serde_json Value leaves {:.3}× the bare rate; \
@@ -770,55 +868,47 @@ fn report(
         parse.rate() / bare.rate().max(1e-9),
         normalize.rate() / bare.rate().max(1e-9)
     );
-    let rss_mib = serve_rss.map_or(f64::INFINITY, |k| k as f64 / 1024.0);
-    println!();
-    println!("| target | measured | verdict |");
-    println!("|---|---:|---|");
-    println!(
-        "| acknowledgements ≥ 0.30× bare (projector running) | {ratio:.3}× | {} |",
-        verdict(ratio >= 0.3)
-    );
-    println!(
-        "| p99 (closed loop, {connections} connections; the open-loop target is not measured here) | {:.2} ms | — |",
-        serve.p99_ms,
-    );
-    println!(
-        "| peak RSS ≤ 64 MiB | {rss_mib:.1} MiB | {} |",
-        verdict(rss_mib <= 64.0)
-    );
-    // wrk stops at the deadline with one request in flight per connection: those can be stored
-    // (the commit was under way) without wrk counting their answer.
-    let in_flight = serve
-        .sent
-        .saturating_sub(serve.requests + serve.socket_errors + serve.timeouts);
-    let consistent = stored.deliveries >= serve.ok()
-        && stored.deliveries - serve.ok() <= in_flight.max(connections);
-    let answered_metrics = metric_sum(metrics, "shipfeed_deliveries_total", "outcome=\"accepted\"");
-    println!();
-    println!(
-        "integrity: {} deliveries stored ({} dead letters, {} events) for {} 2xx answers; \
-         {} requests were in flight when wrk stopped; the service counted {} accepted answers in \
-         /metrics → {}",
-        stored.deliveries,
-        stored.dead_letters,
-        stored.events,
-        serve.ok(),
-        in_flight,
-        answered_metrics,
-        if consistent {
-            "consistent (every 2xx is stored; the surplus is the requests cut off in flight)"
-        } else {
-            "INCONSISTENT"
-        }
-    );
-    println!("{}", projector_line(stored, metrics));
-    if serve.wraps > 0 {
-        println!(
-            "note: shipfeed got more requests than the corpus holds ({} wrap(s) over the wrk \
-             threads): the repeats were stored as deliveries with duplicate events; raise \
-             --requests",
-            serve.wraps
+    for (name, run) in serves {
+        let serve = &run.load;
+        let stored = &run.stored;
+        // wrk stops at the deadline with one request in flight per connection: those can be
+        // stored (the commit was under way) without wrk counting their answer.
+        let in_flight = serve
+            .sent
+            .saturating_sub(serve.requests + serve.socket_errors + serve.timeouts);
+        let consistent = stored.deliveries >= serve.ok()
+            && stored.deliveries - serve.ok() <= in_flight.max(serve.connections);
+        let answered = metric_sum(
+            &run.metrics,
+            "shipfeed_deliveries_total",
+            "outcome=\"accepted\"",
         );
+        println!();
+        println!(
+            "{name} integrity: {} deliveries stored ({} dead letters, {} events) for {} 2xx \
+             answers; {} requests were in flight when wrk stopped; the service counted {} accepted \
+             answers in /metrics → {}",
+            stored.deliveries,
+            stored.dead_letters,
+            stored.events,
+            serve.ok(),
+            in_flight,
+            answered,
+            if consistent {
+                "consistent (every 2xx is stored; the surplus is the requests cut off in flight)"
+            } else {
+                "INCONSISTENT"
+            }
+        );
+        println!("{name} {}", projector_line(stored, &run.metrics));
+        if serve.wraps > 0 {
+            println!(
+                "note: shipfeed got more requests than the corpus holds ({} wrap(s) over the wrk \
+                 threads): the repeats were stored as deliveries with duplicate events; raise \
+                 --requests",
+                serve.wraps
+            );
+        }
     }
     if bare.wraps > 0 {
         println!(
@@ -827,4 +917,160 @@ fn report(
             bare.wraps
         );
     }
+}
+
+/// One store's open-loop figures: the search's steps, the sustained rate, the half-rate run.
+fn report_open(name: &str, runs: &BackendRuns, reference: f64, step_seconds: f64) {
+    println!();
+    println!(
+        "{name}, open loop: the sustained rate, searched in steps of {step_seconds} s (a fresh \
+         store each; keeps up = the inbox took the load, lag at the end ≤ {PROJECTOR_BATCH} (one \
+         batch), lag slope over the second half ≤ one batch per step):"
+    );
+    println!();
+    println!("| step | offered/s | requests | 2xx/s | stored | non-2xx + unanswered | connections (exhausted) | ack p50 ms | ack p99 ms | lag at the end | slope /s (bound) | generator CPU | keeps up |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for (i, (step, verdict)) in runs.steps.iter().enumerate() {
+        let r = &step.load.report;
+        println!(
+            "| {} | {:.0} | {} | {:.0} | {} | {} | {} ({}) | {:.2} | {:.2} | {:.0} | {:.1} ({:.1}) | {} | {} |",
+            i + 1,
+            r.offered_rate,
+            r.requests,
+            r.achieved_rate,
+            step.stored.deliveries,
+            r.non_2xx + r.failed,
+            r.connections,
+            r.exhausted,
+            r.p50_ms,
+            r.p99_ms,
+            verdict.end_lag,
+            verdict.slope,
+            verdict.slope_bound,
+            generator_cpu(r),
+            verdict.why.as_deref().unwrap_or("yes"),
+        );
+    }
+    println!();
+    match runs.search.sustained() {
+        Some(rate) => println!(
+            "{name}: sustained rate {}{rate:.0}/s = {:.3}× the verify+normalize reference ({reference:.0}/s){}",
+            if runs.search.at_ceiling() { "≥ " } else { "" },
+            rate / reference.max(1e-9),
+            if runs.search.at_ceiling() {
+                " (kept up at the closed-loop rate, the highest the inbox takes)"
+            } else {
+                ""
+            }
+        ),
+        None => println!(
+            "{name}: sustained rate: no step kept up, down to {:.0}/s",
+            runs.steps
+                .iter()
+                .map(|(s, _)| s.load.report.offered_rate)
+                .fold(f64::INFINITY, f64::min)
+        ),
+    }
+    let half = &runs.half;
+    let r = &half.load.report;
+    let [e2e_p50, e2e_p99, e2e_max] = bench::quantiles(&half.end_to_end_ms, [0.5, 0.99, 1.0]);
+    println!(
+        "{name}: at {:.0}/s (half {}) for {:.1} s, open loop{}: {:.0} 2xx/s, {} non-2xx, {} \
+         unanswered; ack p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.1} ms; end to end (a \
+         probe every 100 ms, from its 2xx to GET /v1/deliveries/{{seq}} saying projected, one \
+         clock): {} probes, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; keeps up: {}; peak RSS {} MiB",
+        runs.half_rate,
+        if runs.search.sustained().is_some() {
+            "the sustained rate"
+        } else {
+            "the lowest rate tried"
+        },
+        r.schedule_s,
+        if r.open() { "" } else { " NOT HELD (pool exhausted)" },
+        r.achieved_rate,
+        r.non_2xx,
+        r.failed,
+        r.p50_ms,
+        r.p90_ms,
+        r.p99_ms,
+        r.max_ms,
+        half.end_to_end_ms.len(),
+        e2e_p50,
+        e2e_p99,
+        e2e_max,
+        runs.half_verdict.why.as_deref().unwrap_or("yes"),
+        mib(half.rss),
+    );
+    println!(
+        "{name}: the generator sent {:.0}/s of {:.0}/s offered (send lag p99 {:.2} ms, max {:.1} \
+         ms), over {} connections ({} requests waited for one); its CPU {}; {} distinct \
+         delivery_seq for {} 2xx; {} deliveries stored (load and probes)",
+        r.sent_rate,
+        r.offered_rate,
+        r.send_lag_p99_ms,
+        r.send_lag_max_ms,
+        r.connections,
+        r.exhausted,
+        generator_cpu(r),
+        r.distinct_seqs,
+        r.ok,
+        half.stored.deliveries,
+    );
+    println!("{name} {}", projector_line(&half.stored, &half.metrics));
+}
+
+/// The generator's CPU seconds and the share of one core over its run.
+fn generator_cpu(report: &load::Report) -> String {
+    format!(
+        "{:.1} s ({:.0} % of a core)",
+        report.cpu_s,
+        100.0 * report.cpu_s / report.wall_s.max(1e-9)
+    )
+}
+
+/// The targets of issue 12, per store.
+fn report_verdicts(bare: &Load, reference: f64, stores: [(&str, &BackendRuns); 2]) {
+    println!();
+    println!("| target (issue 12) | {} | {} |", stores[0].0, stores[1].0);
+    println!("|---|---:|---:|");
+    let row = |target: &str, cell: &dyn Fn(&BackendRuns) -> String| {
+        println!(
+            "| {target} | {} | {} |",
+            cell(stores[0].1),
+            cell(stores[1].1)
+        );
+    };
+    row(
+        "acknowledgements ≥ 0.30× bare (closed loop, projector running)",
+        &|runs| {
+            let ratio = runs.closed.load.rate() / bare.rate().max(1e-9);
+            format!("{ratio:.3}× {}", verdict(ratio >= 0.3))
+        },
+    );
+    row(
+        "sustained ≥ 0.35× verify+normalize (projector keeps up)",
+        &|runs| match runs.search.sustained() {
+            Some(rate) => {
+                let ratio = rate / reference.max(1e-9);
+                format!("{ratio:.3}× {}", verdict(ratio >= 0.35))
+            }
+            None => format!("no step kept up {}", verdict(false)),
+        },
+    );
+    row(
+        "ack p99 ≤ 10 ms at half the sustained rate (open loop)",
+        &|runs| {
+            let r = &runs.half.load.report;
+            let holds = r.p99_ms <= 10.0 && r.open() && runs.search.sustained().is_some();
+            format!("{:.2} ms {}", r.p99_ms, verdict(holds))
+        },
+    );
+    row("end to end p50 / p99 at half the sustained rate", &|runs| {
+        let [p50, p99] = bench::quantiles(&runs.half.end_to_end_ms, [0.5, 0.99]);
+        format!("{p50:.1} / {p99:.1} ms")
+    });
+    row("peak RSS ≤ 64 MiB (closed loop)", &|runs| {
+        let rss_mib = runs.closed.rss.map_or(f64::INFINITY, |k| k as f64 / 1024.0);
+        format!("{rss_mib:.1} MiB {}", verdict(rss_mib <= 64.0))
+    });
 }

@@ -6,8 +6,10 @@ mod bench_ingest;
 mod bench_sqs;
 mod ci;
 mod fixtures;
+mod load;
 mod moto;
 mod services;
+mod sustained;
 
 use std::path::PathBuf;
 
