@@ -45,8 +45,9 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use shipfeed_core::json::Text;
 use shipfeed_core::time::Instant;
 use shipfeed_core::{
-    json, Adapter, CredentialKind, Credentials, Error, EstimatedDelivery, EventId, Location, Mapping, Notice,
-    NoticeKind, Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status, TrackingEvent,
+    json, Adapter, CredentialKind, Credentials, Error, EstimatedDelivery, EventId, Location,
+    Mapping, Notice, NoticeKind, Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status,
+    TrackingEvent,
 };
 
 use crate::error::ShipupError;

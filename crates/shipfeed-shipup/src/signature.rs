@@ -102,7 +102,11 @@ mod tests {
     #[test]
     fn bearer_good_wrong_and_missing() {
         let creds = Credentials::Bearer(Secret::new("eyJhbGciOi.static.token"));
-        verify(&delivery(&with_auth("Bearer eyJhbGciOi.static.token")), &creds).unwrap();
+        verify(
+            &delivery(&with_auth("Bearer eyJhbGciOi.static.token")),
+            &creds,
+        )
+        .unwrap();
         assert_eq!(
             kind(&with_auth("Bearer eyJhbGciOi.other"), &creds),
             ErrorKind::InvalidSignature

@@ -118,7 +118,10 @@ fn good_tokens_of_both_algorithms_pass_and_their_claims_are_checked() {
     for (changes, reason) in [
         (json!({"exp": NOW - 61}), "the token expired at"),
         (json!({"nbf": NOW + 61}), "not valid before"),
-        (json!({"aud": "https://elsewhere.example"}), "audience (`aud`)"),
+        (
+            json!({"aud": "https://elsewhere.example"}),
+            "audience (`aud`)",
+        ),
         (json!({"aud": null}), "no valid `aud` claim"),
         (json!({"iss": "https://evil.example"}), "issuer (`iss`)"),
         (json!({"iss": null}), "no valid `iss` claim"),
@@ -131,13 +134,22 @@ fn good_tokens_of_both_algorithms_pass_and_their_claims_are_checked() {
         assert!(!why.contains(&token), "the token never reaches a message");
     }
     // Within the leeway (60 s by default) on both ends.
-    accepts(&creds, &bearer(&ec.sign(&claims_with(json!({"exp": NOW - 59})))));
-    accepts(&creds, &bearer(&ec.sign(&claims_with(json!({"nbf": NOW + 59})))));
+    accepts(
+        &creds,
+        &bearer(&ec.sign(&claims_with(json!({"exp": NOW - 59})))),
+    );
+    accepts(
+        &creds,
+        &bearer(&ec.sign(&claims_with(json!({"nbf": NOW + 59})))),
+    );
     let strict = credentials(
         policy().with_leeway(TimeDelta::zero()),
         Arc::new(FixedKeys::new(key_set(&[&ec]))),
     );
-    let why = refusal(&strict, &bearer(&ec.sign(&claims_with(json!({"exp": NOW - 1})))));
+    let why = refusal(
+        &strict,
+        &bearer(&ec.sign(&claims_with(json!({"exp": NOW - 1})))),
+    );
     assert!(why.contains("expired"), "{why}");
 }
 
@@ -164,12 +176,18 @@ fn forged_and_tampered_tokens_are_refused() {
     for alg in ["none", "None", "NONE"] {
         let token = unsigned(&json!({"alg": alg, "kid": "r1"}), &claims());
         let why = refusal(&creds, &bearer(&token));
-        assert!(why.contains(&format!("algorithm `{alg}` is not allowed")), "{why}");
+        assert!(
+            why.contains(&format!("algorithm `{alg}` is not allowed")),
+            "{why}"
+        );
     }
     // HS256 keyed with the public key, as a confused verifier would check it; with and
     // without a kid, and for either key.
     for key in [&rsa, &ec] {
-        for header in [json!({"alg": "HS256", "kid": key.kid()}), json!({"alg": "HS256"})] {
+        for header in [
+            json!({"alg": "HS256", "kid": key.kid()}),
+            json!({"alg": "HS256"}),
+        ] {
             let token = hs256(&header, &claims(), &key.public_bytes());
             let why = refusal(&creds, &bearer(&token));
             assert!(why.contains("algorithm `HS256` is not allowed"), "{why}");
@@ -185,7 +203,14 @@ fn forged_and_tampered_tokens_are_refused() {
     .unwrap();
     assert_eq!(with_secret.kids().collect::<Vec<_>>(), ["r1"]);
     let hs = credentials(policy(), Arc::new(FixedKeys::new(with_secret)));
-    let why = refusal(&hs, &bearer(&hs256(&json!({"alg": "HS256", "kid": "shared"}), &claims(), b"secret")));
+    let why = refusal(
+        &hs,
+        &bearer(&hs256(
+            &json!({"alg": "HS256", "kid": "shared"}),
+            &claims(),
+            b"secret",
+        )),
+    );
     assert!(why.contains("not allowed"), "{why}");
     assert_eq!(
         "HS256".parse::<Algorithm>().unwrap_err().kind(),
@@ -202,7 +227,10 @@ fn forged_and_tampered_tokens_are_refused() {
         Arc::new(FixedKeys::new(key_set(&[&rsa, &ec]))),
     );
     let why = refusal(&rs_only, &bearer(&ec.sign(&claims())));
-    assert!(why.contains("algorithm `ES256` is not allowed (allowed: RS256)"), "{why}");
+    assert!(
+        why.contains("algorithm `ES256` is not allowed (allowed: RS256)"),
+        "{why}"
+    );
     // A key of the set signing as another kid's: refused by that kid's key.
     let impostor = TestKey::rsa("r1");
     assert!(refusal(&creds, &bearer(&impostor.sign(&claims()))).contains("does not verify"));
@@ -217,7 +245,11 @@ fn an_unknown_kid_asks_for_a_refresh_and_passes_once_the_keys_have_it() {
 
     let why = refusal(&creds, &bearer(&token));
     assert!(why.contains("unknown key id `2025`"), "{why}");
-    assert_eq!(source.told(), ["2025"], "the source was told, and only told");
+    assert_eq!(
+        source.told(),
+        ["2025"],
+        "the source was told, and only told"
+    );
     // The background refresh brings the rotated set: both keys during the overlap.
     source.replace(key_set(&[&old, &new]));
     accepts(&creds, &bearer(&token));
@@ -255,7 +287,10 @@ fn the_token_header_is_configurable_for_google_iap() {
         .verify(&bearer(&token), &creds)
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::MissingSignature, "{error}");
-    assert!(error.message().contains("x-goog-iap-jwt-assertion"), "{error}");
+    assert!(
+        error.message().contains("x-goog-iap-jwt-assertion"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -267,9 +302,7 @@ fn a_token_without_bearer_is_missing_not_invalid() {
         for (name, value) in headers {
             delivery = delivery.with_header(name, value);
         }
-        let error = ShipupAdapter::new()
-            .verify(&delivery, &creds)
-            .unwrap_err();
+        let error = ShipupAdapter::new().verify(&delivery, &creds).unwrap_err();
         assert_eq!(error.kind(), ErrorKind::MissingSignature, "{error}");
     }
 }

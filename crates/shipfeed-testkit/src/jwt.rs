@@ -76,7 +76,8 @@ impl TestKey {
             }),
             Secret::Ec(key) => {
                 let point = key.verifying_key().to_encoded_point(false);
-                let coordinate = |c: Option<&p256::FieldBytes>| c.map(|c| b64(c)).unwrap_or_default();
+                let coordinate =
+                    |c: Option<&p256::FieldBytes>| c.map(|c| b64(c)).unwrap_or_default();
                 json!({
                     "kty": "EC", "crv": "P-256", "kid": self.kid, "alg": "ES256", "use": "sig",
                     "x": coordinate(point.x()), "y": coordinate(point.y()),

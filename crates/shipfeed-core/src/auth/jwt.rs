@@ -347,7 +347,11 @@ fn usable(jwk: Jwk) -> Option<Key> {
         // `oct` (a shared secret: never for a public key set), OKP, other curves.
         _ => return None,
     };
-    if jwk.alg.as_deref().is_some_and(|alg| alg != algorithm.as_str()) {
+    if jwk
+        .alg
+        .as_deref()
+        .is_some_and(|alg| alg != algorithm.as_str())
+    {
         return None;
     }
     Some(Key {
@@ -515,7 +519,8 @@ impl JwtVerifier {
         let algorithm = Algorithm::of_header(&header.alg)
             .filter(|a| self.policy.algorithms.contains(a))
             .ok_or_else(|| {
-                let allowed: Vec<&str> = self.policy.algorithms.iter().map(|a| a.as_str()).collect();
+                let allowed: Vec<&str> =
+                    self.policy.algorithms.iter().map(|a| a.as_str()).collect();
                 refused(format!(
                     "algorithm `{}` is not allowed (allowed: {})",
                     printable(&header.alg),
@@ -618,7 +623,8 @@ impl JwtVerifier {
             )));
         }
         if let Some(nbf) = claims.nbf {
-            let not_before = instant(nbf).ok_or_else(|| refused("the token's `nbf` is not a time"))?;
+            let not_before =
+                instant(nbf).ok_or_else(|| refused("the token's `nbf` is not a time"))?;
             if now + leeway < not_before {
                 return Err(refused(format!(
                     "the token is not valid before {} (leeway {} s)",
@@ -688,7 +694,11 @@ mod tests {
             good.clone().with_leeway(TimeDelta::seconds(301)),
             good.clone().with_header(" "),
         ] {
-            assert_eq!(bad.check().unwrap_err().kind(), ErrorKind::Config, "{bad:?}");
+            assert_eq!(
+                bad.check().unwrap_err().kind(),
+                ErrorKind::Config,
+                "{bad:?}"
+            );
         }
         assert_eq!(
             good.with_header("AUTHORIZATION").location,
@@ -734,10 +744,7 @@ mod tests {
     #[test]
     fn times_are_read_as_unix_seconds() {
         assert_eq!(instant(0.0), Some(DateTime::UNIX_EPOCH));
-        assert_eq!(
-            instant(1.5).map(|t| t.timestamp_subsec_millis()),
-            Some(500)
-        );
+        assert_eq!(instant(1.5).map(|t| t.timestamp_subsec_millis()), Some(500));
         assert_eq!(instant(f64::MAX), None);
         assert_eq!(instant(f64::NAN), None);
     }
