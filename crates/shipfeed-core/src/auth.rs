@@ -241,10 +241,10 @@ pub fn verify_credentials(
     }
 }
 
-/// Refuses credentials of a kind `provider` cannot check (`accepted`, from
-/// [`Adapter::credential_kinds`]); [`Credentials::None`] passes (the adapter fails closed when
-/// a delivery comes). The service calls it for every endpoint when it starts, and adapters at
-/// the start of `verify`.
+/// Refuses credentials of a `kind` that `provider` cannot check (`accepted`, from
+/// [`Adapter::credential_kinds`]); no kind ([`Credentials::None`], see
+/// [`Credentials::kind`]) passes (the adapter fails closed when a delivery comes). The service
+/// calls it for every endpoint when it starts, and adapters at the start of `verify`.
 ///
 /// # Errors
 /// [`ErrorKind::Config`], tagged with `provider`, naming the kinds it accepts.
@@ -252,18 +252,18 @@ pub fn verify_credentials(
 /// ```
 /// use shipfeed_core::{auth, CredentialKind, Credentials, ErrorKind, Provider, Secret};
 /// let kinds = [CredentialKind::Basic, CredentialKind::FixedBearer];
-/// auth::check_kind(Provider::Shipup, &kinds, &Credentials::Bearer(Secret::new("t"))).unwrap();
-/// let err = auth::check_kind(Provider::Shipup, &kinds, &Credentials::Hmac(Secret::new("k")))
-///     .unwrap_err();
+/// let token = Credentials::Bearer(Secret::new("t"));
+/// auth::check_kind(Provider::Shipup, &kinds, token.kind()).unwrap();
+/// let err = auth::check_kind(Provider::Shipup, &kinds, Some(CredentialKind::Hmac)).unwrap_err();
 /// assert_eq!(err.kind(), ErrorKind::Config);
 /// assert!(err.to_string().contains("HTTP Basic credentials or a fixed bearer token"), "{err}");
 /// ```
 pub fn check_kind(
     provider: Provider,
     accepted: &[CredentialKind],
-    credentials: &Credentials,
+    kind: Option<CredentialKind>,
 ) -> Result<(), Error> {
-    let Some(kind) = credentials.kind() else {
+    let Some(kind) = kind else {
         return Ok(());
     };
     if accepted.contains(&kind) {

@@ -22,7 +22,7 @@ pub(crate) const CREDENTIAL_KINDS: &[CredentialKind] =
 /// - `None`, or an empty secret or token: `MissingSecret` (an HMAC keyed with nothing proves
 ///   nothing). Basic, a bearer token or a JWT: `Config`, since HappyColis sends none of them.
 pub(crate) fn verify(delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
-    auth::check_kind(Provider::HappyColis, CREDENTIAL_KINDS, credentials)?;
+    auth::check_kind(Provider::HappyColis, CREDENTIAL_KINDS, credentials.kind())?;
     match credentials {
         Credentials::HeaderToken { header, .. } if header.trim().is_empty() => {
             Err(HappyColisError::NoTokenHeader.into())

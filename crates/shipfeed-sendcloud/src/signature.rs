@@ -19,7 +19,7 @@ pub(crate) const CREDENTIAL_KINDS: &[CredentialKind] = &[
 pub(crate) fn verify(delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
     // Event Subscriptions connections authenticate with Basic, Bearer or a header token
     // instead of an HMAC; `verify_credentials` covers those too.
-    auth::check_kind(Provider::Sendcloud, CREDENTIAL_KINDS, credentials)?;
+    auth::check_kind(Provider::Sendcloud, CREDENTIAL_KINDS, credentials.kind())?;
     auth::verify_credentials(
         delivery,
         credentials,

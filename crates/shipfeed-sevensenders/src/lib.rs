@@ -122,7 +122,7 @@ impl Adapter for SevenSendersAdapter {
     fn verify(&self, delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
         match credentials {
             Credentials::None => Ok(()),
-            other => auth::check_kind(Provider::SevenSenders, RELAY_CREDENTIALS, other)
+            other => auth::check_kind(Provider::SevenSenders, RELAY_CREDENTIALS, other.kind())
                 .and_then(|()| auth::verify_credentials(delivery, other, None))
                 .map_err(|e| e.with_provider(Provider::SevenSenders)),
         }

@@ -22,7 +22,7 @@ pub(crate) const CREDENTIAL_KINDS: &[CredentialKind] = &[
 /// header token).
 pub(crate) fn verify(delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
     let result =
-        auth::check_kind(Provider::Shipup, CREDENTIAL_KINDS, credentials).and_then(|()| {
+        auth::check_kind(Provider::Shipup, CREDENTIAL_KINDS, credentials.kind()).and_then(|()| {
             match credentials {
                 // A blank password or token would accept anyone who sends a blank one.
                 Credentials::None => Err(Error::new(

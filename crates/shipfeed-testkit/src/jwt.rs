@@ -159,3 +159,64 @@ pub fn tampered(token: &str) -> String {
     }
     String::from_utf8(bytes).unwrap_or_default()
 }
+
+/// A JWKS endpoint on 127.0.0.1 (a real HTTP server on a free port) serving the document the
+/// test gives it, and counting its requests.
+#[cfg(feature = "jwks-server")]
+pub struct JwksServer {
+    /// `http://127.0.0.1:<port>/jwks.json`.
+    pub url: String,
+    served: std::sync::Arc<std::sync::Mutex<(u16, Value)>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[cfg(feature = "jwks-server")]
+impl JwksServer {
+    /// Starts serving `document` with status 200 (on the current tokio runtime).
+    ///
+    /// # Panics
+    /// When no local port can be bound.
+    #[allow(clippy::expect_used)]
+    pub async fn start(document: Value) -> JwksServer {
+        use std::sync::atomic::Ordering;
+        use std::sync::{Arc, Mutex, PoisonError};
+
+        let served = Arc::new(Mutex::new((200, document)));
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (slot, counter) = (Arc::clone(&served), Arc::clone(&hits));
+        let router = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (status, body) = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                async move {
+                    let status = axum::http::StatusCode::from_u16(status)
+                        .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                    (status, body.to_string())
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a local port");
+        let url = format!(
+            "http://{}/jwks.json",
+            listener.local_addr().expect("local address")
+        );
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        JwksServer { url, served, hits }
+    }
+
+    /// Serves `document` with `status` from now on.
+    pub fn serve(&self, status: u16, document: Value) {
+        *self
+            .served
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (status, document);
+    }
+
+    /// How many requests it answered.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}

@@ -127,7 +127,8 @@ mod tests {
                     continue;
                 };
                 let listed = adapter.credential_kinds().contains(&kind);
-                let checked = auth::check_kind(provider, adapter.credential_kinds(), credentials);
+                let checked =
+                    auth::check_kind(provider, adapter.credential_kinds(), credentials.kind());
                 assert_eq!(checked.is_ok(), listed, "{provider} {kind:?}");
                 let config = adapter
                     .verify(&delivery, credentials)
