@@ -864,6 +864,27 @@ mod tests {
         }
     }
 
+    /// Every TOML example of the README loads (and checks) as it is written.
+    #[test]
+    fn the_readme_examples_load() {
+        let readme = include_str!("../../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .filter(|block| block.contains("[[endpoint]]"))
+            .collect();
+        assert!(blocks.len() >= 2, "{blocks:?}");
+        let dir = tempfile::tempdir().unwrap();
+        for block in blocks {
+            let path = dir.path().join("readme.toml");
+            std::fs::write(&path, block).unwrap();
+            let config = Config::load(Some(&path))
+                .unwrap_or_else(|e| panic!("{}\n{block}", shipfeed::error_chain(&e)));
+            assert!(!config.endpoints.is_empty());
+        }
+    }
+
     #[test]
     fn jwt_tables_are_checked_when_loaded() {
         let jwt = |extra: &str| {
