@@ -50,6 +50,7 @@ on_both_stores!(
     new_events_reach_the_stdout_sink_as_feed_items,
     new_events_are_published_to_nats_jetstream_once,
     named_subscriptions_each_write_every_event_once,
+    shipups_probe_is_answered_without_credentials_and_stores_nothing,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -386,6 +387,115 @@ async fn failed_authentication_is_401_and_stores_nothing(backend: Backend) {
         .await,
         2
     );
+}
+
+async fn shipups_probe_is_answered_without_credentials_and_stores_nothing(backend: Backend) {
+    let store = TestStore::new(backend);
+    let server = Server::start(&store, "").await;
+    let http = client();
+    let unauthenticated = |body: &[u8]| support::Delivery {
+        endpoint: "shipup",
+        headers: vec![("Content-Type".into(), "application/json".into())],
+        body: body.to_vec(),
+    };
+    // Shipup posts this when an endpoint is saved, perhaps without the credentials.
+    let (status, answer) = post(
+        &http,
+        &server.base,
+        &unauthenticated(br#"{"livemode": "false"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!((status, &answer), (200, &json!({"status": "probe"})));
+    for body in [
+        &br#"{"livemode": "true"}"#[..],
+        br#"{"livemode": "false", "data": {"object": {}}}"#,
+        &fixture_delivery("shipup", "shipup/generated/events-new-delivered.json").body,
+    ] {
+        let (status, answer) = post(&http, &server.base, &unauthenticated(body))
+            .await
+            .unwrap();
+        assert_eq!(status, 401, "{answer}");
+    }
+    let stored = shipfeed_store::open(&store.url).await.unwrap();
+    assert!(
+        stored.deliveries(0, 10, false).await.unwrap().is_empty(),
+        "the probe carries nothing and is stored nowhere"
+    );
+    let (status, _) = get(&http, &format!("{}/v1/deliveries/1", server.base)).await;
+    assert_eq!(status, 404);
+    assert_eq!(
+        metric(
+            &http,
+            &server.base,
+            "shipfeed_probe_total{endpoint=\"shipup\",authenticated=\"false\"}"
+        )
+        .await,
+        1
+    );
+    assert!(
+        server.log_text().contains("endpoint probe"),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn a_credential_kind_the_provider_cannot_send_stops_serve_at_startup() {
+    let dir = tempfile_dir();
+    let config = dir.join("shipfeed.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\nstore = \"{}\"\nsink = \"none\"\n\
+             [[endpoint]]\nname = \"shipup\"\nprovider = \"shipup\"\nsecret_env = \"SHIPFEED_SHIPUP_SECRET\"\n",
+            dir.join("shipfeed.db").display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(support::binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .envs(support::SECRETS)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("`shipfeed serve` started with an HMAC secret on a Shipup endpoint");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("endpoint `shipup`") && stderr.contains("an HMAC secret cannot apply"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(shipfeed_testkit::FIXTURE_SECRET),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A fresh directory under the system's temporary one.
+fn tempfile_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "shipfeed-e2e-start-{}-{}",
+        std::process::id(),
+        chrono::Utc::now().timestamp_micros()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// Runs `shipfeed replay` and returns its JSON summary.

@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use shipfeed::Credentials;
-use shipfeed_server::{Config, ReplayFilter, Service};
+use shipfeed_server::{Config, EndpointConfig, ReplayFilter, Service};
 
 #[derive(clap::Args)]
 pub(crate) struct Args {
@@ -141,13 +140,7 @@ async fn serve(config: Config) -> Result<()> {
         redact_password(&config.store)
     );
     for endpoint in &config.endpoints {
-        let ready = match endpoint.credentials()? {
-            Credentials::None => format!(
-                "NOT SET: set {} or every delivery is rejected",
-                endpoint.secret_source()
-            ),
-            _ => format!("secret from {}", endpoint.secret_source()),
-        };
+        let ready = readiness(endpoint)?;
         eprintln!(
             "  POST {} deliveries to http://{address}/webhooks/{}  ({ready})",
             endpoint.provider, endpoint.name
@@ -160,6 +153,7 @@ async fn serve(config: Config) -> Result<()> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let sources = service.start_sqs_sources(&stopping).await?;
     let projector = service.start_projector(&stopping);
+    let key_refresh = service.start_key_refresh(&stopping);
     if !service.subscriptions().is_empty() {
         eprintln!(
             "  subscriptions (driven by the replica holding each one's lease; this is {}):",
@@ -182,7 +176,7 @@ async fn serve(config: Config) -> Result<()> {
     // HTTP has drained; let the queue pollers and the subscriptions finish their batches in
     // flight (the subscriptions then release their leases to the other replicas).
     let _ = stop.send(true);
-    for task in sources.into_iter().chain(subscriptions) {
+    for task in sources.into_iter().chain(subscriptions).chain(key_refresh) {
         let _ = task.await;
     }
     // The projector finishes its batch and releases its lease, so another replica (or the
@@ -190,6 +184,46 @@ async fn serve(config: Config) -> Result<()> {
     let _ = projector.await;
     eprintln!("shipfeed stopped");
     Ok(())
+}
+
+/// How an endpoint authenticates, for the banner: where its secrets come from (by position,
+/// during a rotation) and which are not set, or where a JWT endpoint's keys come from. Never
+/// a secret.
+fn readiness(endpoint: &EndpointConfig) -> Result<String> {
+    if let Some(jwt) = &endpoint.jwt {
+        let keys = jwt
+            .location()
+            .map(|location| location.to_string())
+            .unwrap_or_default();
+        return Ok(format!(
+            "JWT, keys from {keys}, refreshed in the background"
+        ));
+    }
+    let sources = endpoint.secret_sources();
+    let secrets = endpoint.secrets()?;
+    if secrets.iter().all(Option::is_none) {
+        let wanted = if sources.is_empty() {
+            "secret_env or secret_file".to_owned()
+        } else {
+            sources.join(" or ")
+        };
+        return Ok(format!(
+            "NOT SET: set {wanted} or every delivery is rejected"
+        ));
+    }
+    if let [source] = sources.as_slice() {
+        return Ok(format!("secret from {source}"));
+    }
+    let listed: Vec<String> = sources
+        .iter()
+        .zip(&secrets)
+        .enumerate()
+        .map(|(position, (source, secret))| match secret {
+            Some(_) => format!("{position}: {source}"),
+            None => format!("{position}: {source} NOT SET"),
+        })
+        .collect();
+    Ok(format!("secrets in rotation, {}", listed.join(", ")))
 }
 
 /// The store location for the banner, without a password.

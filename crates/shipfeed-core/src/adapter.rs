@@ -125,6 +125,9 @@ impl From<String> for Secret {
 }
 
 /// How an endpoint authenticates its deliveries.
+///
+/// One value holds one secret; an endpoint that rotates its secret holds several and checks a
+/// delivery with [`auth::verify_any`](crate::auth::verify_any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Credentials {
@@ -140,7 +143,8 @@ pub enum Credentials {
         /// Expected password.
         password: Secret,
     },
-    /// A static bearer token (Shipup).
+    /// A fixed bearer token: `Authorization: Bearer <token>` must be exactly this string
+    /// (Shipup's static token). A signed JWT is [`Credentials::Jwt`].
     Bearer(Secret),
     /// A token in a custom header (HappyColis subscription headers such as `X-Secret-Token`).
     HeaderToken {
@@ -149,6 +153,62 @@ pub enum Credentials {
         /// Expected value.
         token: Secret,
     },
+    /// A signed JWT (Shipup's OAuth 2.0 JWT bearer flow), checked against a key set with an
+    /// algorithm allow-list, audience, issuer and validity times.
+    Jwt(crate::auth::jwt::JwtVerifier),
+}
+
+impl Credentials {
+    /// The kind of these credentials; `None` for [`Credentials::None`].
+    pub fn kind(&self) -> Option<CredentialKind> {
+        match self {
+            Credentials::None => None,
+            Credentials::Hmac(_) => Some(CredentialKind::Hmac),
+            Credentials::Basic { .. } => Some(CredentialKind::Basic),
+            Credentials::Bearer(_) => Some(CredentialKind::FixedBearer),
+            Credentials::HeaderToken { .. } => Some(CredentialKind::HeaderToken),
+            Credentials::Jwt(_) => Some(CredentialKind::Jwt),
+        }
+    }
+}
+
+/// The kinds of [`Credentials`], for an adapter to say which it can check
+/// ([`Adapter::credential_kinds`]) so that a wrong kind is refused when the service starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialKind {
+    /// [`Credentials::Hmac`].
+    Hmac,
+    /// [`Credentials::Basic`].
+    Basic,
+    /// [`Credentials::Bearer`]: a fixed token.
+    FixedBearer,
+    /// [`Credentials::HeaderToken`].
+    HeaderToken,
+    /// [`Credentials::Jwt`].
+    Jwt,
+}
+
+impl CredentialKind {
+    /// Every kind.
+    pub const ALL: [CredentialKind; 5] = [
+        CredentialKind::Hmac,
+        CredentialKind::Basic,
+        CredentialKind::FixedBearer,
+        CredentialKind::HeaderToken,
+        CredentialKind::Jwt,
+    ];
+
+    /// What the kind is, in words, for error messages (`"an HMAC secret"`).
+    pub const fn describe(self) -> &'static str {
+        match self {
+            CredentialKind::Hmac => "an HMAC secret",
+            CredentialKind::Basic => "HTTP Basic credentials",
+            CredentialKind::FixedBearer => "a fixed bearer token",
+            CredentialKind::HeaderToken => "a token in a custom header",
+            CredentialKind::Jwt => "a signed JWT",
+        }
+    }
 }
 
 /// Turns one provider's deliveries into canonical [`Output`]s.
@@ -168,6 +228,24 @@ pub trait Adapter: Send + Sync {
     /// [`MissingSecret`](crate::ErrorKind::MissingSecret) when the adapter needs credentials and
     /// `credentials` has none (fail closed).
     fn verify(&self, delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error>;
+
+    /// The kinds of credentials [`verify`](Adapter::verify) can check. The service refuses to
+    /// start with an endpoint configured with another kind, instead of rejecting every
+    /// delivery; `verify` answers [`Config`](crate::ErrorKind::Config) for them. Check with
+    /// [`auth::check_kind`](crate::auth::check_kind). Default: every kind.
+    fn credential_kinds(&self) -> &'static [CredentialKind] {
+        &CredentialKind::ALL
+    }
+
+    /// Whether `delivery` is the provider's endpoint probe: a request that carries no data,
+    /// that the provider sends to check an endpoint (possibly without credentials) and needs
+    /// answered with a 2xx. The service answers it without storing it, authenticated or not,
+    /// so it must match only a body that carries nothing. Never panics. Default: `false` (the
+    /// provider has no such probe).
+    fn is_probe(&self, delivery: &RawDelivery) -> bool {
+        let _ = delivery;
+        false
+    }
 
     /// Normalizes an (already authenticated) delivery into 0..n outputs.
     ///

@@ -1,5 +1,9 @@
 //! Authentication helpers every adapter shares: HMAC-SHA256 signatures (hex or base64) and
-//! static credentials, all compared in constant time.
+//! static credentials, all compared in constant time; signed JWTs ([`jwt`]); several
+//! credentials of one endpoint during a rotation ([`verify_any`]); and the check that an
+//! adapter can use a kind of credentials at all ([`check_kind`]).
+
+pub mod jwt;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
@@ -7,7 +11,9 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::{Credentials, Error, ErrorKind, Headers, RawDelivery, Secret};
+use crate::{
+    Adapter, CredentialKind, Credentials, Error, ErrorKind, Headers, Provider, RawDelivery, Secret,
+};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -173,8 +179,8 @@ pub enum BodySignature {
 }
 
 /// Checks `delivery` against any kind of [`Credentials`]: an HMAC secret through the provider's
-/// `signature` scheme, or Basic, Bearer or a custom header token. The one dispatch every
-/// adapter's `verify` needs.
+/// `signature` scheme, or Basic, a fixed bearer token, a custom header token or a JWT. The one
+/// dispatch every adapter's `verify` needs (after [`check_kind`]).
 ///
 /// # Errors
 /// [`ErrorKind::MissingSecret`] for [`Credentials::None`] (fail closed),
@@ -201,7 +207,7 @@ pub fn verify_credentials(
         Credentials::Hmac(secret) | Credentials::Bearer(secret) => secret.expose().is_empty(),
         Credentials::Basic { password, .. } => password.expose().is_empty(),
         Credentials::HeaderToken { token, .. } => token.expose().is_empty(),
-        Credentials::None => false,
+        Credentials::None | Credentials::Jwt(_) => false,
     };
     if blank {
         // An empty secret would accept an empty password or a key anyone can compute with.
@@ -226,11 +232,115 @@ pub fn verify_credentials(
         (Credentials::HeaderToken { header, token }, _) => {
             verify_header_token(headers, header, token)
         }
+        // The injected receive time is "now": adapters never read the clock.
+        (Credentials::Jwt(verifier), _) => verifier.verify(headers, delivery.received_at),
         (Credentials::None, _) => Err(Error::new(
             ErrorKind::MissingSecret,
             "no credentials configured for this endpoint; refusing to accept unauthenticated deliveries",
         )),
     }
+}
+
+/// Refuses credentials of a `kind` that `provider` cannot check (`accepted`, from
+/// [`Adapter::credential_kinds`]); no kind ([`Credentials::None`], see
+/// [`Credentials::kind`]) passes (the adapter fails closed when a delivery comes). The service
+/// calls it for every endpoint when it starts, and adapters at the start of `verify`.
+///
+/// # Errors
+/// [`ErrorKind::Config`], tagged with `provider`, naming the kinds it accepts.
+///
+/// ```
+/// use shipfeed_core::{auth, CredentialKind, Credentials, ErrorKind, Provider, Secret};
+/// let kinds = [CredentialKind::Basic, CredentialKind::FixedBearer];
+/// let token = Credentials::Bearer(Secret::new("t"));
+/// auth::check_kind(Provider::Shipup, &kinds, token.kind()).unwrap();
+/// let err = auth::check_kind(Provider::Shipup, &kinds, Some(CredentialKind::Hmac)).unwrap_err();
+/// assert_eq!(err.kind(), ErrorKind::Config);
+/// assert!(err.to_string().contains("HTTP Basic credentials or a fixed bearer token"), "{err}");
+/// ```
+pub fn check_kind(
+    provider: Provider,
+    accepted: &[CredentialKind],
+    kind: Option<CredentialKind>,
+) -> Result<(), Error> {
+    let Some(kind) = kind else {
+        return Ok(());
+    };
+    if accepted.contains(&kind) {
+        return Ok(());
+    }
+    let names: Vec<&str> = accepted.iter().map(|k| k.describe()).collect();
+    let accepted = match names.split_last() {
+        None => "nothing".to_owned(),
+        Some((last, [])) => (*last).to_owned(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+    };
+    Err(Error::new(
+        ErrorKind::Config,
+        format!(
+            "{provider} authenticates with {accepted}; {} cannot apply",
+            kind.describe()
+        ),
+    )
+    .with_provider(provider))
+}
+
+/// Checks `delivery` against each of an endpoint's `credentials` in order (during a rotation:
+/// the new secret and the old one) and answers the position of the first that matches, so
+/// that an operator can see when an old secret is no longer used.
+///
+/// Each check is the adapter's own (constant time for every secret). A delivery that matches
+/// none is checked against all of them, so its answer takes as long whichever secret it
+/// almost matched; only a matching delivery stops early, which tells its sender nothing it
+/// does not already know.
+///
+/// # Errors
+/// The first credentials' error when none matches, or the first error that is not about
+/// authentication (a configuration error) at once. An empty list is checked as
+/// [`Credentials::None`] (the adapter decides: most fail closed).
+///
+/// ```
+/// use shipfeed_core::{auth, Adapter, Credentials, RawDelivery, Secret};
+/// # struct Basic;
+/// # impl Adapter for Basic {
+/// #     fn provider(&self) -> shipfeed_core::Provider { shipfeed_core::Provider::Shipup }
+/// #     fn verify(&self, d: &RawDelivery, c: &Credentials) -> Result<(), shipfeed_core::Error> {
+/// #         auth::verify_credentials(d, c, None)
+/// #     }
+/// #     fn parse(&self, _: &RawDelivery) -> Result<Vec<shipfeed_core::Output>, shipfeed_core::Error> {
+/// #         Ok(Vec::new())
+/// #     }
+/// # }
+/// let rotation = [
+///     Credentials::Bearer(Secret::new("new-token")),
+///     Credentials::Bearer(Secret::new("old-token")),
+/// ];
+/// let delivery = RawDelivery::new(&b"{}"[..], Default::default())
+///     .with_header("Authorization", "Bearer old-token");
+/// assert_eq!(auth::verify_any(&Basic, &delivery, &rotation).unwrap(), 1);
+/// ```
+pub fn verify_any(
+    adapter: &dyn Adapter,
+    delivery: &RawDelivery,
+    credentials: &[Credentials],
+) -> Result<usize, Error> {
+    if credentials.is_empty() {
+        return adapter.verify(delivery, &Credentials::None).map(|()| 0);
+    }
+    let mut refusal = None;
+    for (position, candidate) in credentials.iter().enumerate() {
+        match adapter.verify(delivery, candidate) {
+            Ok(()) => return Ok(position),
+            Err(error) if !error.kind().is_authentication() => return Err(error),
+            Err(error) => {
+                refusal.get_or_insert(error);
+            }
+        }
+    }
+    Err(refusal.unwrap_or_else(|| {
+        Error::new(ErrorKind::MissingSecret, "no credentials configured")
+            .with_provider(adapter.provider())
+    }))
 }
 
 /// Compares two byte strings in time independent of their content and length.

@@ -32,7 +32,7 @@ mod provider;
 mod state;
 pub mod time;
 
-pub use adapter::{Adapter, Credentials, Headers, RawDelivery, Secret};
+pub use adapter::{Adapter, CredentialKind, Credentials, Headers, RawDelivery, Secret};
 pub use error::{error_chain, Error, ErrorClass, ErrorKind};
 pub use event::{
     EstimatedDelivery, EventId, Location, Mapping, RawStatus, ShipmentRef, Status, TrackingEvent,

@@ -4,11 +4,6 @@ use shipfeed_core::{Error, ErrorKind, Provider};
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HappyColisError {
-    #[error(
-        "{0} credentials do not apply to HappyColis: configure the client secret (HMAC) or a \
-         subscription header token"
-    )]
-    UnsupportedCredentials(&'static str),
     #[error("a header-token credential needs a header name")]
     NoTokenHeader,
     #[error("`{kind}` carries a shipment, but the body is missing or null")]
@@ -22,9 +17,7 @@ pub(crate) enum HappyColisError {
 impl HappyColisError {
     fn kind(&self) -> ErrorKind {
         match self {
-            HappyColisError::UnsupportedCredentials(_) | HappyColisError::NoTokenHeader => {
-                ErrorKind::Config
-            }
+            HappyColisError::NoTokenHeader => ErrorKind::Config,
             HappyColisError::MissingShipment { .. } | HappyColisError::NoEventTime { .. } => {
                 ErrorKind::Payload
             }

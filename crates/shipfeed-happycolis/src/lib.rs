@@ -12,8 +12,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use shipfeed_core::json::{Text, TimeValue};
 use shipfeed_core::time::Instant;
 use shipfeed_core::{
-    carrier, Adapter, Credentials, Error, EstimatedDelivery, EventId, Location, Notice, NoticeKind,
-    Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status, TrackingEvent,
+    carrier, Adapter, CredentialKind, Credentials, Error, EstimatedDelivery, EventId, Location,
+    Notice, NoticeKind, Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status,
+    TrackingEvent,
 };
 
 use crate::error::{tagged, HappyColisError};
@@ -45,10 +46,15 @@ impl Adapter for HappyColisAdapter {
     ///
     /// # Errors
     /// `MissingSignature` / `InvalidSignature` when the delivery is not authentic,
-    /// `MissingSecret` for [`Credentials::None`] or an empty secret, `Config` for Basic or
-    /// Bearer credentials (HappyColis sends neither). Never panics.
+    /// `MissingSecret` for [`Credentials::None`] or an empty secret, `Config` for Basic,
+    /// bearer or JWT credentials (HappyColis sends none of them). Never panics.
     fn verify(&self, delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
         signature::verify(delivery, credentials)
+    }
+
+    /// Its signature's HMAC secret, or a subscription header token.
+    fn credential_kinds(&self) -> &'static [CredentialKind] {
+        signature::CREDENTIAL_KINDS
     }
 
     /// One event per entry of the shipment's `events` history for `shipment/*` messages; a

@@ -1,6 +1,6 @@
 //! Authentication of HappyColis deliveries.
 
-use shipfeed_core::{auth, Credentials, Error, RawDelivery};
+use shipfeed_core::{auth, CredentialKind, Credentials, Error, Provider, RawDelivery};
 
 use crate::error::{tagged, HappyColisError};
 
@@ -9,23 +9,23 @@ pub(crate) const SIGNATURE_HEADER: &str = "x-happycolis-webhook-signature";
 
 const SCHEME: auth::BodySignature = auth::BodySignature::Base64(SIGNATURE_HEADER);
 
+/// What HappyColis can send: its signature (keyed with the client secret), or a custom
+/// subscription header.
+pub(crate) const CREDENTIAL_KINDS: &[CredentialKind] =
+    &[CredentialKind::Hmac, CredentialKind::HeaderToken];
+
 /// Checks a delivery against the configured credentials, failing closed.
 ///
 /// - `Hmac(secret)`: the signature header over the exact body bytes.
 /// - `HeaderToken { header, token }`: a custom subscription header (e.g. `X-Secret-Token`),
 ///   for endpoints that rely on it instead of the signature.
 /// - `None`, or an empty secret or token: `MissingSecret` (an HMAC keyed with nothing proves
-///   nothing). Basic or Bearer: `Config`, since HappyColis sends neither.
+///   nothing). Basic, a bearer token or a JWT: `Config`, since HappyColis sends none of them.
 pub(crate) fn verify(delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
+    auth::check_kind(Provider::HappyColis, CREDENTIAL_KINDS, credentials.kind())?;
     match credentials {
         Credentials::HeaderToken { header, .. } if header.trim().is_empty() => {
             Err(HappyColisError::NoTokenHeader.into())
-        }
-        Credentials::Basic { .. } => {
-            Err(HappyColisError::UnsupportedCredentials("HTTP Basic").into())
-        }
-        Credentials::Bearer(_) => {
-            Err(HappyColisError::UnsupportedCredentials("bearer token").into())
         }
         // HMAC, a header token, or none; core fails closed on none and on blank secrets.
         _ => auth::verify_credentials(delivery, credentials, Some(SCHEME)).map_err(tagged),

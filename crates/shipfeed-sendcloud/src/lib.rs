@@ -8,8 +8,8 @@ mod status;
 use chrono::{DateTime, Utc};
 use shipfeed_core::json::{self, Text, TimeValue};
 use shipfeed_core::{
-    carrier, Adapter, Credentials, Error, EventId, Location, Notice, NoticeKind, Output, Provider,
-    RawDelivery, RawStatus, ShipmentRef, TrackingEvent,
+    carrier, Adapter, CredentialKind, Credentials, Error, EventId, Location, Notice, NoticeKind,
+    Output, Provider, RawDelivery, RawStatus, ShipmentRef, TrackingEvent,
 };
 
 use payload::{Carrier, Envelope, Parcel};
@@ -37,6 +37,12 @@ impl Adapter for SendcloudAdapter {
 
     fn verify(&self, delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
         signature::verify(delivery, credentials)
+    }
+
+    /// The webhooks' HMAC secret, or Basic, a fixed bearer token or a header token (Event
+    /// Subscriptions connections).
+    fn credential_kinds(&self) -> &'static [CredentialKind] {
+        signature::CREDENTIAL_KINDS
     }
 
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error> {

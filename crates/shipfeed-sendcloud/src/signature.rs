@@ -2,14 +2,24 @@
 //! integration's Secret Key or Webhook Signature Key.
 
 use shipfeed_core::auth::{self, BodySignature};
-use shipfeed_core::{Credentials, Error, Provider, RawDelivery};
+use shipfeed_core::{CredentialKind, Credentials, Error, Provider, RawDelivery};
 
 /// The header Sendcloud signs legacy integration webhooks in.
 pub const SIGNATURE_HEADER: &str = "Sendcloud-Signature";
 
+/// The integration webhooks' HMAC, or what an Event Subscriptions connection sends (Basic, a
+/// fixed bearer token, or an API key in a header of its own).
+pub(crate) const CREDENTIAL_KINDS: &[CredentialKind] = &[
+    CredentialKind::Hmac,
+    CredentialKind::Basic,
+    CredentialKind::FixedBearer,
+    CredentialKind::HeaderToken,
+];
+
 pub(crate) fn verify(delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
     // Event Subscriptions connections authenticate with Basic, Bearer or a header token
     // instead of an HMAC; `verify_credentials` covers those too.
+    auth::check_kind(Provider::Sendcloud, CREDENTIAL_KINDS, credentials.kind())?;
     auth::verify_credentials(
         delivery,
         credentials,

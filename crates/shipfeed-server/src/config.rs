@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
-use shipfeed::{Credentials, Provider, Secret};
+use shipfeed::auth::jwt::{Algorithm, JwtPolicy};
+use shipfeed::{CredentialKind, Credentials, Provider, Secret};
 use shipfeed_sqs::{QueueRef, SqsConfig, SqsCredentials};
 use shipfeed_subscriptions::{Subscription, SubscriptionConfig};
 
@@ -116,6 +117,14 @@ pub struct SqsSourceConfig {
 }
 
 /// One inbound endpoint: a provider and how its deliveries authenticate.
+///
+/// The secret (an HMAC key, a password or a token) comes from `secret_file` or, when that is
+/// not set, `secret_env`. Either takes one name or a list: during a rotation list the new
+/// secret and the old one; each is accepted, and `shipfeed_auth_matched_total{endpoint,
+/// position}` counts which matched (position 0 is the first listed), so the old one can go
+/// once its position stops counting. What the secret is follows from the other settings:
+/// `basic_user`, `fixed_bearer` or `token_header`, else an HMAC key. A `[endpoint.jwt]` table
+/// instead checks signed JWTs against a key set, and needs no secret.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointConfig {
@@ -123,17 +132,114 @@ pub struct EndpointConfig {
     pub name: String,
     /// The provider that posts here.
     pub provider: Provider,
-    /// Environment variable holding the secret (HMAC key, password or token).
-    pub secret_env: Option<String>,
-    /// File holding the secret (trailing newline ignored).
-    pub secret_file: Option<PathBuf>,
+    /// Environment variable(s) holding the secret(s): `"A"` or `["A", "B"]`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub secret_env: Vec<String>,
+    /// File(s) holding the secret(s), trailing newline ignored: a path or a list. Takes
+    /// precedence over `secret_env`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub secret_file: Vec<PathBuf>,
     /// The secret is the password of this HTTP Basic user.
     pub basic_user: Option<String>,
-    /// The secret is a static bearer token.
-    #[serde(default)]
-    pub bearer: bool,
+    /// The secret is a fixed bearer token: `Authorization: Bearer <secret>`, compared as a
+    /// string (for a signed JWT use `[endpoint.jwt]`). `bearer = true` is its older spelling.
+    #[serde(default, alias = "bearer")]
+    pub fixed_bearer: bool,
     /// The secret is the value of this header.
     pub token_header: Option<String>,
+    /// Deliveries carry a signed JWT, checked against a key set (Shipup's OAuth 2.0 JWT bearer
+    /// flow, Google-IAP compatible).
+    pub jwt: Option<JwtConfig>,
+}
+
+/// How an endpoint checks signed JWTs (`[endpoint.jwt]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Accepted audiences (`aud`), one or a list: what the sender was told to put there (the
+    /// "Audience" of Shipup's settings).
+    #[serde(deserialize_with = "one_or_many")]
+    pub audience: Vec<String>,
+    /// Accepted issuers (`iss`), one or a list.
+    #[serde(deserialize_with = "one_or_many")]
+    pub issuer: Vec<String>,
+    /// Where the key set (JWKS) is published: `https://`, or `http://` on a loopback address
+    /// only. Fetched in the background, never while a request waits.
+    pub jwks_url: Option<String>,
+    /// A file holding the key set (instead of `jwks_url`): read at startup, and again on the
+    /// same schedule.
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted algorithms: `"RS256"`, `"ES256"` (default both; nothing else exists).
+    #[serde(default = "default_jwt_algorithms")]
+    pub algorithms: Vec<Algorithm>,
+    /// The header that carries the token: `Authorization` (a bearer token, the default) or
+    /// another whose whole value is the token (Google IAP: `x-goog-iap-jwt-assertion`).
+    #[serde(default = "default_jwt_header")]
+    pub header: String,
+    /// Tolerated clock difference for `exp` and `nbf`, 0 to 300 seconds.
+    #[serde(default = "default_jwt_leeway")]
+    pub leeway_seconds: u64,
+    /// Seconds between two fetches of the key set.
+    #[serde(default = "default_jwks_refresh")]
+    pub refresh_seconds: u64,
+    /// The least seconds between two fetches: a token naming an unknown key id asks for a
+    /// fetch at once, but not sooner than this after the last one (and a failed fetch is
+    /// retried from this delay, doubling up to `refresh_seconds`).
+    #[serde(default = "default_jwks_min_refresh")]
+    pub min_refresh_seconds: u64,
+}
+
+/// Where a JWT endpoint's key set comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyLocation {
+    /// A JWKS URL.
+    Url(reqwest::Url),
+    /// A JWKS file.
+    File(PathBuf),
+}
+
+impl std::fmt::Display for KeyLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyLocation::Url(url) => write!(f, "{url}"),
+            KeyLocation::File(path) => write!(f, "file {}", path.display()),
+        }
+    }
+}
+
+/// A value or a list of them, in the TOML.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany<T> {
+    One(T),
+    Many(Vec<T>),
+}
+
+fn one_or_many<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(match OneOrMany::deserialize(deserializer)? {
+        OneOrMany::One(value) => vec![value],
+        OneOrMany::Many(values) => values,
+    })
+}
+
+fn default_jwt_algorithms() -> Vec<Algorithm> {
+    Algorithm::ALL.to_vec()
+}
+fn default_jwt_header() -> String {
+    "Authorization".to_owned()
+}
+fn default_jwt_leeway() -> u64 {
+    JwtPolicy::DEFAULT_LEEWAY_SECONDS.unsigned_abs()
+}
+fn default_jwks_refresh() -> u64 {
+    3600
+}
+fn default_jwks_min_refresh() -> u64 {
+    60
 }
 
 fn default_listen() -> SocketAddr {
@@ -171,14 +277,15 @@ impl Config {
         let endpoint = |provider: Provider, basic_user: Option<&str>| EndpointConfig {
             name: provider.as_str().to_owned(),
             provider,
-            secret_env: Some(format!(
+            secret_env: vec![format!(
                 "SHIPFEED_{}_SECRET",
                 provider.as_str().to_uppercase()
-            )),
-            secret_file: None,
+            )],
+            secret_file: Vec::new(),
             basic_user: basic_user.map(str::to_owned),
-            bearer: false,
+            fixed_bearer: false,
             token_header: None,
+            jwt: None,
         };
         Config {
             listen: default_listen(),
@@ -221,7 +328,8 @@ impl Config {
     /// # Errors
     /// [`ServiceError::Read`] or [`ServiceError::Parse`] for an unreadable file or invalid
     /// TOML, [`ServiceError::Setting`] for a bad override, [`ServiceError::Config`] for
-    /// duplicate endpoint names, an SQS source without exactly one queue or a lease of no
+    /// duplicate endpoint names, an endpoint whose settings contradict each other (see
+    /// [`EndpointConfig::check`]), an SQS source without exactly one queue or a lease of no
     /// time, [`ServiceError::Subscription`] for invalid subscriptions.
     pub fn load(path: Option<&Path>) -> Result<Self, ServiceError> {
         let mut config = match path {
@@ -258,6 +366,9 @@ impl Config {
                 "endpoint `{}` is configured twice",
                 pair[0]
             )));
+        }
+        for endpoint in &config.endpoints {
+            endpoint.check()?;
         }
         for source in &config.sqs_sources {
             if source.queue_url.is_some() == source.queue_name.is_some() {
@@ -316,43 +427,144 @@ where
 }
 
 impl EndpointConfig {
-    /// Where the secret comes from, for the startup banner (never the secret itself).
-    pub fn secret_source(&self) -> String {
-        match (&self.secret_env, &self.secret_file) {
-            (_, Some(file)) => format!("file {}", file.display()),
-            (Some(var), None) => format!("${var}"),
-            (None, None) => "nothing".to_owned(),
+    /// Checks the settings that contradict each other or would accept what they should not.
+    ///
+    /// # Errors
+    /// [`ServiceError::Config`] naming the endpoint: `jwt` with a secret or another kind of
+    /// credentials, a JWT table that does not check (see [`JwtConfig::policy`] and
+    /// [`JwtConfig::location`]), a blank `token_header`, a blank or repeated secret name.
+    pub fn check(&self) -> Result<(), ServiceError> {
+        let fail = |message: String| {
+            Err(ServiceError::Config(format!(
+                "endpoint `{}`: {message}",
+                self.name
+            )))
+        };
+        if let Some(jwt) = &self.jwt {
+            if !self.secret_env.is_empty()
+                || !self.secret_file.is_empty()
+                || self.basic_user.is_some()
+                || self.fixed_bearer
+                || self.token_header.is_some()
+            {
+                return fail(
+                    "`jwt` needs no secret; leave out secret_env, secret_file, basic_user, fixed_bearer and token_header"
+                        .to_owned(),
+                );
+            }
+            if let Err(message) = jwt.policy().and(jwt.location()).and(jwt.refresh()) {
+                return fail(message);
+            }
+        }
+        if self
+            .token_header
+            .as_deref()
+            .is_some_and(|h| h.trim().is_empty())
+        {
+            return fail("`token_header` is blank".to_owned());
+        }
+        let mut names: Vec<String> = self.secret_env.clone();
+        names.extend(self.secret_file.iter().map(|f| f.display().to_string()));
+        if names.iter().any(|n| n.trim().is_empty()) {
+            return fail("a secret_env or secret_file entry is blank".to_owned());
+        }
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|w| w[0] == w[1]) {
+            return fail(format!("secret `{}` is listed twice", pair[0]));
+        }
+        Ok(())
+    }
+
+    /// Where each secret comes from, in position order, for the startup banner (never the
+    /// secrets themselves): `$VAR` or `file <path>`.
+    pub fn secret_sources(&self) -> Vec<String> {
+        if self.secret_file.is_empty() {
+            self.secret_env
+                .iter()
+                .map(|var| format!("${var}"))
+                .collect()
+        } else {
+            self.secret_file
+                .iter()
+                .map(|file| format!("file {}", file.display()))
+                .collect()
         }
     }
 
-    /// The endpoint's credentials; [`Credentials::None`] when its secret is not set, which the
-    /// adapters reject (fail closed).
+    /// The kind of credentials the settings describe, secret set or not; `None` for an
+    /// endpoint with neither a secret nor a JWT table.
+    pub fn credential_kind(&self) -> Option<CredentialKind> {
+        if self.jwt.is_some() {
+            Some(CredentialKind::Jwt)
+        } else if self.basic_user.is_some() {
+            Some(CredentialKind::Basic)
+        } else if self.fixed_bearer {
+            Some(CredentialKind::FixedBearer)
+        } else if self.token_header.is_some() {
+            Some(CredentialKind::HeaderToken)
+        } else if !self.secret_env.is_empty() || !self.secret_file.is_empty() {
+            Some(CredentialKind::Hmac)
+        } else {
+            None
+        }
+    }
+
+    /// The secrets, in position order (`secret_file`'s when set, else `secret_env`'s); `None`
+    /// where a variable is unset or a value empty.
     ///
     /// # Errors
     /// [`ServiceError::Read`] for a configured secret file that cannot be read.
-    pub fn credentials(&self) -> Result<Credentials, ServiceError> {
-        let secret = match (&self.secret_file, &self.secret_env) {
-            (Some(file), _) => Some(
-                std::fs::read_to_string(file)
-                    .map_err(|source| ServiceError::Read {
-                        path: file.clone(),
-                        source,
-                    })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, Some(var)) => std::env::var(var).ok(),
-            (None, None) => None,
+    pub fn secrets(&self) -> Result<Vec<Option<Secret>>, ServiceError> {
+        let values: Vec<Option<String>> = if self.secret_file.is_empty() {
+            self.secret_env
+                .iter()
+                .map(|var| std::env::var(var).ok())
+                .collect()
+        } else {
+            self.secret_file
+                .iter()
+                .map(|file| {
+                    std::fs::read_to_string(file)
+                        .map(|text| Some(text.trim_end_matches(['\r', '\n']).to_owned()))
+                        .map_err(|source| ServiceError::Read {
+                            path: file.clone(),
+                            source,
+                        })
+                })
+                .collect::<Result<_, _>>()?
         };
-        let Some(secret) = secret.filter(|s| !s.is_empty()).map(Secret::new) else {
-            return Ok(Credentials::None);
-        };
-        Ok(if let Some(username) = &self.basic_user {
+        Ok(values
+            .into_iter()
+            .map(|value| value.filter(|v| !v.is_empty()).map(Secret::new))
+            .collect())
+    }
+
+    /// The endpoint's shared-secret credentials, one per secret that is set, each with its
+    /// position; empty when none is set (the adapters then fail closed). A JWT endpoint has
+    /// none here: the service builds its verifier with a key source.
+    ///
+    /// # Errors
+    /// [`ServiceError::Read`] for a configured secret file that cannot be read.
+    pub fn credentials(&self) -> Result<Vec<(usize, Credentials)>, ServiceError> {
+        if self.jwt.is_some() {
+            return Ok(Vec::new());
+        }
+        let credentials = self
+            .secrets()?
+            .into_iter()
+            .enumerate()
+            .filter_map(|(position, secret)| Some((position, self.credentials_with(secret?))))
+            .collect();
+        Ok(credentials)
+    }
+
+    fn credentials_with(&self, secret: Secret) -> Credentials {
+        if let Some(username) = &self.basic_user {
             Credentials::Basic {
                 username: username.clone(),
                 password: secret,
             }
-        } else if self.bearer {
+        } else if self.fixed_bearer {
             Credentials::Bearer(secret)
         } else if let Some(header) = &self.token_header {
             Credentials::HeaderToken {
@@ -361,7 +573,71 @@ impl EndpointConfig {
             }
         } else {
             Credentials::Hmac(secret)
-        })
+        }
+    }
+}
+
+impl JwtConfig {
+    /// The verification policy.
+    ///
+    /// # Errors
+    /// A message when the policy would not check (no audience or issuer, no algorithm, a
+    /// leeway over 300 seconds, a blank header).
+    pub fn policy(&self) -> Result<JwtPolicy, String> {
+        let leeway = i64::try_from(self.leeway_seconds)
+            .map_err(|_| "leeway_seconds is too large".to_owned())?;
+        let policy = JwtPolicy::new(self.audience.clone(), self.issuer.clone())
+            .with_algorithms(self.algorithms.iter().copied())
+            .with_leeway(chrono::TimeDelta::seconds(leeway))
+            .with_header(&self.header);
+        policy.check().map_err(|e| e.message().to_owned())?;
+        Ok(policy)
+    }
+
+    /// Where the key set is.
+    ///
+    /// # Errors
+    /// A message unless exactly one of `jwks_url` and `jwks_file` is set, and the URL is
+    /// `https://` or `http://` on a loopback address (keys fetched in the clear from elsewhere
+    /// could be anyone's).
+    pub fn location(&self) -> Result<KeyLocation, String> {
+        match (&self.jwks_url, &self.jwks_file) {
+            (Some(url), None) => {
+                let url = reqwest::Url::parse(url)
+                    .map_err(|e| format!("jwks_url `{url}` is not a URL: {e}"))?;
+                let host = url.host_str().unwrap_or_default();
+                let loopback = host.eq_ignore_ascii_case("localhost")
+                    || host
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback());
+                match url.scheme() {
+                    "https" => Ok(KeyLocation::Url(url)),
+                    "http" if loopback => Ok(KeyLocation::Url(url)),
+                    _ => Err(format!(
+                        "jwks_url `{url}` must be https:// (http:// only on a loopback address)"
+                    )),
+                }
+            }
+            (None, Some(file)) => Ok(KeyLocation::File(file.clone())),
+            _ => Err("`jwt` needs exactly one of jwks_url and jwks_file".to_owned()),
+        }
+    }
+
+    /// The refresh timing: `(refresh_seconds, min_refresh_seconds)` as durations.
+    ///
+    /// # Errors
+    /// A message unless `1 <= min_refresh_seconds <= refresh_seconds <= 604800` (a week).
+    pub fn refresh(&self) -> Result<(chrono::TimeDelta, chrono::TimeDelta), String> {
+        let (every, least) = (self.refresh_seconds, self.min_refresh_seconds);
+        if least == 0 || least > every || every > 604_800 {
+            return Err(format!(
+                "refresh_seconds = {every}, min_refresh_seconds = {least}: give 1 <= min_refresh_seconds <= refresh_seconds <= 604800"
+            ));
+        }
+        let seconds = |s: u64| chrono::TimeDelta::seconds(i64::try_from(s).unwrap_or(i64::MAX));
+        Ok((seconds(every), seconds(least)))
     }
 }
 
@@ -503,14 +779,200 @@ mod tests {
     #[test]
     fn unset_secret_means_no_credentials() {
         let endpoint = &Config::embedded().endpoints[0];
-        assert_eq!(
-            endpoint.secret_env.as_deref(),
-            Some("SHIPFEED_SENDCLOUD_SECRET")
-        );
+        assert_eq!(endpoint.secret_env, ["SHIPFEED_SENDCLOUD_SECRET"]);
         let missing = EndpointConfig {
-            secret_env: Some("SHIPFEED_TEST_SURELY_UNSET".into()),
+            secret_env: vec!["SHIPFEED_TEST_SURELY_UNSET".into()],
             ..endpoint.clone()
         };
-        assert_eq!(missing.credentials().unwrap(), Credentials::None);
+        assert_eq!(missing.credentials().unwrap(), []);
+        assert_eq!(missing.credential_kind(), Some(CredentialKind::Hmac));
+    }
+
+    fn endpoint(toml_text: &str) -> Result<EndpointConfig, ServiceError> {
+        let config: Config = toml::from_str(&format!(
+            "[[endpoint]]\nname = \"e\"\nprovider = \"shipup\"\n{toml_text}"
+        ))
+        .map_err(|e| ServiceError::Config(e.to_string()))?;
+        let endpoint = config.endpoints[0].clone();
+        endpoint.check()?;
+        Ok(endpoint)
+    }
+
+    #[test]
+    fn secrets_take_one_name_or_a_list_and_keep_their_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let (new, old, empty) = (
+            dir.path().join("new"),
+            dir.path().join("old"),
+            dir.path().join("empty"),
+        );
+        std::fs::write(&new, "new-password\n").unwrap();
+        std::fs::write(&old, "old-password").unwrap();
+        std::fs::write(&empty, "\n").unwrap();
+        let listed = endpoint(&format!(
+            "basic_user = \"shipup\"\nsecret_file = [{:?}, {:?}, {:?}]",
+            empty.display().to_string(),
+            new.display().to_string(),
+            old.display().to_string()
+        ))
+        .unwrap();
+        let basic = |password: &str| Credentials::Basic {
+            username: "shipup".into(),
+            password: Secret::new(password),
+        };
+        assert_eq!(
+            listed.credentials().unwrap(),
+            [(1, basic("new-password")), (2, basic("old-password"))],
+            "an empty secret is left out, the others keep their positions"
+        );
+        assert_eq!(listed.secret_sources().len(), 3);
+        // The single form, as before; and an unset variable among set ones.
+        let single = endpoint("secret_env = \"PATH\"\nbearer = true").unwrap();
+        assert_eq!(single.credential_kind(), Some(CredentialKind::FixedBearer));
+        assert_eq!(single.credentials().unwrap().len(), 1);
+        let rotated = endpoint(
+            "secret_env = [\"SHIPFEED_TEST_SURELY_UNSET\", \"PATH\"]\nfixed_bearer = true",
+        )
+        .unwrap();
+        let positions: Vec<usize> = rotated
+            .credentials()
+            .unwrap()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(positions, [1]);
+        assert_eq!(
+            rotated.secret_sources(),
+            ["$SHIPFEED_TEST_SURELY_UNSET", "$PATH"]
+        );
+        // A file that cannot be read is an error, not an unset secret.
+        let unreadable = endpoint("secret_file = [\"/nonexistent/shipfeed-secret\"]").unwrap();
+        assert!(matches!(
+            unreadable.credentials(),
+            Err(ServiceError::Read { .. })
+        ));
+        for (bad, why) in [
+            ("secret_env = [\"A\", \"A\"]", "listed twice"),
+            ("secret_env = [\"\"]", "blank"),
+            (
+                "secret_env = \"A\"\ntoken_header = \" \"",
+                "`token_header` is blank",
+            ),
+        ] {
+            let error = endpoint(bad).unwrap_err().to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+    }
+
+    /// Every TOML example of the README loads (and checks) as it is written.
+    #[test]
+    fn the_readme_examples_load() {
+        let readme = include_str!("../../../README.md");
+        let blocks: Vec<&str> = readme
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .filter(|block| block.contains("[[endpoint]]"))
+            .collect();
+        assert!(blocks.len() >= 2, "{blocks:?}");
+        let dir = tempfile::tempdir().unwrap();
+        for block in blocks {
+            let path = dir.path().join("readme.toml");
+            std::fs::write(&path, block).unwrap();
+            let config = Config::load(Some(&path))
+                .unwrap_or_else(|e| panic!("{}\n{block}", shipfeed::error_chain(&e)));
+            assert!(!config.endpoints.is_empty());
+        }
+    }
+
+    #[test]
+    fn jwt_tables_are_checked_when_loaded() {
+        let jwt = |extra: &str| {
+            endpoint(&format!(
+                "[endpoint.jwt]\naudience = \"https://shipfeed.example/webhooks/shipup\"\n\
+                 issuer = [\"https://accounts.google.com\"]\n{extra}"
+            ))
+        };
+        let good = jwt("jwks_url = \"https://www.googleapis.com/oauth2/v3/certs\"").unwrap();
+        assert_eq!(good.credential_kind(), Some(CredentialKind::Jwt));
+        assert_eq!(good.credentials().unwrap(), []);
+        let table = good.jwt.as_ref().unwrap();
+        let policy = table.policy().unwrap();
+        assert_eq!(policy.algorithms, Algorithm::ALL);
+        assert_eq!(policy.leeway, chrono::TimeDelta::seconds(60));
+        assert_eq!(
+            table.refresh().unwrap(),
+            (
+                chrono::TimeDelta::seconds(3600),
+                chrono::TimeDelta::seconds(60)
+            )
+        );
+        let iap = jwt(
+            "jwks_file = \"/etc/shipfeed/iap.json\"\nheader = \"x-goog-iap-jwt-assertion\"\nalgorithms = [\"ES256\"]",
+        )
+        .unwrap();
+        let table = iap.jwt.as_ref().unwrap();
+        assert_eq!(
+            table.location().unwrap(),
+            KeyLocation::File("/etc/shipfeed/iap.json".into())
+        );
+        assert_eq!(table.policy().unwrap().algorithms, [Algorithm::Es256]);
+        for loopback in [
+            "http://127.0.0.1:9000/jwks",
+            "http://localhost/jwks",
+            "http://[::1]/jwks",
+        ] {
+            jwt(&format!("jwks_url = \"{loopback}\"")).unwrap();
+        }
+        for (bad, why) in [
+            ("", "exactly one of jwks_url and jwks_file"),
+            (
+                "jwks_url = \"https://a.example/k\"\njwks_file = \"/k.json\"",
+                "exactly one of jwks_url and jwks_file",
+            ),
+            (
+                "jwks_url = \"http://keys.example/jwks\"",
+                "must be https://",
+            ),
+            ("jwks_url = \"ftp://127.0.0.1/jwks\"", "must be https://"),
+            ("jwks_url = \"not a url\"", "is not a URL"),
+            (
+                "jwks_file = \"/k.json\"\nalgorithms = [\"HS256\"]",
+                "unknown variant `HS256`",
+            ),
+            (
+                "jwks_file = \"/k.json\"\nalgorithms = [\"none\"]",
+                "unknown variant `none`",
+            ),
+            (
+                "jwks_file = \"/k.json\"\nalgorithms = []",
+                "at least one algorithm",
+            ),
+            (
+                "jwks_file = \"/k.json\"\nleeway_seconds = 3600",
+                "0 to 300 seconds",
+            ),
+            (
+                "jwks_file = \"/k.json\"\nmin_refresh_seconds = 0",
+                "min_refresh_seconds",
+            ),
+            (
+                "jwks_file = \"/k.json\"\nrefresh_seconds = 10",
+                "min_refresh_seconds",
+            ),
+        ] {
+            let error = jwt(bad).unwrap_err().to_string();
+            assert!(error.contains(why), "{bad}: {error}");
+        }
+        let error = endpoint(
+            "secret_env = \"X\"\n[endpoint.jwt]\naudience = \"a\"\nissuer = \"i\"\njwks_file = \"/k.json\"",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("`jwt` needs no secret"), "{error}");
+        let error = endpoint("[endpoint.jwt]\naudience = []\nissuer = \"i\"\njwks_file = \"/k\"")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("at least one audience"), "{error}");
     }
 }

@@ -7,13 +7,18 @@
 //! ```
 //!
 //! - **Inbox** ([`Inbox`]): `POST /webhooks/{endpoint}` verifies with the endpoint's adapter
-//!   (401 and nothing stored when not authentic), appends the raw delivery durably (group
-//!   commit with concurrent requests) and only then answers 200
-//!   `{"status":"accepted","delivery_seq":N}`. SQS sources ([`Service::start_sqs_sources`])
-//!   append the same way and delete a message only after its append. Only a store failure
-//!   answers 503; an endpoint that cannot check deliveries at all (credentials its provider
-//!   cannot use) answers 500, stores nothing and logs why. Every status follows from the
+//!   against each of its secrets (rotation: the position that matched is counted), 401 and
+//!   nothing stored when not authentic; appends the raw delivery durably (group commit with
+//!   concurrent requests) and only then answers 200 `{"status":"accepted","delivery_seq":N}`.
+//!   A provider's endpoint probe (Shipup's `{"livemode": "false"}`) is answered 200
+//!   `{"status":"probe"}` with or without credentials, and stored nowhere. SQS sources
+//!   ([`Service::start_sqs_sources`]) append the same way and delete a message only after its
+//!   append. Only a store failure answers 503. Credentials of a kind the provider cannot
+//!   send stop the service at startup ([`Service::new`]); an endpoint that still cannot check
+//!   deliveries answers 500, stores nothing and logs why. Every status follows from the
 //!   error's kind in one place, [`http_status`].
+//! - **JWT endpoints**: their key sets are fetched in the background
+//!   ([`Service::start_key_refresh`]), never while a request waits.
 //! - **Projector** ([`shipfeed_projector`], [`Service::start_projector`]): normalizes what the
 //!   inbox holds, under a fenced lease (one projector across replicas and processes), into
 //!   deduplicated events, dead letters and shipment states, and moves its cursor in the same
@@ -47,6 +52,7 @@
 pub mod config;
 mod error;
 mod inbox;
+mod jwks;
 mod metrics;
 mod sqs;
 mod subscriptions;
@@ -64,14 +70,17 @@ use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
+use shipfeed::auth::{self, jwt::JwtVerifier, jwt::KeySet, jwt::KeySource};
 use shipfeed::registry::{self, Settings};
 use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Output, Provider, RawDelivery};
 use shipfeed_projector::{Adapters, ProjectionObserver, Projector, ProjectorOptions};
-use shipfeed_store::{Arrival, FeedItem, Projection, Store, SystemClock};
+use shipfeed_store::{Arrival, Clock, FeedItem, Projection, Store, SystemClock};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
-pub use config::{Config, EndpointConfig, ProjectorConfig, SqsSourceConfig};
+pub use config::{
+    Config, EndpointConfig, JwtConfig, KeyLocation, ProjectorConfig, SqsSourceConfig,
+};
 pub use error::{BoxError, ServiceError};
 pub use inbox::{Inbox, InboxError, InboxObserver};
 use metrics::{Metrics, Outcome};
@@ -83,7 +92,17 @@ pub use sqs::StoreInbox;
 struct Endpoint {
     provider: Provider,
     adapter: Arc<dyn Adapter>,
-    credentials: Credentials,
+    /// Its credentials, in configured order, without the secrets that are not set; empty
+    /// when none is (the adapter decides, most fail closed).
+    credentials: Vec<Credentials>,
+    /// The configured position of each of `credentials`, for `shipfeed_auth_matched_total`.
+    positions: Vec<usize>,
+}
+
+/// A JWT endpoint's key set and its refresh timing.
+struct KeyRefresh {
+    keys: Arc<jwks::EndpointKeys>,
+    schedule: jwks::Schedule,
 }
 
 /// One configured SQS source: its adapter (for replay), the settings that adapter was built
@@ -177,35 +196,70 @@ pub struct Service {
     /// The service's own metrics registry (see `metrics.rs` for why it is not global).
     registry: Registry,
     subscriptions: subscriptions::Subscriptions,
+    /// The key sets of the JWT endpoints, refreshed by [`Service::start_key_refresh`].
+    key_sets: Vec<KeyRefresh>,
+    /// The client those refreshes fetch with (when there are any).
+    key_client: Option<reqwest::Client>,
 }
 
 impl Service {
     /// Builds the service from its configuration and an opened store.
     ///
     /// # Errors
-    /// [`ServiceError::Endpoint`] for an endpoint whose provider is not in this build,
-    /// [`ServiceError::Read`] for a secret file that cannot be read, [`ServiceError::Setting`]
-    /// for an SQS source with an unknown time zone, [`ServiceError::Subscription`] for invalid
-    /// subscriptions.
+    /// [`ServiceError::Endpoint`] for an endpoint whose provider is not in this build, or
+    /// whose credentials are of a kind its provider cannot send (a configuration error, so
+    /// that `serve` stops at once instead of refusing every delivery), or whose key set file
+    /// cannot be read; [`ServiceError::Read`] for a secret file that cannot be read,
+    /// [`ServiceError::Config`] for endpoint settings that contradict each other,
+    /// [`ServiceError::Setting`] for an SQS source with an unknown time zone,
+    /// [`ServiceError::Subscription`] for invalid subscriptions.
     pub fn new(config: &Config, store: Store) -> Result<Arc<Self>, ServiceError> {
         let mut endpoints = HashMap::new();
+        let mut key_sets = Vec::new();
         for endpoint in &config.endpoints {
-            let adapter =
-                registry::adapter(endpoint.provider, &Settings::default()).map_err(|source| {
-                    ServiceError::Endpoint {
-                        name: endpoint.name.clone(),
-                        source,
-                    }
-                })?;
+            let failed = |source: shipfeed::Error| ServiceError::Endpoint {
+                name: endpoint.name.clone(),
+                source,
+            };
+            let adapter: Arc<dyn Adapter> =
+                registry::adapter(endpoint.provider, &Settings::default())
+                    .map_err(failed)?
+                    .into();
+            auth::check_kind(
+                endpoint.provider,
+                adapter.credential_kinds(),
+                endpoint.credential_kind(),
+            )
+            .map_err(failed)?;
+            endpoint.check()?;
+            let (positions, credentials) = match &endpoint.jwt {
+                Some(jwt) => {
+                    let (keys, schedule) = key_set(&endpoint.name, jwt).map_err(failed)?;
+                    let policy = jwt.policy().map_err(|message| {
+                        failed(shipfeed::Error::new(ErrorKind::Config, message))
+                    })?;
+                    let verifier =
+                        JwtVerifier::new(policy, Arc::clone(&keys) as Arc<dyn KeySource>)
+                            .map_err(failed)?;
+                    key_sets.push(KeyRefresh { keys, schedule });
+                    (vec![0], vec![Credentials::Jwt(verifier)])
+                }
+                None => endpoint.credentials()?.into_iter().unzip(),
+            };
             endpoints.insert(
                 endpoint.name.clone(),
                 Endpoint {
                     provider: endpoint.provider,
-                    adapter: adapter.into(),
-                    credentials: endpoint.credentials()?,
+                    adapter,
+                    credentials,
+                    positions,
                 },
             );
         }
+        let key_client = (!key_sets.is_empty())
+            .then(jwks::client)
+            .transpose()
+            .map_err(|e| ServiceError::Config(format!("the JWKS HTTP client: {e}")))?;
         let mut sources = HashMap::new();
         for source in &config.sqs_sources {
             let zone: chrono_tz::Tz =
@@ -227,7 +281,8 @@ impl Service {
             let endpoint = Endpoint {
                 provider: source.provider,
                 adapter: adapter.into(),
-                credentials: Credentials::None,
+                credentials: Vec::new(),
+                positions: Vec::new(),
             };
             sources.insert(
                 source.name.clone(),
@@ -268,7 +323,42 @@ impl Service {
             observer,
             registry,
             subscriptions,
+            key_sets,
+            key_client,
         }))
+    }
+
+    /// Starts one task per JWT endpoint that keeps its key set fresh in the background
+    /// (fetched at start, every `refresh_seconds`, and soon after a token names an unknown
+    /// key id, never twice within `min_refresh_seconds`), until `shutdown` turns true.
+    /// Deliveries are checked against the keys held meanwhile; until a URL's first fetch
+    /// there are none, and JWTs are refused (the provider retries).
+    pub fn start_key_refresh(&self, shutdown: &watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
+        self.start_key_refresh_with(Arc::new(SystemClock), shutdown)
+    }
+
+    /// [`start_key_refresh`](Service::start_key_refresh) with the schedule read from
+    /// `clock`.
+    pub fn start_key_refresh_with(
+        &self,
+        clock: Arc<dyn Clock>,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Vec<JoinHandle<()>> {
+        let Some(client) = self.key_client.clone() else {
+            return Vec::new();
+        };
+        self.key_sets
+            .iter()
+            .map(|set| {
+                tokio::spawn(Arc::clone(&set.keys).refresh(
+                    set.schedule.clone(),
+                    client.clone(),
+                    Arc::clone(&clock),
+                    self.observer.metrics.clone(),
+                    shutdown.clone(),
+                ))
+            })
+            .collect()
     }
 
     /// The projector of this service's store, with its endpoints' and sources' adapters.
@@ -348,6 +438,28 @@ impl Service {
     }
 }
 
+/// A JWT endpoint's key set (a file is read now: a bad one stops the start) and its refresh
+/// schedule.
+fn key_set(
+    endpoint: &str,
+    jwt: &JwtConfig,
+) -> Result<(Arc<jwks::EndpointKeys>, jwks::Schedule), shipfeed::Error> {
+    let config = |message: String| shipfeed::Error::new(ErrorKind::Config, message);
+    let location = jwt.location().map_err(config)?;
+    let (every, least) = jwt.refresh().map_err(config)?;
+    let (keys, loaded_at) = match &location {
+        KeyLocation::File(path) => (
+            jwks::read_file(path).map_err(config)?,
+            Some(SystemClock.now()),
+        ),
+        KeyLocation::Url(_) => (KeySet::default(), None),
+    };
+    Ok((
+        jwks::EndpointKeys::new(endpoint, location, keys),
+        jwks::Schedule::new(every, least, loaded_at),
+    ))
+}
+
 /// The HTTP status that answers an error of `kind`: the one place the service maps errors to
 /// statuses. Authentication failures (including an endpoint without a secret: fail closed)
 /// are 401; a misconfigured endpoint or a provider left out of the build is 500, so the
@@ -396,6 +508,29 @@ fn error_response(status: StatusCode, message: impl std::fmt::Display) -> Respon
     (status, Json(json!({"error": message.to_string()}))).into_response()
 }
 
+/// The answer to a delivery that did not verify: 401 for an authentication failure, 500 for
+/// an endpoint that cannot check deliveries. Never logs the body, nor any credential.
+fn refuse(name: &str, endpoint: &Endpoint, metrics: &Metrics, error: &shipfeed::Error) -> Response {
+    let status = http_status(error.kind());
+    // Never log the body: it is unauthenticated input. The error says why, never the
+    // credentials the request carried.
+    if error.kind().is_authentication() {
+        tracing::warn!(endpoint = %name, %error, "rejected delivery");
+        metrics.delivery(name, endpoint.provider, Outcome::Unauthorized);
+        return error_response(status, error);
+    }
+    // Verify answers an authentication kind or, for credentials the provider cannot use
+    // (refused at startup, so this is a last resort), a configuration error.
+    tracing::error!(
+        endpoint = %name,
+        %error,
+        "the endpoint cannot check deliveries; fix its configuration (nothing stored)"
+    );
+    metrics.delivery(name, endpoint.provider, Outcome::Misconfigured);
+    // The detail is for the operator's log, not for whoever sent the request.
+    error_response(status, "the endpoint is misconfigured; nothing was stored")
+}
+
 async fn receive(
     State(service): State<Arc<Service>>,
     Path(name): Path<String>,
@@ -411,24 +546,26 @@ async fn receive(
         received_at: chrono::Utc::now(),
     };
     let metrics = &service.observer.metrics;
-    if let Err(error) = endpoint.adapter.verify(&delivery, &endpoint.credentials) {
-        let status = http_status(error.kind());
-        // Never log the body: it is unauthenticated input.
-        if error.kind().is_authentication() {
-            tracing::warn!(endpoint = %name, %error, "rejected delivery");
-            metrics.delivery(&name, endpoint.provider, Outcome::Unauthorized);
-            return error_response(status, &error);
-        }
-        // Verify answers an authentication kind or, for credentials the provider cannot use,
-        // a configuration error.
-        tracing::error!(
+    let verified = auth::verify_any(endpoint.adapter.as_ref(), &delivery, &endpoint.credentials);
+    if endpoint.adapter.is_probe(&delivery) {
+        // It carries no data, so it is answered whether or not it carries credentials (the
+        // provider may not send them with it), and stored nowhere.
+        let authenticated = verified.is_ok();
+        metrics.probe(&name, authenticated);
+        metrics.delivery(&name, endpoint.provider, Outcome::Probe);
+        tracing::info!(
             endpoint = %name,
-            %error,
-            "the endpoint cannot check deliveries; fix its configuration (nothing stored)"
+            authenticated,
+            "answered the provider's endpoint probe (no data: nothing stored)"
         );
-        metrics.delivery(&name, endpoint.provider, Outcome::Misconfigured);
-        // The detail is for the operator's log, not for whoever sent the request.
-        return error_response(status, "the endpoint is misconfigured; nothing was stored");
+        return (StatusCode::OK, Json(json!({"status": "probe"}))).into_response();
+    }
+    let matched = match verified {
+        Ok(index) => endpoint.positions.get(index).copied(),
+        Err(error) => return refuse(&name, endpoint, metrics, &error),
+    };
+    if let Some(position) = matched {
+        metrics.auth_matched(&name, position);
     }
     let arrival = Arrival {
         endpoint: name.clone(),

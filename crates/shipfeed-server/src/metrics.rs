@@ -52,6 +52,50 @@ struct CodeLabels {
     code: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PositionLabels {
+    endpoint: String,
+    position: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProbeLabels {
+    endpoint: String,
+    authenticated: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    endpoint: String,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    endpoint: String,
+}
+
+/// What a key set refresh came to, as the `outcome` label of `shipfeed_jwks_refreshes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refresh {
+    /// A new key set is in use.
+    Loaded,
+    /// The fetch or the document failed; the keys in use stay.
+    Failed,
+    /// A token named an unknown key, and the fetch it asks for waits for the minimum interval.
+    RateLimited,
+}
+
+impl Refresh {
+    fn as_str(self) -> &'static str {
+        match self {
+            Refresh::Loaded => "loaded",
+            Refresh::Failed => "failed",
+            Refresh::RateLimited => "rate_limited",
+        }
+    }
+}
+
 /// What a delivery came to, as the `outcome` label of `shipfeed_deliveries_total` (the
 /// inbox: accepted or why not) and of `shipfeed_projected_deliveries_total` (stored or dead
 /// letter).
@@ -61,6 +105,7 @@ pub(crate) enum Outcome {
     Stored,
     DeadLetter,
     Unauthorized,
+    Probe,
     Misconfigured,
     StoreUnavailable,
     Internal,
@@ -73,6 +118,7 @@ impl Outcome {
             Outcome::Stored => "stored",
             Outcome::DeadLetter => "dead_letter",
             Outcome::Unauthorized => "unauthorized",
+            Outcome::Probe => "probe",
             Outcome::Misconfigured => "misconfigured",
             Outcome::StoreUnavailable => "store_unavailable",
             Outcome::Internal => "internal_error",
@@ -93,6 +139,10 @@ pub(crate) struct Metrics {
     batch_seconds: Histogram,
     lag_deliveries: Gauge,
     lag_seconds: Gauge<f64, AtomicU64>,
+    auth_matched: Family<PositionLabels, Counter>,
+    probes: Family<ProbeLabels, Counter>,
+    jwks_refreshes: Family<RefreshLabels, Counter>,
+    jwks_keys: Family<EndpointLabels, Gauge>,
 }
 
 impl Metrics {
@@ -109,6 +159,10 @@ impl Metrics {
             batch_seconds: Histogram::new(COMMIT_BUCKETS),
             lag_deliveries: Gauge::default(),
             lag_seconds: Gauge::default(),
+            auth_matched: Family::default(),
+            probes: Family::default(),
+            jwks_refreshes: Family::default(),
+            jwks_keys: Family::default(),
         };
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the encoder appends it.
@@ -162,6 +216,26 @@ impl Metrics {
             "Time from handing deliveries to the inbox to their durable append",
             metrics.append.clone(),
         );
+        registry.register(
+            "shipfeed_auth_matched",
+            "Authentic deliveries by endpoint and the position of the configured secret that matched (0: the first listed); a rotated-out secret can go once its position stops counting",
+            metrics.auth_matched.clone(),
+        );
+        registry.register(
+            "shipfeed_probe",
+            "Provider endpoint probes (Shipup's {\"livemode\": \"false\"}) answered 200 without storing anything, by endpoint and whether they carried valid credentials",
+            metrics.probes.clone(),
+        );
+        registry.register(
+            "shipfeed_jwks_refreshes",
+            "Key set fetches of JWT endpoints, by outcome (loaded, failed, rate_limited)",
+            metrics.jwks_refreshes.clone(),
+        );
+        registry.register(
+            "shipfeed_jwks_keys",
+            "Usable keys in a JWT endpoint's key set in use",
+            metrics.jwks_keys.clone(),
+        );
         registry.register_collector(Box::new(ProcessMetrics));
         (metrics, registry)
     }
@@ -174,6 +248,41 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    pub(crate) fn auth_matched(&self, endpoint: &str, position: usize) {
+        self.auth_matched
+            .get_or_create(&PositionLabels {
+                endpoint: endpoint.to_owned(),
+                position: position.to_string(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn probe(&self, endpoint: &str, authenticated: bool) {
+        self.probes
+            .get_or_create(&ProbeLabels {
+                endpoint: endpoint.to_owned(),
+                authenticated: if authenticated { "true" } else { "false" },
+            })
+            .inc();
+    }
+
+    pub(crate) fn jwks_refresh(&self, endpoint: &str, outcome: Refresh) {
+        self.jwks_refreshes
+            .get_or_create(&RefreshLabels {
+                endpoint: endpoint.to_owned(),
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
+
+    pub(crate) fn jwks_keys(&self, endpoint: &str, keys: usize) {
+        self.jwks_keys
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .set(i64::try_from(keys).unwrap_or(i64::MAX));
     }
 
     pub(crate) fn duplicates(&self, provider: Provider, count: u64) {
@@ -333,6 +442,11 @@ mod tests {
         metrics.new_event(Provider::Sendcloud, "delivered");
         metrics.unmapped_code(Provider::HappyColis, "X99");
         metrics.append_seconds(0.004);
+        metrics.auth_matched("shipup", 1);
+        metrics.probe("shipup", false);
+        metrics.delivery("shipup", Provider::Shipup, Outcome::Probe);
+        metrics.jwks_refresh("shipup-jwt", Refresh::RateLimited);
+        metrics.jwks_keys("shipup-jwt", 2);
         let text = render(&registry);
         let series = [
             (
@@ -371,6 +485,23 @@ mod tests {
             (r#"shipfeed_inbox_append_seconds_bucket{le="0.005"}"#, 1.0),
             (r#"shipfeed_inbox_append_seconds_bucket{le="+Inf"}"#, 1.0),
             ("shipfeed_inbox_append_seconds_count", 1.0),
+            (
+                r#"shipfeed_auth_matched_total{endpoint="shipup",position="1"}"#,
+                1.0,
+            ),
+            (
+                r#"shipfeed_probe_total{endpoint="shipup",authenticated="false"}"#,
+                1.0,
+            ),
+            (
+                r#"shipfeed_deliveries_total{endpoint="shipup",provider="shipup",outcome="probe"}"#,
+                1.0,
+            ),
+            (
+                r#"shipfeed_jwks_refreshes_total{endpoint="shipup-jwt",outcome="rate_limited"}"#,
+                1.0,
+            ),
+            (r#"shipfeed_jwks_keys{endpoint="shipup-jwt"}"#, 2.0),
         ];
         for (name, expected) in series {
             assert_eq!(value(&text, name), Some(expected), "{name} in\n{text}");

@@ -58,12 +58,20 @@ use std::collections::HashSet;
 use chrono_tz::Tz;
 use serde::de::IgnoredAny;
 use shipfeed_core::{
-    auth, carrier, json, time, Adapter, Credentials, Error, EventId, Location, Mapping, Output,
-    Provider, RawDelivery, RawStatus, ShipmentRef, TrackingEvent,
+    auth, carrier, json, time, Adapter, CredentialKind, Credentials, Error, EventId, Location,
+    Mapping, Output, Provider, RawDelivery, RawStatus, ShipmentRef, TrackingEvent,
 };
 
 use crate::error::PayloadError;
 use crate::payload::{first_non_blank, Entry, Message, Text};
+
+/// What a relay of Seven Senders messages over an authenticated HTTP hop may check (the queue
+/// itself needs none).
+const RELAY_CREDENTIALS: &[CredentialKind] = &[
+    CredentialKind::Basic,
+    CredentialKind::FixedBearer,
+    CredentialKind::HeaderToken,
+];
 
 /// The message attribute (header) that carries the SQS message id; it becomes the events'
 /// `delivery_id`. Transports put the SQS `MessageId` under this name.
@@ -109,13 +117,20 @@ impl Adapter for SevenSendersAdapter {
     ///
     /// # Errors
     /// [`ErrorKind::Config`](shipfeed_core::ErrorKind::Config) for an HMAC secret (nothing is
-    /// signed), and the missing/invalid errors of Basic, Bearer or header-token checks.
+    /// signed) or a JWT, and the missing/invalid errors of Basic, Bearer or header-token
+    /// checks.
     fn verify(&self, delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
         match credentials {
             Credentials::None => Ok(()),
-            other => auth::verify_credentials(delivery, other, None)
+            other => auth::check_kind(Provider::SevenSenders, RELAY_CREDENTIALS, other.kind())
+                .and_then(|()| auth::verify_credentials(delivery, other, None))
                 .map_err(|e| e.with_provider(Provider::SevenSenders)),
         }
+    }
+
+    /// None needed; for a relay over HTTP, Basic, a fixed bearer token or a header token.
+    fn credential_kinds(&self) -> &'static [CredentialKind] {
+        RELAY_CREDENTIALS
     }
 
     /// One event for the status (with `status: None` when it is blank), one per event and per

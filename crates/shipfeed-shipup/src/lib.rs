@@ -1,9 +1,11 @@
 //! shipfeed adapter for [Shipup](https://developers.shipup.co) webhooks (`webhook_event`).
 //!
-//! [`ShipupAdapter`] checks the HTTP Basic or bearer credentials Shipup sends and turns a
-//! delivery into canonical outputs: every event of the tracker (the one the delivery was sent
-//! for has `trigger: true`), a `shipment_registered` notice for `tracker.new`, notices for
-//! `notification.new`, `feedback.new`, unknown types and the endpoint probe.
+//! [`ShipupAdapter`] checks the credentials Shipup sends (HTTP Basic, a fixed bearer token, or
+//! a signed JWT checked against a key set) and turns a delivery into canonical outputs: every
+//! event of the tracker (the one the delivery was sent for has `trigger: true`), a
+//! `shipment_registered` notice for `tracker.new`, notices for `notification.new`,
+//! `feedback.new`, unknown types and the endpoint probe. [`is_endpoint_probe`] recognizes the
+//! probe, which a service answers without credentials and without storing it.
 //!
 //! ```
 //! use shipfeed_core::{Adapter, Credentials, Output, RawDelivery, Secret, Status};
@@ -43,8 +45,9 @@ use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use shipfeed_core::json::Text;
 use shipfeed_core::time::Instant;
 use shipfeed_core::{
-    json, Adapter, Credentials, Error, EstimatedDelivery, EventId, Location, Mapping, Notice,
-    NoticeKind, Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status, TrackingEvent,
+    json, Adapter, CredentialKind, Credentials, Error, EstimatedDelivery, EventId, Location,
+    Mapping, Notice, NoticeKind, Output, Provider, RawDelivery, RawStatus, ShipmentRef, Status,
+    TrackingEvent,
 };
 
 use crate::error::ShipupError;
@@ -66,10 +69,21 @@ impl Adapter for ShipupAdapter {
         Provider::Shipup
     }
 
-    /// Accepts [`Credentials::Basic`] (checked with a constant-time comparison) or
-    /// [`Credentials::Bearer`] (a static token); fails closed on [`Credentials::None`].
+    /// Accepts [`Credentials::Basic`] (checked with a constant-time comparison),
+    /// [`Credentials::Bearer`] (a fixed token) or [`Credentials::Jwt`] (a signed token, its
+    /// times checked against `received_at`); fails closed on [`Credentials::None`].
     fn verify(&self, delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
-        signature::verify(&delivery.headers, credentials)
+        signature::verify(delivery, credentials)
+    }
+
+    /// HTTP Basic, a fixed bearer token, or a JWT.
+    fn credential_kinds(&self) -> &'static [CredentialKind] {
+        signature::CREDENTIAL_KINDS
+    }
+
+    /// Exactly the endpoint probe (see [`is_endpoint_probe`]).
+    fn is_probe(&self, delivery: &RawDelivery) -> bool {
+        is_endpoint_probe(&delivery.body)
     }
 
     /// Never panics. The endpoint probe, notifications, feedback and unknown types give a
@@ -117,6 +131,34 @@ impl WebhookType {
 
 /// The `raw_type` of the endpoint probe, which has no `type` of its own.
 const PROBE_TYPE: &str = "endpoint_probe";
+
+/// The probe's only member, with its documented value (a string, not a boolean).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Probe {
+    livemode: String,
+}
+
+/// Whether `body` is exactly Shipup's endpoint probe, `{"livemode": "false"}`: a JSON object
+/// whose only member is `livemode` with the *string* `"false"` (white space aside). Shipup
+/// posts it when an endpoint is created or updated, refuses to save the endpoint without a
+/// 200, and does not document whether it carries the configured credentials. It carries no
+/// data, so a service may answer it without credentials and store nothing; any other body
+/// (an extra member, a repeated one, `livemode: false` as a boolean, a real delivery) is not
+/// the probe. Never panics.
+///
+/// ```
+/// use shipfeed_shipup::is_endpoint_probe;
+/// assert!(is_endpoint_probe(br#"{"livemode": "false"}"#));
+/// assert!(!is_endpoint_probe(br#"{"livemode": "false", "type": "tracker.new"}"#));
+/// assert!(!is_endpoint_probe(br#"{"livemode": false}"#));
+/// ```
+pub fn is_endpoint_probe(body: &[u8]) -> bool {
+    // The probe is 21 bytes as documented; anything much longer is something else.
+    const LONGEST: usize = 256;
+    body.len() <= LONGEST
+        && serde_json::from_slice::<Probe>(body).is_ok_and(|probe| probe.livemode == "false")
+}
 
 /// What every output of one delivery shares.
 struct Context<'d> {

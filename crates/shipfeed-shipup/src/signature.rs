@@ -1,32 +1,42 @@
-//! Authentication: Shipup signs nothing; it sends HTTP Basic credentials or a bearer token that
-//! the merchant configured, so verification is a constant-time comparison (core helpers).
+//! Authentication: Shipup signs no bodies. It sends the HTTP Basic credentials or the fixed
+//! bearer token the merchant configured (compared in constant time), or a signed JWT (its
+//! "OAuth 2.0 JWT Bearer flow", Google-IAP compatible), checked against a key set; all through
+//! the core helpers.
 
-use shipfeed_core::{auth, Credentials, Error, ErrorKind, Headers, Provider};
+use shipfeed_core::{auth, CredentialKind, Credentials, Error, ErrorKind, Provider, RawDelivery};
 
-/// Checks the `Authorization` header against the configured credentials, failing closed.
+/// What Shipup can send: HTTP Basic, a fixed bearer token, or a JWT.
+pub(crate) const CREDENTIAL_KINDS: &[CredentialKind] = &[
+    CredentialKind::Basic,
+    CredentialKind::FixedBearer,
+    CredentialKind::Jwt,
+];
+
+/// Checks the delivery's `Authorization` header (or the JWT policy's header) against the
+/// configured credentials, failing closed.
 ///
 /// # Errors
 /// `MissingSecret` for [`Credentials::None`] or a blank password / token, `MissingSignature`
-/// when the request has no matching `Authorization` header, `InvalidSignature` when it differs,
-/// `Config` for credentials Shipup cannot send (HMAC, header token).
-pub(crate) fn verify(headers: &Headers, credentials: &Credentials) -> Result<(), Error> {
-    let result = match credentials {
-        Credentials::Basic { username, password } if !password.expose().is_empty() => {
-            auth::verify_basic(headers, username, password)
-        }
-        Credentials::Bearer(token) if !token.expose().trim().is_empty() => {
-            auth::verify_bearer(headers, token)
-        }
-        // A blank password or token would accept anyone who sends a blank one: fail closed.
-        Credentials::None | Credentials::Basic { .. } | Credentials::Bearer(_) => Err(Error::new(
-            ErrorKind::MissingSecret,
-            "no Shipup credentials configured (HTTP Basic user and password, or a bearer token)",
-        )),
-        _ => Err(Error::new(
-            ErrorKind::Config,
-            "Shipup authenticates with HTTP Basic or a bearer token; these credentials cannot apply",
-        )),
-    };
+/// when the request carries no credentials where they are expected, `InvalidSignature` when
+/// they differ (or the JWT does not verify), `Config` for credentials Shipup cannot send (HMAC,
+/// header token).
+pub(crate) fn verify(delivery: &RawDelivery, credentials: &Credentials) -> Result<(), Error> {
+    let result =
+        auth::check_kind(Provider::Shipup, CREDENTIAL_KINDS, credentials.kind()).and_then(|()| {
+            match credentials {
+                // A blank password or token would accept anyone who sends a blank one.
+                Credentials::None => Err(Error::new(
+                    ErrorKind::MissingSecret,
+                    "no Shipup credentials configured (HTTP Basic user and password, a fixed bearer token, or a JWT policy)",
+                )),
+                Credentials::Bearer(token) if token.expose().trim().is_empty() => Err(Error::new(
+                    ErrorKind::MissingSecret,
+                    "the configured bearer token is blank",
+                )),
+                // Basic (blank passwords fail closed there), Bearer, JWT.
+                other => auth::verify_credentials(delivery, other, None),
+            }
+        });
     result.map_err(|e| e.with_provider(Provider::Shipup))
 }
 
@@ -42,7 +52,7 @@ pub(crate) fn basic_authorization(username: &str, password: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shipfeed_core::Secret;
+    use shipfeed_core::{Headers, Secret};
 
     fn basic() -> Credentials {
         Credentials::Basic {
@@ -55,8 +65,14 @@ mod tests {
         [("Authorization", value)].into_iter().collect()
     }
 
+    fn delivery(headers: &Headers) -> RawDelivery {
+        let mut delivery = RawDelivery::new(&b"{}"[..], chrono::DateTime::UNIX_EPOCH);
+        delivery.headers = headers.clone();
+        delivery
+    }
+
     fn kind(headers: &Headers, credentials: &Credentials) -> ErrorKind {
-        let err = verify(headers, credentials).unwrap_err();
+        let err = verify(&delivery(headers), credentials).unwrap_err();
         assert_eq!(err.provider(), Some(Provider::Shipup));
         err.kind()
     }
@@ -64,7 +80,7 @@ mod tests {
     #[test]
     fn basic_good_wrong_and_missing() {
         verify(
-            &with_auth(&basic_authorization("shipup", "s3cret")),
+            &delivery(&with_auth(&basic_authorization("shipup", "s3cret"))),
             &basic(),
         )
         .unwrap();
@@ -86,7 +102,11 @@ mod tests {
     #[test]
     fn bearer_good_wrong_and_missing() {
         let creds = Credentials::Bearer(Secret::new("eyJhbGciOi.static.token"));
-        verify(&with_auth("Bearer eyJhbGciOi.static.token"), &creds).unwrap();
+        verify(
+            &delivery(&with_auth("Bearer eyJhbGciOi.static.token")),
+            &creds,
+        )
+        .unwrap();
         assert_eq!(
             kind(&with_auth("Bearer eyJhbGciOi.other"), &creds),
             ErrorKind::InvalidSignature
@@ -118,6 +138,12 @@ mod tests {
             header: "X-Token".into(),
             token: Secret::new("k"),
         };
-        assert_eq!(kind(&Headers::new(), &token), ErrorKind::Config);
+        let err = verify(&delivery(&Headers::new()), &token).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Config);
+        assert!(
+            err.to_string()
+                .contains("HTTP Basic credentials, a fixed bearer token or a signed JWT"),
+            "{err}"
+        );
     }
 }

@@ -86,7 +86,8 @@ fn the_probe_is_a_ping() {
         outputs[0].as_notice().map(|n| n.kind),
         Some(NoticeKind::Ping)
     );
-    // The probe is authenticated like everything else.
+    // The adapter authenticates it like everything else (a service answers it without
+    // credentials because `is_probe` says it carries nothing).
     let err = ShipupAdapter::new()
         .construct(
             &RawDelivery::new(&b"{\"livemode\": \"false\"}"[..], received_at()),
@@ -94,6 +95,44 @@ fn the_probe_is_a_ping() {
         )
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::MissingSignature);
+}
+
+#[test]
+fn only_the_exact_probe_body_is_the_probe() {
+    let adapter = ShipupAdapter::new();
+    let probe = |body: &[u8]| adapter.is_probe(&RawDelivery::new(body, received_at()));
+    for body in [
+        &br#"{"livemode": "false"}"#[..],
+        br#"{"livemode":"false"}"#,
+        b"{\n  \"livemode\": \"false\"\n}",
+        b" {\"livemode\" : \"false\"} \r\n",
+    ] {
+        assert!(probe(body), "{}", String::from_utf8_lossy(body));
+    }
+    let tracker = serde_json::to_vec(&envelope(
+        "tracker.events.new",
+        tracker(three_events()),
+        json!({"event_id": 313345}),
+    ))
+    .unwrap();
+    let long = format!(r#"{{"livemode": "false"{}}}"#, " ".repeat(300));
+    for body in [
+        &br#"{"livemode": false}"#[..],
+        br#"{"livemode": "true"}"#,
+        br#"{"livemode": "False"}"#,
+        br#"{"livemode": "false", "type": "tracker.new"}"#,
+        br#"{"livemode": "false", "livemode": "false"}"#,
+        br#"{"livemode": "false", "data": {}}"#,
+        br#"{"livemode": ["false"]}"#,
+        br#"["livemode", "false"]"#,
+        br#"{"livemode": "false"} {}"#,
+        b"",
+        b"\xff\xfe",
+        long.as_bytes(),
+        &tracker,
+    ] {
+        assert!(!probe(body), "{}", String::from_utf8_lossy(body));
+    }
 }
 
 #[test]

@@ -5,6 +5,8 @@
 #![forbid(unsafe_code)]
 
 pub mod corpus;
+#[cfg(feature = "jwt")]
+pub mod jwt;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "schema")]

@@ -90,3 +90,51 @@ pub mod registry {
         }
     }
 }
+
+#[cfg(all(test, feature = "all-providers"))]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::auth::jwt::{FixedKeys, JwtPolicy, JwtVerifier, KeySet};
+    use crate::{auth, registry, Credentials, ErrorKind, Provider, RawDelivery, Secret};
+
+    /// What the service checks at startup (`credential_kinds`) and what `verify` answers agree
+    /// for every provider: a listed kind is never a configuration error, an unlisted one always
+    /// is.
+    #[test]
+    fn each_adapter_refuses_exactly_the_credential_kinds_it_does_not_list() {
+        let keys = Arc::new(FixedKeys::new(KeySet::default()));
+        let jwt = JwtVerifier::new(JwtPolicy::new(["aud"], ["iss"]), keys).unwrap();
+        let samples = [
+            Credentials::Hmac(Secret::new("k")),
+            Credentials::Basic {
+                username: "u".into(),
+                password: Secret::new("p"),
+            },
+            Credentials::Bearer(Secret::new("t")),
+            Credentials::HeaderToken {
+                header: "X-Token".into(),
+                token: Secret::new("t"),
+            },
+            Credentials::Jwt(jwt),
+        ];
+        let delivery = RawDelivery::new(&b"{}"[..], chrono::DateTime::UNIX_EPOCH);
+        for provider in Provider::ALL {
+            let adapter = registry::adapter(provider, &registry::Settings::default()).unwrap();
+            for credentials in &samples {
+                let Some(kind) = credentials.kind() else {
+                    continue;
+                };
+                let listed = adapter.credential_kinds().contains(&kind);
+                let checked =
+                    auth::check_kind(provider, adapter.credential_kinds(), credentials.kind());
+                assert_eq!(checked.is_ok(), listed, "{provider} {kind:?}");
+                let config = adapter
+                    .verify(&delivery, credentials)
+                    .is_err_and(|e| e.kind() == ErrorKind::Config);
+                assert_eq!(config, !listed, "{provider} {kind:?}");
+            }
+        }
+    }
+}
