@@ -34,8 +34,8 @@ use std::time::{Duration, Instant};
 use chrono::TimeDelta;
 use shipfeed_core::{Adapter, Error, ErrorKind, Output, Provider};
 use shipfeed_store::{
-    Clock, InboxLag, Lease, LeaseHolder, Normalized, Projection, Store, StoreError, StoredDelivery,
-    PROJECTOR,
+    Clock, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch, Projection, Store, StoreError,
+    StoredDelivery, PROJECTOR,
 };
 use tokio::sync::{watch, Notify};
 
@@ -228,20 +228,87 @@ impl Projector {
     /// [`StoreError`] when the store cannot be read or written (the batch is tried again).
     pub async fn step(&self, lease: &Lease) -> Result<usize, StoreError> {
         let cursor = self.store.cursor(PROJECTOR).await?;
+        match self.read(cursor, None).await? {
+            Some(batch) => self.record(lease, batch).await,
+            None => {
+                self.report_lag(cursor).await;
+                Ok(0)
+            }
+        }
+    }
+
+    /// Projects the inbox to its end while `holder` holds the lease, reading and normalizing
+    /// each next batch (on `cpu`) while the one before is recorded: the store's writer and the
+    /// adapters work at the same time. Returns `None` when the lease is held elsewhere,
+    /// otherwise how many deliveries it projected.
+    async fn drain(
+        &self,
+        holder: &mut LeaseHolder,
+        cpu: &Background,
+    ) -> Result<Option<usize>, StoreError> {
+        let Some(mut lease) = holder.hold().await? else {
+            return Ok(None);
+        };
+        let mut position = self.store.cursor(PROJECTOR).await?;
+        let mut next = self.read(position, Some(cpu)).await?;
+        if next.is_none() {
+            self.report_lag(position).await;
+        }
+        let mut projected = 0;
+        while let Some(batch) = next.take() {
+            position = batch.last;
+            let more = batch.arrivals.len() >= self.options.batch;
+            let (recorded, read) = tokio::join!(self.record(&lease, batch), async {
+                if more {
+                    self.read(position, Some(cpu)).await
+                } else {
+                    Ok(None)
+                }
+            });
+            projected += recorded?;
+            next = read?;
+            if next.is_some() {
+                match holder.hold().await? {
+                    Some(held) => lease = held,
+                    None => break,
+                }
+            }
+        }
+        Ok(Some(projected))
+    }
+
+    /// The batch of deliveries after `after`, normalized and made into rows (on `cpu` when
+    /// given); `None` when there is none.
+    async fn read(
+        &self,
+        after: i64,
+        cpu: Option<&Background>,
+    ) -> Result<Option<Prepared>, StoreError> {
         let page = self
             .store
-            .deliveries(cursor, self.options.batch, false)
+            .deliveries(after, self.options.batch, false)
             .await?;
-        let Some(last) = page.last().map(|stored| stored.seq) else {
-            self.report_lag(cursor).await;
-            return Ok(0);
-        };
+        if page.is_empty() {
+            return Ok(None);
+        }
+        match cpu {
+            Some(cpu) => {
+                let projector = self.clone();
+                cpu.run(move || projector.prepare(page)).await
+            }
+            None => Ok(self.prepare(page)),
+        }
+    }
+
+    /// The CPU work of a batch: every delivery normalized, then made into the store's rows.
+    fn prepare(&self, page: Vec<StoredDelivery>) -> Option<Prepared> {
+        let last = page.last()?.seq;
         let started = Instant::now();
-        let arrivals: Vec<(String, Provider)> = page
+        let arrivals = page
             .iter()
             .map(|stored| (stored.endpoint.clone(), stored.provider))
             .collect();
-        let batch = page
+        let normalized: Vec<Normalized> = page
             .iter()
             .map(|stored| Normalized {
                 delivery_seq: stored.seq,
@@ -249,6 +316,22 @@ impl Projector {
                 outcome: self.normalize(stored),
             })
             .collect();
+        Some(Prepared {
+            arrivals,
+            batch: PreparedBatch::from(normalized),
+            last,
+            started,
+        })
+    }
+
+    /// Records a prepared batch under `lease`, moving the cursor past it.
+    async fn record(&self, lease: &Lease, prepared: Prepared) -> Result<usize, StoreError> {
+        let Prepared {
+            arrivals,
+            batch,
+            last,
+            started,
+        } = prepared;
         let projections = self
             .store
             .project(lease, Some((PROJECTOR, last)), batch)
@@ -318,38 +401,40 @@ impl Projector {
     }
 
     /// Runs until `shutdown` turns true: holds the lease (or stands by while another replica
-    /// does), projects batch after batch, and waits for `wake` (notified after each inbox
-    /// append) when the inbox is projected to its end. Releases the lease when it stops.
+    /// does), projects the inbox to its end, and waits for `wake` (notified after each inbox
+    /// append). Releases the lease when it stops.
+    ///
+    /// Its CPU work (the adapters, the rows) runs on a thread of its own with a lower
+    /// priority ([`shipfeed_store::deprioritize_current_thread`]), as the store's projection
+    /// writer does: under more load than the machine can take, acknowledgements keep the CPU
+    /// and the projector falls behind (its lag is reported), rather than the reverse.
     pub async fn run(self, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+        let cpu = match Background::start() {
+            Ok(cpu) => cpu,
+            Err(error) => {
+                tracing::error!(%error, "cannot start the projector's thread; the projector does not run");
+                return;
+            }
+        };
         let mut lease = self.lease_holder(self.options.holder.clone());
         let mut backoff = RETRY_FIRST;
         while !*shutdown.borrow() {
-            let (holding, more) = match lease.hold().await {
-                Ok(Some(held)) => match self.step(&held).await {
-                    Ok(projected) => {
-                        backoff = RETRY_FIRST;
-                        (true, projected >= self.options.batch)
-                    }
-                    Err(StoreError::Fenced { .. }) => {
-                        lease.lost();
-                        (false, false)
-                    }
-                    Err(error) => {
-                        tracing::warn!(error = %shipfeed_core::error_chain(&error), "projector batch failed; retrying");
-                        let _ = tokio::time::timeout(backoff, shutdown.changed()).await;
-                        backoff = (backoff * 2).min(RETRY_LAST);
-                        continue;
-                    }
-                },
-                Ok(None) => (false, false),
+            let holding = match self.drain(&mut lease, &cpu).await {
+                Ok(held) => {
+                    backoff = RETRY_FIRST;
+                    held.is_some()
+                }
+                Err(StoreError::Fenced { .. }) => {
+                    lease.lost();
+                    false
+                }
                 Err(error) => {
-                    tracing::warn!(error = %shipfeed_core::error_chain(&error), "cannot take the projector lease");
-                    (false, false)
+                    tracing::warn!(error = %shipfeed_core::error_chain(&error), "projector failed; retrying");
+                    let _ = tokio::time::timeout(backoff, shutdown.changed()).await;
+                    backoff = (backoff * 2).min(RETRY_LAST);
+                    continue;
                 }
             };
-            if more {
-                continue;
-            }
             let renew = lease.renew_every();
             if holding {
                 tokio::select! {
@@ -366,6 +451,50 @@ impl Projector {
         if let Err(error) = lease.release().await {
             tracing::warn!(%error, "could not release the projector lease; it runs out by itself");
         }
+    }
+}
+
+/// A batch read from the inbox and prepared for [`Store::project`].
+struct Prepared {
+    /// The endpoint and provider of each delivery, for the observer.
+    arrivals: Vec<(String, Provider)>,
+    batch: PreparedBatch,
+    /// The last delivery's `seq`: where the cursor moves.
+    last: i64,
+    started: Instant,
+}
+
+/// The projector's thread for CPU work, at a lower priority; it ends when this is dropped.
+struct Background {
+    jobs: std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>,
+}
+
+impl Background {
+    fn start() -> std::io::Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::Builder::new()
+            .name("shipfeed-projector".into())
+            .spawn(move || {
+                shipfeed_store::deprioritize_current_thread();
+                while let Ok(job) = queue.recv() {
+                    job();
+                }
+            })?;
+        Ok(Background { jobs })
+    }
+
+    /// Runs `work` on the thread and waits for its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.jobs
+            .send(Box::new(move || {
+                let _ = done.send(work());
+            }))
+            .map_err(|_| StoreError::Closed)?;
+        result.await.map_err(|_| StoreError::Closed)
     }
 }
 

@@ -74,6 +74,55 @@ pub struct Normalized {
     pub outcome: Result<Vec<Output>, Error>,
 }
 
+/// Normalized deliveries made into the rows the store writes (events serialized, hashed and
+/// keyed), for [`Store::project`]. That is CPU work which `project` would otherwise do on its
+/// caller's task when given the `Vec<Normalized>` itself; the projector does it on a thread of
+/// its own beforehand.
+pub struct PreparedBatch(Vec<(i64, project::Outcome)>);
+
+impl From<Vec<Normalized>> for PreparedBatch {
+    fn from(batch: Vec<Normalized>) -> Self {
+        PreparedBatch(
+            batch
+                .into_iter()
+                .map(|item| {
+                    (
+                        item.delivery_seq,
+                        project::outcome_rows(item.provider, item.outcome),
+                    )
+                })
+                .collect(),
+        )
+    }
+}
+
+impl std::fmt::Debug for PreparedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PreparedBatch")
+            .field("deliveries", &self.0.len())
+            .finish()
+    }
+}
+
+/// Lowers the CPU priority of the calling thread (Linux: its nice value becomes
+/// [`BACKGROUND_NICE`]; elsewhere nothing), for work that must not take the CPU from
+/// acknowledgements: the projector's thread and the SQLite store's projection writer call it.
+/// Under more load than the machine can take, the inbox then keeps its rate and latency and
+/// the projection falls behind (its lag is a metric) instead of both slowing down. A priority
+/// cannot be raised again without privileges, so call it only on threads of one's own.
+pub fn deprioritize_current_thread() {
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE)
+    {
+        tracing::warn!(%error, "cannot lower the thread's priority");
+    }
+}
+
+/// The nice value of [`deprioritize_current_thread`]: a CPU share about a tenth of a normal
+/// thread's when both want the CPU, and all of it when nothing else does.
+pub const BACKGROUND_NICE: i32 = 10;
+
 /// What projecting one delivery produced; kept with the delivery (`GET /v1/deliveries/{seq}`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Projection {
@@ -362,9 +411,11 @@ impl std::fmt::Debug for Store {
 
 /// A writer whose driver blocks (SQLite): its own thread, driving the write loop on a
 /// current-thread runtime, so it never takes a worker from the caller's runtime.
+/// The projection writer runs `background` ([`deprioritize_current_thread`]).
 fn start_on_thread(
     name: &str,
     driver: impl WriteDriver + 'static,
+    background: bool,
 ) -> Result<mpsc::Sender<Job>, StoreError> {
     let (jobs, queue) = mpsc::channel(write::QUEUE);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -372,7 +423,12 @@ fn start_on_thread(
         .map_err(|e| StoreError::database("start the writer's runtime", e))?;
     std::thread::Builder::new()
         .name(name.into())
-        .spawn(move || runtime.block_on(write::write_loop(driver, queue)))
+        .spawn(move || {
+            if background {
+                deprioritize_current_thread();
+            }
+            runtime.block_on(write::write_loop(driver, queue))
+        })
         .map_err(|e| StoreError::database("start the writer thread", e))?;
     Ok(jobs)
 }
@@ -396,8 +452,8 @@ impl Store {
     pub fn sqlite(path: impl AsRef<std::path::Path>) -> Result<Self, StoreError> {
         let (inbox, feed, reader) = sqlite::open(path.as_ref())?;
         Ok(Store {
-            inbox: start_on_thread("shipfeed-inbox-writer", inbox)?,
-            writer: start_on_thread("shipfeed-feed-writer", feed)?,
+            inbox: start_on_thread("shipfeed-inbox-writer", inbox, false)?,
+            writer: start_on_thread("shipfeed-feed-writer", feed, true)?,
             reader: Arc::new(reader),
         })
     }
@@ -478,9 +534,9 @@ impl Store {
         &self,
         lease: &Lease,
         cursor: Option<(&str, i64)>,
-        batch: Vec<Normalized>,
+        batch: impl Into<PreparedBatch>,
     ) -> Result<Vec<Projection>, StoreError> {
-        self.project_work(lease, cursor, batch, false).await
+        self.project_work(lease, cursor, batch.into(), false).await
     }
 
     /// Records what this build's adapters make of deliveries projected before (replay), as
@@ -494,31 +550,22 @@ impl Store {
     pub async fn reproject(
         &self,
         lease: &Lease,
-        batch: Vec<Normalized>,
+        batch: impl Into<PreparedBatch>,
     ) -> Result<Vec<Projection>, StoreError> {
-        self.project_work(lease, None, batch, true).await
+        self.project_work(lease, None, batch.into(), true).await
     }
 
     async fn project_work(
         &self,
         lease: &Lease,
         cursor: Option<(&str, i64)>,
-        batch: Vec<Normalized>,
+        batch: PreparedBatch,
         again: bool,
     ) -> Result<Vec<Projection>, StoreError> {
-        let items = batch
-            .into_iter()
-            .map(|item| {
-                (
-                    item.delivery_seq,
-                    project::outcome_rows(item.provider, item.outcome),
-                )
-            })
-            .collect();
         let work = Work::Project {
             lease: (lease.name.clone(), lease.epoch),
             cursor: cursor.map(|(name, position)| (name.to_owned(), position)),
-            items,
+            items: batch.0,
             again,
         };
         match self.submit(work).await? {

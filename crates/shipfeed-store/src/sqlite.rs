@@ -261,12 +261,20 @@ fn db(context: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |error| StoreError::database(context, error)
 }
 
-fn connect(path: &Path) -> Result<Connection, StoreError> {
+/// Page cache per connection, in KiB: what each one's work re-reads. The projection writer
+/// revisits index pages (event ids, shipment keys) all the time; the readers serve feeds and
+/// lookups; the inbox writer only appends, and the checkpoints copy the WAL without the cache.
+const PROJECTION_CACHE_KIB: i64 = 16_000;
+const READER_CACHE_KIB: i64 = 8_000;
+const INBOX_CACHE_KIB: i64 = 2_000;
+const CHECKPOINT_CACHE_KIB: i64 = 500;
+
+fn connect(path: &Path, cache_kib: i64) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db("open the SQLite database"))?;
-    conn.execute_batch(
+    conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;
-         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -16000;",
-    )
+         PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib};",
+    ))
     .map_err(db("configure the SQLite connection"))?;
     Ok(conn)
 }
@@ -297,19 +305,29 @@ fn attach_inbox(conn: &Connection, inbox: &Path) -> Result<(), StoreError> {
 }
 
 /// A writer's connection to one file, with the thread that checkpoints that file's WAL; the
-/// thread stops when the returned sender is dropped.
-fn writer_of(path: &Path) -> Result<(Connection, Arc<AtomicBool>, mpsc::Sender<()>), StoreError> {
-    let conn = connect(path)?;
+/// thread stops when the returned sender is dropped. The projection side's checkpoints run
+/// `background` ([`crate::deprioritize_current_thread`]), as its writer does.
+fn writer_of(
+    path: &Path,
+    cache_kib: i64,
+    background: bool,
+) -> Result<(Connection, Arc<AtomicBool>, mpsc::Sender<()>), StoreError> {
+    let conn = connect(path, cache_kib)?;
     // Checkpoints run on their own thread, not inside the writer's commits.
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
         .map_err(db("configure the SQLite writer"))?;
-    let checkpointer = connect(path)?;
+    let checkpointer = connect(path, CHECKPOINT_CACHE_KIB)?;
     let (stop_checkpoints, stop) = mpsc::channel::<()>();
     let copied = Arc::new(AtomicBool::new(false));
     let copied_by_thread = Arc::clone(&copied);
     std::thread::Builder::new()
         .name("shipfeed-sqlite-checkpoint".into())
-        .spawn(move || checkpoint_loop(checkpointer, stop, copied_by_thread))
+        .spawn(move || {
+            if background {
+                crate::deprioritize_current_thread();
+            }
+            checkpoint_loop(checkpointer, stop, copied_by_thread);
+        })
         .map_err(|e| StoreError::database("start the checkpoint thread", e))?;
     Ok((conn, copied, stop_checkpoints))
 }
@@ -318,17 +336,19 @@ fn writer_of(path: &Path) -> Result<(Connection, Arc<AtomicBool>, mpsc::Sender<(
 /// ([`inbox_path`]): the inbox writer, the database's writer and the readers' connection.
 pub(crate) fn open(path: &Path) -> Result<(SqliteWriter, SqliteWriter, SqliteReader), StoreError> {
     let inbox = inbox_path(path);
-    let (inbox_conn, inbox_copied, stop_inbox_checkpoints) = writer_of(&inbox)?;
+    let (inbox_conn, inbox_copied, stop_inbox_checkpoints) =
+        writer_of(&inbox, INBOX_CACHE_KIB, false)?;
     inbox_conn
         .execute_batch(INBOX_SCHEMA)
         .map_err(db("create the inbox"))?;
-    let (mut feed_conn, feed_copied, stop_checkpoints) = writer_of(path)?;
+    let (mut feed_conn, feed_copied, stop_checkpoints) =
+        writer_of(path, PROJECTION_CACHE_KIB, true)?;
     attach_inbox(&feed_conn, &inbox)?;
     migrate(&mut feed_conn)?;
     feed_conn
         .execute_batch("PRAGMA foreign_keys = ON;")
         .map_err(db("configure the SQLite writer"))?;
-    let reader = connect(path)?;
+    let reader = connect(path, READER_CACHE_KIB)?;
     attach_inbox(&reader, &inbox)?;
     Ok((
         SqliteWriter {
@@ -945,7 +965,7 @@ mod tests {
                 .unwrap()
                 .len()
         };
-        let conn = connect(&path).unwrap();
+        let conn = connect(&path, READER_CACHE_KIB).unwrap();
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0; CREATE TABLE t(x BLOB);")
             .unwrap();
         commit_rows(&conn, 40);
@@ -976,7 +996,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v1.db");
         {
-            let conn = connect(&path).unwrap();
+            let conn = connect(&path, READER_CACHE_KIB).unwrap();
             conn.execute_batch(MIGRATIONS[0].sql).unwrap();
             conn.execute_batch(
                 "PRAGMA user_version = 1;
@@ -1072,14 +1092,14 @@ mod tests {
         let delivery = "INSERT INTO deliveries(seq, endpoint, provider, received_at, headers, body)
                         VALUES (7, 'sendcloud', 'sendcloud', '2024-06-01T00:00:00Z', '[]', x'7B7D');";
         {
-            let conn = connect(&path).unwrap();
+            let conn = connect(&path, READER_CACHE_KIB).unwrap();
             for migration in &MIGRATIONS[..5] {
                 conn.execute_batch(migration.sql).unwrap();
             }
             conn.execute_batch(&format!("PRAGMA user_version = 5; {delivery}"))
                 .unwrap();
             // The inbox's copy committed, the database's rename did not.
-            let inbox = connect(&inbox_path(&path)).unwrap();
+            let inbox = connect(&inbox_path(&path), READER_CACHE_KIB).unwrap();
             inbox
                 .execute_batch(&format!("{INBOX_SCHEMA} {delivery}"))
                 .unwrap();

@@ -51,7 +51,7 @@ pub async fn commit(
         })
         .unzip();
     let seqs = store.append(arrivals).await?;
-    let batch = seqs
+    let batch: Vec<Normalized> = seqs
         .into_iter()
         .zip(outcomes)
         .map(|(delivery_seq, (provider, outcome))| Normalized {
