@@ -22,6 +22,9 @@ pub(crate) const HELP: &str = "  bench normalize [--quick]
   bench load --requests FILE --port N --rate R --count N [--pool N]
                        the open-loop load generator alone (`bench ingest` runs it): sends the
                        first N requests of FILE once each at R/s, prints a JSON report
+  bench requests [--out FILE] [--requests N]
+                       writes the requests `bench ingest` sends (for `bench load` against a
+                       service started by hand) and prints the config it serves them with
   bench sqs [--messages N] [--rounds N] [--max-depth N] [--pollers N] [--wait-seconds S]
                        moto_server: drain Seven Senders messages through shipfeed (normalize,
                        commit, delete) vs a raw receive/delete loop, fed in waves of
@@ -34,6 +37,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
         ["ingest", rest @ ..] => crate::bench_ingest::run(root, &Options::parse(rest)?),
         ["sqs", rest @ ..] => crate::bench_sqs::run(root, &Options::parse(rest)?),
         ["load", rest @ ..] => crate::load::main(&Options::parse(rest)?),
+        ["requests", rest @ ..] => crate::bench_ingest::requests(&Options::parse(rest)?),
         _ => bail!("usage:\n{HELP}"),
     }
 }

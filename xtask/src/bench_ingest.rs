@@ -60,27 +60,24 @@ const PROJECTOR_BATCH: usize = 256;
 /// How often `/metrics` is scraped for the projector's lag during an open-loop run.
 const SAMPLE_PERIOD: Duration = Duration::from_millis(250);
 
-pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
-    let started = std::time::Instant::now();
-    let quick: bool = options.get("quick", false)?;
-    let duration: u64 = options.get("duration", if quick { 5 } else { 15 })?;
-    let connections: u64 = options.get("connections", 64)?;
-    let threads: u64 = options.get("threads", 2)?;
-    // Enough that a 15 s closed loop at 11 000/s (SQLite with its own inbox file) sends no
-    // delivery twice, and 20 s open-loop steps up to 10 000/s.
+/// `bench requests`: the load's requests alone, for `bench load` against a service started by
+/// hand (under a profiler, say).
+pub(crate) fn requests(options: &Options) -> Result<()> {
+    let out: String = options.get("out", "requests.http".to_owned())?;
     let requests: u64 = options.get("requests", 200_000)?;
-    let step_seconds: f64 = options.get("step-seconds", if quick { 5.0 } else { 20.0 })?;
-    let max_steps: usize = options.get("max-steps", if quick { 5 } else { 8 })?;
-    let pool: usize = options.get("pool", load::POOL)?;
-    bench::print_machine();
-    let wrk = ensure_wrk()?;
-    let release = bench::build_release(root)?;
-    let dir = TempDir::new("shipfeed-bench-ingest")?;
+    let (body_avg, events_avg) = write_requests(Path::new(&out), requests)?;
+    println!("{out}: {requests} signed deliveries, {body_avg} B body and {events_avg:.1} events on average");
+    print!("{}", config_toml());
+    Ok(())
+}
 
+/// Writes `requests` pre-signed deliveries (Sendcloud, HappyColis and Shipup in turn, each with
+/// ids of its own) as raw HTTP requests, each after a line with its length; returns the
+/// average body size and number of events.
+fn write_requests(path: &Path, requests: u64) -> Result<(usize, f64)> {
     eprintln!("bench: generating {requests} signed deliveries (Sendcloud, HappyColis, Shipup)");
     let deliveries = corpus::mixed(&corpus::WEBHOOK_PROVIDERS, 0x5eed_1e57, 0..requests);
-    let requests_file = dir.0.join("requests.http");
-    let mut out = std::io::BufWriter::new(std::fs::File::create(&requests_file)?);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
     let mut body_bytes = 0;
     for delivery in &deliveries {
         let mut head = format!(
@@ -98,16 +95,36 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
         body_bytes += delivery.body.len();
     }
     out.flush()?;
-    drop(out);
     let history: usize = deliveries.iter().map(|d| d.history).sum();
+    let count = deliveries.len().max(1);
+    Ok((body_bytes / count, history as f64 / count as f64))
+}
+
+pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
+    let started = std::time::Instant::now();
+    let quick: bool = options.get("quick", false)?;
+    let duration: u64 = options.get("duration", if quick { 5 } else { 15 })?;
+    let connections: u64 = options.get("connections", 64)?;
+    let threads: u64 = options.get("threads", 2)?;
+    // Enough that a 15 s closed loop at 11 000/s (SQLite with its own inbox file) sends no
+    // delivery twice, and 20 s open-loop steps up to 10 000/s.
+    let requests: u64 = options.get("requests", 200_000)?;
+    let step_seconds: f64 = options.get("step-seconds", if quick { 5.0 } else { 20.0 })?;
+    let max_steps: usize = options.get("max-steps", if quick { 5 } else { 8 })?;
+    let pool: usize = options.get("pool", load::POOL)?;
+    bench::print_machine();
+    let wrk = ensure_wrk()?;
+    let release = bench::build_release(root)?;
+    let dir = TempDir::new("shipfeed-bench-ingest")?;
+
+    let requests_file = dir.0.join("requests.http");
+    let (body_avg, events_avg) = write_requests(&requests_file, requests)?;
     println!(
         "load: {requests} unique deliveries, {} B body avg, {:.1} events avg; closed loop: wrk \
          -t{threads} -c{connections} -d{duration}s; open loop: steps of {step_seconds} s (at most \
          {max_steps}), then {duration} s at half the sustained rate, pool of {pool} connections",
-        body_bytes / deliveries.len().max(1),
-        history as f64 / deliveries.len().max(1) as f64
+        body_avg, events_avg
     );
-    drop(deliveries);
     let script = dir.0.join("load.lua");
     std::fs::write(&script, lua_script(&requests_file, threads)?)?;
     let wrk_args = WrkArgs {

@@ -269,10 +269,20 @@ const READER_CACHE_KIB: i64 = 8_000;
 const INBOX_CACHE_KIB: i64 = 2_000;
 const CHECKPOINT_CACHE_KIB: i64 = 500;
 
+/// Page size of a new inbox file (an existing file keeps its own): a delivery's body is about
+/// 4 KB, so with the default 4 KiB pages each one spans overflow pages, and every page is a WAL
+/// frame of its own, written, checksummed and later copied back one by one.
+const INBOX_PAGE_SIZE: i64 = 16_384;
+
 fn connect(path: &Path, cache_kib: i64) -> Result<Connection, StoreError> {
+    connect_with(path, cache_kib, "")
+}
+
+/// `first` runs before anything else: settings that only a new, empty file takes.
+fn connect_with(path: &Path, cache_kib: i64, first: &str) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(db("open the SQLite database"))?;
     conn.execute_batch(&format!(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;
+        "{first} PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY; PRAGMA cache_size = -{cache_kib};",
     ))
     .map_err(db("configure the SQLite connection"))?;
@@ -310,9 +320,10 @@ fn attach_inbox(conn: &Connection, inbox: &Path) -> Result<(), StoreError> {
 fn writer_of(
     path: &Path,
     cache_kib: i64,
+    first: &str,
     background: bool,
 ) -> Result<(Connection, Arc<AtomicBool>, mpsc::Sender<()>), StoreError> {
-    let conn = connect(path, cache_kib)?;
+    let conn = connect_with(path, cache_kib, first)?;
     // Checkpoints run on their own thread, not inside the writer's commits.
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")
         .map_err(db("configure the SQLite writer"))?;
@@ -336,13 +347,17 @@ fn writer_of(
 /// ([`inbox_path`]): the inbox writer, the database's writer and the readers' connection.
 pub(crate) fn open(path: &Path) -> Result<(SqliteWriter, SqliteWriter, SqliteReader), StoreError> {
     let inbox = inbox_path(path);
-    let (inbox_conn, inbox_copied, stop_inbox_checkpoints) =
-        writer_of(&inbox, INBOX_CACHE_KIB, false)?;
+    let (inbox_conn, inbox_copied, stop_inbox_checkpoints) = writer_of(
+        &inbox,
+        INBOX_CACHE_KIB,
+        &format!("PRAGMA page_size = {INBOX_PAGE_SIZE};"),
+        false,
+    )?;
     inbox_conn
         .execute_batch(INBOX_SCHEMA)
         .map_err(db("create the inbox"))?;
     let (mut feed_conn, feed_copied, stop_checkpoints) =
-        writer_of(path, PROJECTION_CACHE_KIB, true)?;
+        writer_of(path, PROJECTION_CACHE_KIB, "", true)?;
     attach_inbox(&feed_conn, &inbox)?;
     migrate(&mut feed_conn)?;
     feed_conn
