@@ -51,6 +51,7 @@ on_both_stores!(
     new_events_are_published_to_nats_jetstream_once,
     named_subscriptions_each_write_every_event_once,
     shipups_probe_is_answered_without_credentials_and_stores_nothing,
+    one_parcel_is_one_timeline_whatever_the_provider_or_spelling,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -237,6 +238,109 @@ async fn the_same_delivery_ten_times_is_one_set_of_events(backend: Backend) {
         .await,
         10,
         "every delivery is stored raw, even a duplicate"
+    );
+}
+
+/// A Sendcloud parcel announced before its label, then labelled, then reported by Shipup under
+/// a lower-case, spaced spelling of its number: one shipment with the whole timeline. The same
+/// number under another carrier stays another shipment.
+async fn one_parcel_is_one_timeline_whatever_the_provider_or_spelling(backend: Backend) {
+    let store = TestStore::new(backend);
+    let server = Server::start(&store, "").await;
+    let http = client();
+    let parcel = support::unique_parcel_base();
+    let number = tracking_number(parcel);
+    let sendcloud = |tracking: &str, carrier: &str, status: (u32, &str), at_ms: i64| {
+        let mut delivery = sendcloud_status(parcel, status, at_ms);
+        let mut body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        body["parcel"]["tracking_number"] = json!(tracking);
+        body["parcel"]["carrier"]["code"] = json!(carrier);
+        delivery = sendcloud_signed(serde_json::to_vec(&body).unwrap());
+        delivery
+    };
+    let mut shipup = fixture_delivery("shipup", "shipup/generated/events-new-delivered.json");
+    let mut body: Value = serde_json::from_slice(&shipup.body).unwrap();
+    let spaced = format!("{} {}", &number[..4], &number[4..]).to_lowercase();
+    body["data"]["object"]["tracking_number"] = json!(spaced);
+    body["data"]["object"]["carrier"]["code"] = json!("postnl");
+    body["data"]["object"]["carrier_code"] = json!("postnl");
+    shipup.body = serde_json::to_vec(&body).unwrap();
+
+    for delivery in [
+        sendcloud("", "postnl", (1, "Announced"), 1_712_000_000_000),
+        sendcloud(
+            &number,
+            "postnl",
+            (3, "En route to sorting center"),
+            1_712_100_000_000,
+        ),
+        shipup,
+        // Carriers recycle numbers: the same one under DHL is another parcel.
+        sendcloud(&number, "dhl", (11, "Delivered"), 1_712_300_000_000),
+    ] {
+        let (status, answer) = post_projected(&http, &server.base, &delivery).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["projection"]["dead_letter"], Value::Null, "{answer}");
+    }
+
+    let lookup = format!(
+        "{}/v1/shipments/{}",
+        server.base,
+        spaced.replace(' ', "%20")
+    );
+    let (status, answer) = get(&http, &lookup).await;
+    assert_eq!(status, 200, "{answer}");
+    let shipments = answer["shipments"].as_array().unwrap();
+    let found: Vec<(String, usize)> = shipments
+        .iter()
+        .map(|shipment| {
+            (
+                shipment["key"].as_str().unwrap().to_owned(),
+                shipment["timeline"].as_array().unwrap().len(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (format!("dhl:{number}"), 1),
+            // Sendcloud's announcement and label event, and Shipup's five events.
+            (format!("postnl:{number}"), 7),
+        ],
+        "{answer}"
+    );
+    let providers: BTreeSet<&str> = shipments[1]["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|event| event["provider"].as_str().unwrap())
+        .collect();
+    assert_eq!(providers, BTreeSet::from(["sendcloud", "shipup"]));
+    assert!(
+        shipments[1]["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|event| event["shipment"]["tracking_number"].is_string()),
+        "the announcement was moved under the parcel with its number: {answer}"
+    );
+    // Each version of an event once; the announcement twice: as stored, then moved.
+    let versions: Vec<(String, i64)> = feed(&http, &server.base)
+        .await
+        .into_iter()
+        .map(|(_, item)| {
+            (
+                item["event_id"].as_str().unwrap().to_owned(),
+                item["revision"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let unique: BTreeSet<&(String, i64)> = versions.iter().collect();
+    assert_eq!(unique.len(), versions.len(), "{versions:?}");
+    assert_eq!(versions.len(), 8 + 1, "{versions:?}");
+    assert!(
+        versions.iter().any(|(_, revision)| *revision == 2),
+        "{versions:?}"
     );
 }
 

@@ -8,6 +8,8 @@
 //! - [`current_state`]: the ordering rule (latest `occurred_at` wins, arrival order never
 //!   matters).
 //! - [`auth`], [`time`], [`carrier`], [`json`]: helpers written once for every adapter.
+//! - [`identity`]: which events are one shipment (keys, tracking numbers, carrier groups) and
+//!   which are one physical scan.
 //! - [`Error`]: the one public error, with a [`ErrorKind`] and a permanent/temporary class.
 //!
 //! ```
@@ -26,6 +28,7 @@ pub mod auth;
 pub mod carrier;
 mod error;
 mod event;
+pub mod identity;
 pub mod json;
 mod output;
 mod provider;

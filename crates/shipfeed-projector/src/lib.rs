@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
+use shipfeed_core::identity::Identity;
 use shipfeed_core::{Adapter, Error, ErrorKind, Output, Provider};
 use shipfeed_store::{
     Clock, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch, Projection, Store, StoreError,
@@ -121,6 +122,8 @@ pub struct ProjectorOptions {
     /// How many times an adapter that panics on a delivery is tried before the delivery
     /// becomes a dead letter.
     pub attempts: u32,
+    /// Which events are one shipment (carriers configured as one).
+    pub identity: Identity,
 }
 
 impl Default for ProjectorOptions {
@@ -130,6 +133,7 @@ impl Default for ProjectorOptions {
             lease_ttl: TimeDelta::seconds(15),
             holder: default_holder(),
             attempts: 3,
+            identity: Identity::default(),
         }
     }
 }
@@ -318,7 +322,7 @@ impl Projector {
             .collect();
         Some(Prepared {
             arrivals,
-            batch: PreparedBatch::from(normalized),
+            batch: PreparedBatch::new(normalized, &self.options.identity),
             last,
             started,
         })

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shipfeed_core::Provider;
-use shipfeed_store::{Normalized, StoreError, PROJECTOR};
+use shipfeed_store::{Normalized, PreparedBatch, StoreError, PROJECTOR};
 
 use crate::Projector;
 
@@ -147,6 +147,7 @@ impl Projector {
                 epoch,
                 current: None,
             })?;
+            let batch = PreparedBatch::new(batch, &self.options.identity);
             let projections = self.store.reproject(&held, batch).await?;
             for ((projection, provider), was_dead) in
                 projections.iter().zip(providers).zip(was_dead)

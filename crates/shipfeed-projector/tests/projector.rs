@@ -124,6 +124,7 @@ fn projector(
             lease_ttl: TimeDelta::seconds(3),
             holder: holder.to_owned(),
             attempts: 3,
+            ..ProjectorOptions::default()
         },
         Arc::clone(clock) as Arc<dyn shipfeed_store::Clock>,
     )

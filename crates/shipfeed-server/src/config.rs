@@ -59,6 +59,31 @@ pub struct Config {
     /// How the projector works (`[projector]`).
     #[serde(default)]
     pub projector: ProjectorConfig,
+    /// Which events are one shipment (`[identity]`).
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+/// Which events are one shipment (ARCHITECTURE.md, "One timeline per parcel").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Carriers whose tracking numbers name the same parcels, per group, by carrier slug
+    /// (`[["dhl", "dhl_ecommerce"]]`). By default none: the same number under two carriers is
+    /// two parcels, since carriers recycle numbers.
+    #[serde(default)]
+    pub carrier_groups: Vec<Vec<String>>,
+}
+
+impl IdentityConfig {
+    /// The identity rule these settings give.
+    pub fn identity(&self) -> shipfeed::identity::Identity {
+        shipfeed::identity::Identity::with_carrier_groups(self.carrier_groups.iter().map(|group| {
+            group
+                .iter()
+                .filter_map(|carrier| shipfeed::carrier::normalize(carrier))
+        }))
+    }
 }
 
 /// The projector's settings.
@@ -319,6 +344,7 @@ impl Config {
                 .into_iter()
                 .collect(),
             projector: ProjectorConfig::default(),
+            identity: IdentityConfig::default(),
         }
     }
 

@@ -318,6 +318,7 @@ impl Service {
                 batch: config.projector.batch.max(1),
                 lease_ttl: config.lease_ttl()?,
                 holder: subscriptions.replica().to_owned(),
+                identity: config.identity.identity(),
                 ..ProjectorOptions::default()
             },
             observer,

@@ -81,12 +81,27 @@ pub(crate) struct StoredFeedRow {
     pub(crate) body: String,
 }
 
+/// A provider's own shipment id linked to the parcel (carrier and tracking number) it names.
+#[derive(Debug, Clone)]
+pub(crate) struct AliasRow {
+    pub(crate) provider: String,
+    pub(crate) provider_shipment_id: String,
+    /// The parcel's shipment key.
+    pub(crate) shipment_key: String,
+    pub(crate) carrier: Option<String>,
+    /// As the provider wrote it.
+    pub(crate) tracking_number: String,
+    /// The delivery that linked them last.
+    pub(crate) delivery_seq: i64,
+}
+
 /// A shipment's identity and current state, as they are stored.
 #[derive(Debug)]
 pub(crate) struct ShipmentRow<'a> {
     pub(crate) key: &'a str,
-    pub(crate) carrier: Option<&'a str>,
-    pub(crate) tracking_number: Option<&'a str>,
+    pub(crate) carrier: Option<String>,
+    /// In compared form ([`shipfeed_core::identity::tracking_number`]), for lookups.
+    pub(crate) tracking_number: Option<String>,
     /// The shipment reference as JSON.
     pub(crate) shipment: String,
     /// The state as JSON.
@@ -198,6 +213,15 @@ pub(crate) trait WriteDriver: Send {
     async fn shipment_states(&mut self, keys: &[&str])
         -> Result<Vec<(String, String)>, StoreError>;
 
+    /// The aliases of these `(provider, provider_shipment_id)` pairs that are stored.
+    async fn aliases(&mut self, ids: &[(&str, &str)]) -> Result<Vec<AliasRow>, StoreError>;
+
+    /// Inserts or replaces aliases (each pair once).
+    async fn upsert_aliases(&mut self, rows: &[AliasRow]) -> Result<(), StoreError>;
+
+    /// The key of every shipment that has events (not retracted).
+    async fn shipment_keys(&mut self) -> Result<Vec<String>, StoreError>;
+
     /// Removes a shipment that has no events left (all retracted).
     async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError>;
 
@@ -206,6 +230,9 @@ pub(crate) trait WriteDriver: Send {
 
     /// Inserts or replaces shipments' identities and states (each key once).
     async fn upsert_shipments(&mut self, rows: &[ShipmentRow<'_>]) -> Result<(), StoreError>;
+
+    /// The position of a named cursor, if saved.
+    async fn saved_cursor(&mut self, name: &str) -> Result<Option<i64>, StoreError>;
 
     /// Saves a named cursor.
     async fn save_cursor(&mut self, name: &str, position: i64) -> Result<(), StoreError>;

@@ -39,6 +39,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shipfeed_core::identity::{scans, Identity, Scan};
 use shipfeed_core::{
     sort_timeline, Error, ErrorKind, Headers, Output, Provider, RawDelivery, ShipmentRef,
     ShipmentState, TrackingEvent,
@@ -80,19 +81,27 @@ pub struct Normalized {
 /// its own beforehand.
 pub struct PreparedBatch(Vec<(i64, project::Outcome)>);
 
-impl From<Vec<Normalized>> for PreparedBatch {
-    fn from(batch: Vec<Normalized>) -> Self {
+impl PreparedBatch {
+    /// The batch's rows, its shipments keyed by `identity`.
+    pub fn new(batch: Vec<Normalized>, identity: &Identity) -> Self {
         PreparedBatch(
             batch
                 .into_iter()
                 .map(|item| {
                     (
                         item.delivery_seq,
-                        project::outcome_rows(item.provider, item.outcome),
+                        project::outcome_rows(item.provider, item.outcome, identity),
                     )
                 })
                 .collect(),
         )
+    }
+}
+
+/// With the default [`Identity`] (every carrier apart).
+impl From<Vec<Normalized>> for PreparedBatch {
+    fn from(batch: Vec<Normalized>) -> Self {
+        PreparedBatch::new(batch, &Identity::default())
     }
 }
 
@@ -250,7 +259,7 @@ pub struct ShipmentStateChange {
     /// The cursor.
     #[serde(default)]
     pub seq: i64,
-    /// The shipment (see [`shipment_key`]).
+    /// The shipment (see [`shipfeed_core::identity`]).
     pub shipment_key: String,
     /// Its identity, from its latest event (none when no event is left).
     pub shipment: Option<ShipmentRef>,
@@ -313,6 +322,9 @@ pub struct ShipmentView {
     pub state: ShipmentState,
     /// Every event, in timeline order.
     pub timeline: Vec<TrackingEvent>,
+    /// The timeline as physical scans: the same scan reported by several providers is one
+    /// scan "seen via" each of them (its events stay in `timeline` and in the feed).
+    pub scans: Vec<Scan>,
 }
 
 /// Store failures.
@@ -455,7 +467,23 @@ impl Store {
             inbox: start_on_thread("shipfeed-inbox-writer", inbox, false)?,
             writer: start_on_thread("shipfeed-feed-writer", feed, true)?,
             reader: Arc::new(reader),
-        })
+        }
+        .maintained())
+    }
+
+    /// Queues, ahead of any other write, what a migration left to the store's logic (shipment
+    /// states to recompute); a no-op job otherwise. Its failure is logged, and it runs again at
+    /// the next start.
+    fn maintained(self) -> Self {
+        let (reply, _) = oneshot::channel();
+        let job = Job {
+            work: Work::RebuildShipments,
+            reply,
+        };
+        if self.writer.try_send(job).is_err() {
+            tracing::warn!("could not queue the shipment rebuild; it runs at the next start");
+        }
+        self
     }
 
     /// Where [`Store::sqlite`] keeps the inbox of the database at `path`.
@@ -488,7 +516,8 @@ impl Store {
             inbox: spawn(inbox),
             writer: spawn(feed),
             reader: Arc::new(reader),
-        })
+        }
+        .maintained())
     }
 
     async fn submit(&self, work: Work) -> Result<Done, StoreError> {
@@ -732,8 +761,10 @@ impl Store {
             .collect())
     }
 
-    /// Shipments with this tracking number (and carrier, when given), each with its state and
-    /// its timeline.
+    /// Shipments with this tracking number (and carrier, when given), each with its state, its
+    /// timeline and its scans. The number is compared in
+    /// [`tracking_number`](shipfeed_core::identity::tracking_number) form (case, white space
+    /// and dashes do not count), the carrier as its slug.
     ///
     /// # Errors
     /// [`StoreError`] when the store cannot be read.
@@ -742,7 +773,12 @@ impl Store {
         carrier: Option<&str>,
         tracking_number: &str,
     ) -> Result<Vec<ShipmentView>, StoreError> {
-        let rows = self.reader.shipments(carrier, tracking_number).await?;
+        let carrier = carrier.and_then(shipfeed_core::carrier::normalize);
+        let tracking_number = shipfeed_core::identity::tracking_number(tracking_number);
+        let rows = self
+            .reader
+            .shipments(carrier.as_deref(), &tracking_number)
+            .await?;
         Ok(rows
             .into_iter()
             .filter_map(|row| {
@@ -756,6 +792,7 @@ impl Store {
                     shipment: parse_stored(&row.shipment, "shipment")?,
                     state: parse_stored(&row.state, "state")?,
                     key: row.key,
+                    scans: scans(&timeline),
                     timeline,
                 })
             })
@@ -942,21 +979,6 @@ fn parse_provider(name: &str, seq: i64) -> Option<Provider> {
 
 fn sql_limit(limit: usize) -> i64 {
     i64::try_from(limit).unwrap_or(i64::MAX)
-}
-
-/// The key a shipment is stored under: `carrier:tracking_number`, falling back to the
-/// provider's own shipment id, so that events without a carrier still group per shipment.
-pub fn shipment_key(provider: Provider, shipment: &ShipmentRef) -> String {
-    match (
-        &shipment.carrier,
-        &shipment.tracking_number,
-        &shipment.provider_shipment_id,
-    ) {
-        (Some(carrier), Some(tracking), _) => format!("{carrier}:{tracking}"),
-        (None, Some(tracking), _) => format!("{provider}:tracking:{tracking}"),
-        (_, None, Some(id)) => format!("{provider}:id:{id}"),
-        (_, None, None) => format!("{provider}:unidentified"),
-    }
 }
 
 /// Opens the store named by `url_or_path`:

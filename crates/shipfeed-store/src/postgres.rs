@@ -73,8 +73,8 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ProjectionRow, ReadDriver,
-    ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ProjectionRow,
+    ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -190,6 +190,38 @@ CREATE TABLE event_revisions (
     body         text NOT NULL,
     PRIMARY KEY (event_id, revision)
 );
+",
+    },
+    // One timeline per parcel (see the SQLite driver's migration 7).
+    Migration {
+        version: 5,
+        sql: "
+CREATE TABLE aliases (
+    provider             text NOT NULL,
+    provider_shipment_id text NOT NULL,
+    shipment_key         text NOT NULL,
+    carrier              text,
+    tracking_number      text NOT NULL,
+    delivery_seq         bigint NOT NULL,
+    PRIMARY KEY (provider, provider_shipment_id)
+);
+UPDATE events SET shipment_key = CASE
+    WHEN strpos(shipment_key, ':tracking:') > 0 THEN substr(shipment_key, 1, strpos(shipment_key, ':tracking:') + 9)
+        || upper(replace(replace(substr(shipment_key, strpos(shipment_key, ':tracking:') + 10), ' ', ''), '-', ''))
+    WHEN strpos(shipment_key, ':id:') > 0 OR shipment_key LIKE '%:unidentified' THEN shipment_key
+    ELSE substr(shipment_key, 1, strpos(shipment_key, ':'))
+        || upper(replace(replace(substr(shipment_key, strpos(shipment_key, ':') + 1), ' ', ''), '-', ''))
+END;
+UPDATE feed SET shipment_key = CASE
+    WHEN strpos(shipment_key, ':tracking:') > 0 THEN substr(shipment_key, 1, strpos(shipment_key, ':tracking:') + 9)
+        || upper(replace(replace(substr(shipment_key, strpos(shipment_key, ':tracking:') + 10), ' ', ''), '-', ''))
+    WHEN strpos(shipment_key, ':id:') > 0 OR shipment_key LIKE '%:unidentified' THEN shipment_key
+    ELSE substr(shipment_key, 1, strpos(shipment_key, ':'))
+        || upper(replace(replace(substr(shipment_key, strpos(shipment_key, ':') + 1), ' ', ''), '-', ''))
+END;
+DELETE FROM shipments;
+INSERT INTO cursors (name, position) VALUES ('rebuild:shipments', 0)
+    ON CONFLICT (name) DO NOTHING;
 ",
     },
 ];
@@ -355,6 +387,10 @@ struct Statements {
     delete_shipment: Statement,
     insert_notices: Statement,
     upsert_shipments: Statement,
+    aliases: Statement,
+    upsert_aliases: Statement,
+    shipment_keys: Statement,
+    saved_cursor: Statement,
     save_cursor: Statement,
     lease: Statement,
     put_lease: Statement,
@@ -464,6 +500,31 @@ impl Statements {
                     .into(),
             )
             .await?,
+            aliases: prepare(
+                "SELECT a.provider, a.provider_shipment_id, a.shipment_key, a.carrier,
+                        a.tracking_number, a.delivery_seq
+                 FROM aliases a JOIN unnest($1::text[], $2::text[]) AS k(provider, id)
+                     ON a.provider = k.provider AND a.provider_shipment_id = k.id"
+                    .into(),
+            )
+            .await?,
+            upsert_aliases: prepare(
+                "INSERT INTO aliases (provider, provider_shipment_id, shipment_key, carrier,
+                                      tracking_number, delivery_seq)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                      $6::bigint[])
+                 ON CONFLICT (provider, provider_shipment_id) DO UPDATE
+                 SET shipment_key = excluded.shipment_key, carrier = excluded.carrier,
+                     tracking_number = excluded.tracking_number,
+                     delivery_seq = excluded.delivery_seq"
+                    .into(),
+            )
+            .await?,
+            shipment_keys: prepare(
+                "SELECT DISTINCT shipment_key FROM events WHERE NOT retracted".into(),
+            )
+            .await?,
+            saved_cursor: prepare("SELECT position FROM cursors WHERE name = $1".into()).await?,
             save_cursor: prepare(
                 "INSERT INTO cursors (name, position) VALUES ($1, $2)
                  ON CONFLICT (name) DO UPDATE SET position = excluded.position"
@@ -844,6 +905,79 @@ impl WriteDriver for PgWriter {
         )
     }
 
+    async fn aliases(&mut self, ids: &[(&str, &str)]) -> Result<Vec<AliasRow>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (client, st) = self.open()?;
+        let providers: Vec<&str> = ids.iter().map(|(provider, _)| *provider).collect();
+        let shipment_ids = text_array(ids.iter().map(|(_, id)| *id));
+        client
+            .query(&st.aliases, &[&providers, &as_strs(&shipment_ids)])
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        Ok(AliasRow {
+                            provider: row.try_get(0)?,
+                            provider_shipment_id: row.try_get(1)?,
+                            shipment_key: row.try_get(2)?,
+                            carrier: row.try_get(3)?,
+                            tracking_number: row.try_get(4)?,
+                            delivery_seq: row.try_get(5)?,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(pg("read aliases"))
+    }
+
+    async fn upsert_aliases(&mut self, rows: &[AliasRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (client, st) = self.open()?;
+        let providers: Vec<&str> = rows.iter().map(|row| row.provider.as_str()).collect();
+        let ids = text_array(rows.iter().map(|row| row.provider_shipment_id.as_str()));
+        let keys = text_array(rows.iter().map(|row| row.shipment_key.as_str()));
+        let carriers: Vec<Option<Cow<'_, str>>> = rows
+            .iter()
+            .map(|row| row.carrier.as_deref().map(no_nul))
+            .collect();
+        let carriers: Vec<Option<&str>> = carriers.iter().map(Option::as_deref).collect();
+        let numbers = text_array(rows.iter().map(|row| row.tracking_number.as_str()));
+        let seqs: Vec<i64> = rows.iter().map(|row| row.delivery_seq).collect();
+        client
+            .execute(
+                &st.upsert_aliases,
+                &[
+                    &providers,
+                    &as_strs(&ids),
+                    &as_strs(&keys),
+                    &carriers,
+                    &as_strs(&numbers),
+                    &seqs,
+                ],
+            )
+            .await
+            .map_err(pg("store aliases"))?;
+        Ok(())
+    }
+
+    async fn shipment_keys(&mut self) -> Result<Vec<String>, StoreError> {
+        let (client, st) = self.open()?;
+        bodies(client.query(&st.shipment_keys, &[]).await)
+    }
+
+    async fn saved_cursor(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
+        let (client, st) = self.open()?;
+        client
+            .query_opt(&st.saved_cursor, &[&no_nul(name)])
+            .await
+            .and_then(|row| row.map(|row| row.try_get(0)).transpose())
+            .map_err(pg("read a cursor"))
+    }
+
     async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError> {
         let (client, st) = self.open()?;
         client
@@ -873,12 +1007,14 @@ impl WriteDriver for PgWriter {
         }
         let (client, st) = self.open()?;
         let keys = text_array(rows.iter().map(|row| row.key));
-        let carriers: Vec<Option<Cow<'_, str>>> =
-            rows.iter().map(|row| row.carrier.map(no_nul)).collect();
+        let carriers: Vec<Option<Cow<'_, str>>> = rows
+            .iter()
+            .map(|row| row.carrier.as_deref().map(no_nul))
+            .collect();
         let carriers: Vec<Option<&str>> = carriers.iter().map(Option::as_deref).collect();
         let numbers: Vec<Option<Cow<'_, str>>> = rows
             .iter()
-            .map(|row| row.tracking_number.map(no_nul))
+            .map(|row| row.tracking_number.as_deref().map(no_nul))
             .collect();
         let numbers: Vec<Option<&str>> = numbers.iter().map(Option::as_deref).collect();
         let shipments: Vec<&str> = rows.iter().map(|row| row.shipment.as_str()).collect();
@@ -943,7 +1079,7 @@ fn bodies(
     rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
 ) -> Result<Vec<String>, StoreError> {
     rows.and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
-        .map_err(pg("read a shipment's events"))
+        .map_err(pg("read texts"))
 }
 
 /// The readers' side of the store: a pool of connections.

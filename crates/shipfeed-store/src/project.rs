@@ -11,12 +11,15 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use shipfeed_core::identity::{provider_id_key, tracking_number, Identity};
 use shipfeed_core::{
-    current_state, latest_event, Error, Output, Provider, ShipmentState, TrackingEvent,
+    current_state, latest_event, Error, Output, Provider, ShipmentRef, ShipmentState, TrackingEvent,
 };
 
-use crate::driver::{EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver};
-use crate::{shipment_key, Projection, Retraction, ShipmentStateChange, StatusChange, StoreError};
+use crate::driver::{
+    AliasRow, EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver,
+};
+use crate::{Projection, Retraction, ShipmentStateChange, StatusChange, StoreError};
 
 /// An adapter's outputs as rows, or the reason the delivery is a dead letter.
 ///
@@ -31,26 +34,75 @@ pub(crate) struct Rows {
     notices: Vec<String>,
 }
 
-/// The rows of an adapter's outputs, or the dead-letter reason.
-pub(crate) fn outcome_rows(provider: Provider, outcome: Result<Vec<Output>, Error>) -> Outcome {
+/// The rows of an adapter's outputs, or the dead-letter reason; shipments keyed by `identity`.
+pub(crate) fn outcome_rows(
+    provider: Provider,
+    outcome: Result<Vec<Output>, Error>,
+    identity: &Identity,
+) -> Outcome {
     let mut rows = Rows::default();
     for output in outcome.map_err(|error| error.to_string())? {
         match output {
-            Output::Event(mut event) => rows.events.push((
-                EventRow {
-                    event_id: event.event_id.as_str().to_owned(),
-                    shipment_key: shipment_key(provider, &event.shipment),
-                    occurred_at: event.occurred_at,
-                    status: event.status.map(|status| status.as_str()),
-                    body: to_json(&event),
-                    content_hash: content_hash(&mut event),
-                },
-                event,
-            )),
+            Output::Event(event) => {
+                let key = identity.shipment_key(provider, &event.shipment);
+                rows.events.push(event_row(event, key));
+            }
             Output::Notice(notice) => rows.notices.push(to_json(&notice)),
         }
     }
     Ok(rows)
+}
+
+/// An event as it is stored under shipment `key`.
+fn event_row(mut event: TrackingEvent, shipment_key: String) -> (EventRow, TrackingEvent) {
+    let row = EventRow {
+        event_id: event.event_id.as_str().to_owned(),
+        shipment_key,
+        occurred_at: event.occurred_at,
+        status: event.status.map(|status| status.as_str()),
+        body: to_json(&event),
+        content_hash: content_hash(&mut event),
+    };
+    (row, event)
+}
+
+/// The feed item of an event in one of its revisions.
+fn event_item(row: &EventRow, revision: i64) -> FeedRow<'_> {
+    FeedRow {
+        kind: "event",
+        event_id: Some(Cow::Borrowed(&row.event_id)),
+        revision: Some(revision),
+        shipment_key: Cow::Borrowed(&row.shipment_key),
+        body: Cow::Borrowed(&row.body),
+    }
+}
+
+/// A provider's own shipment id, as aliases are keyed.
+type ProviderId = (String, String);
+
+/// The provider's own shipment id of an event that has no tracking number yet, which an
+/// alias may link to its parcel.
+fn unlinked_id(event: &TrackingEvent) -> Option<&str> {
+    match &event.shipment {
+        ShipmentRef {
+            tracking_number: None,
+            provider_shipment_id: Some(id),
+            ..
+        } => Some(id),
+        _ => None,
+    }
+}
+
+/// An event of a provider's shipment id under the parcel its alias names: the carrier and
+/// tracking number filled in, the parcel's key. Its content changes, so consumers get it
+/// again as a new revision.
+fn linked(event: &TrackingEvent, alias: &AliasRow) -> (EventRow, TrackingEvent) {
+    let mut event = event.clone();
+    if alias.carrier.is_some() {
+        event.shipment.carrier.clone_from(&alias.carrier);
+    }
+    event.shipment.tracking_number = Some(alias.tracking_number.clone());
+    event_row(event, alias.shipment_key.clone())
 }
 
 /// The model types serialize infallibly (plain structs, string keys).
@@ -191,10 +243,111 @@ pub(crate) async fn project(
         })
         .collect();
 
-    // What the store holds of the batch's events and, on replay, of those its deliveries own.
-    let ids: BTreeSet<&str> = batch
+    // Aliases: a provider's own shipment id linked to its parcel by the latest delivery (by
+    // inbox seq) that carried both. Events of an id that has an alias are stored under the
+    // parcel, with its carrier and tracking number; when the batch links an id anew, the
+    // events stored under the id until then move to the parcel, each as a new revision.
+    let provider_ids: BTreeSet<(&str, &str)> = batch
+        .iter()
+        .flat_map(|(_, rows, _)| rows.events.iter())
+        .filter_map(|(_, event)| {
+            let id = event.shipment.provider_shipment_id.as_deref()?;
+            Some((event.provider.as_str(), id))
+        })
+        .collect();
+    let provider_ids: Vec<(&str, &str)> = provider_ids.into_iter().collect();
+    let mut aliases: HashMap<ProviderId, AliasRow> = driver
+        .aliases(&provider_ids)
+        .await?
+        .into_iter()
+        .map(|alias| {
+            (
+                (alias.provider.clone(), alias.provider_shipment_id.clone()),
+                alias,
+            )
+        })
+        .collect();
+    let mut learned: BTreeMap<ProviderId, i64> = BTreeMap::new();
+    for &(seq, rows, _) in &batch {
+        for (row, event) in &rows.events {
+            let shipment = &event.shipment;
+            let (Some(id), Some(tracking)) =
+                (&shipment.provider_shipment_id, &shipment.tracking_number)
+            else {
+                continue;
+            };
+            let known = (event.provider.as_str().to_owned(), id.clone());
+            if aliases.get(&known).is_some_and(|alias| {
+                alias.shipment_key == row.shipment_key || alias.delivery_seq > seq
+            }) {
+                continue;
+            }
+            learned.insert(known.clone(), seq);
+            aliases.insert(
+                known,
+                AliasRow {
+                    provider: event.provider.as_str().to_owned(),
+                    provider_shipment_id: id.clone(),
+                    shipment_key: row.shipment_key.clone(),
+                    carrier: shipment.carrier.clone(),
+                    tracking_number: tracking.clone(),
+                    delivery_seq: seq,
+                },
+            );
+        }
+    }
+    // The batch's own events of linked ids, under their parcel.
+    let relinked: Vec<Vec<Option<(EventRow, TrackingEvent)>>> = batch
+        .iter()
+        .map(|(_, rows, _)| {
+            rows.events
+                .iter()
+                .map(|(_, event)| {
+                    let id = unlinked_id(event)?;
+                    let alias =
+                        aliases.get(&(event.provider.as_str().to_owned(), id.to_owned()))?;
+                    Some(linked(event, alias))
+                })
+                .collect()
+        })
+        .collect();
+    // The stored events of ids the batch links anew, moved by the delivery that linked them.
+    let carried: BTreeSet<&str> = batch
         .iter()
         .flat_map(|(_, rows, _)| rows.events.iter().map(|(row, _)| row.event_id.as_str()))
+        .collect();
+    let unlinked_keys: Vec<String> = learned
+        .keys()
+        .filter_map(|(provider, id)| Some(provider_id_key(provider.parse().ok()?, id)))
+        .collect();
+    let unlinked_keys: Vec<&str> = unlinked_keys.iter().map(String::as_str).collect();
+    let mut moves: BTreeMap<i64, Vec<(EventRow, TrackingEvent)>> = BTreeMap::new();
+    for (_, body) in driver.shipment_events(&unlinked_keys).await? {
+        let Some(event) = crate::parse_stored::<TrackingEvent>(&body, "event") else {
+            continue;
+        };
+        if carried.contains(event.event_id.as_str()) {
+            continue;
+        }
+        let Some(id) = unlinked_id(&event) else {
+            continue;
+        };
+        let known = (event.provider.as_str().to_owned(), id.to_owned());
+        if let (Some(alias), Some(seq)) = (aliases.get(&known), learned.get(&known)) {
+            moves.entry(*seq).or_default().push(linked(&event, alias));
+        }
+    }
+
+    // What the store holds of the batch's events and, on replay, of those its deliveries own.
+    let ids: BTreeSet<&str> = carried
+        .iter()
+        .copied()
+        .chain(
+            moves
+                .values()
+                .flatten()
+                .map(|(row, _)| row.event_id.as_str()),
+        )
         .collect();
     let ids: Vec<&str> = ids.into_iter().collect();
     let mut known: HashMap<String, Known> = HashMap::new();
@@ -220,7 +373,7 @@ pub(crate) async fn project(
     let mut changes: Vec<Change<'_>> = Vec::new();
     let mut notices: Vec<(i64, &str)> = Vec::new();
     let mut decided: Vec<Decided<'_>> = Vec::with_capacity(batch.len());
-    for &(seq, rows, dead_letter) in &batch {
+    for (&(seq, rows, dead_letter), relinked) in batch.iter().zip(&relinked) {
         let mut delivery = Decided {
             projection: Projection {
                 delivery_seq: seq,
@@ -230,7 +383,12 @@ pub(crate) async fn project(
             items: Vec::new(),
             steps: Vec::new(),
         };
-        for (row, event) in &rows.events {
+        let carried = rows
+            .events
+            .iter()
+            .zip(relinked)
+            .map(|(original, relinked)| relinked.as_ref().unwrap_or(original));
+        for (row, event) in carried {
             let revision = match known.get_mut(&row.event_id) {
                 None => {
                     known.insert(row.event_id.clone(), Known::new(seq, row, 1));
@@ -260,13 +418,26 @@ pub(crate) async fn project(
                 }
             };
             delivery.steps.push(Step::Add(&row.shipment_key, event));
-            delivery.items.push(FeedRow {
-                kind: "event",
-                event_id: Some(Cow::Borrowed(&row.event_id)),
-                revision: Some(revision),
-                shipment_key: Cow::Borrowed(&row.shipment_key),
-                body: Cow::Borrowed(&row.body),
+            delivery.items.push(event_item(row, revision));
+        }
+        for (row, event) in moves.get(&seq).into_iter().flatten() {
+            // A move keeps the event's owner: the delivery that carried it still does.
+            let Some(stored) = known.get_mut(&row.event_id) else {
+                continue;
+            };
+            let (owner, revision) = (stored.owner, stored.revision + 1);
+            let previous = std::mem::replace(stored, Known::new(owner, row, revision));
+            changes.push(Change::Revise {
+                seq: owner,
+                row,
+                revision,
             });
+            delivery.projection.revised.push(row.event_id.clone());
+            delivery
+                .steps
+                .push(Step::Remove(previous.shipment_key, row.event_id.clone()));
+            delivery.steps.push(Step::Add(&row.shipment_key, event));
+            delivery.items.push(event_item(row, revision));
         }
         if again {
             let yielded: BTreeSet<&str> = rows
@@ -426,19 +597,18 @@ pub(crate) async fn project(
             .get(key)
             .and_then(|timeline| latest_event(timeline.values().copied()));
         match (states.get(key), latest) {
-            (Some(state), Some(latest)) => shipments.push(ShipmentRow {
-                key,
-                carrier: latest.shipment.carrier.as_deref(),
-                tracking_number: latest.shipment.tracking_number.as_deref(),
-                shipment: to_json(&latest.shipment),
-                state: to_json(state),
-            }),
+            (Some(state), Some(latest)) => shipments.push(shipment_row(key, latest, state)),
             // Every event retracted (or none with a status): no state to show.
             _ if stored_states.contains(key) => driver.delete_shipment(key).await?,
             _ => {}
         }
     }
     driver.upsert_shipments(&shipments).await?;
+    let learned: Vec<AliasRow> = learned
+        .keys()
+        .filter_map(|known| aliases.remove(known))
+        .collect();
+    driver.upsert_aliases(&learned).await?;
     let recorded: Vec<String> = projections.iter().map(to_json).collect();
     let rows: Vec<ProjectionRow<'_>> = projections
         .iter()
@@ -459,3 +629,53 @@ pub(crate) async fn project(
     }
     Ok(projections)
 }
+
+/// A shipment's row: found by its tracking number in compared form.
+fn shipment_row<'a>(
+    key: &'a str,
+    latest: &TrackingEvent,
+    state: &ShipmentState,
+) -> ShipmentRow<'a> {
+    ShipmentRow {
+        key,
+        carrier: latest.shipment.carrier.clone(),
+        tracking_number: latest
+            .shipment
+            .tracking_number
+            .as_deref()
+            .map(tracking_number),
+        shipment: to_json(&latest.shipment),
+        state: to_json(state),
+    }
+}
+
+/// Recomputes every shipment's state from its events, without feed items: after a migration
+/// changed how shipments are keyed (two keys may have become one).
+pub(crate) async fn rebuild_shipments(driver: &mut impl WriteDriver) -> Result<(), StoreError> {
+    let keys = driver.shipment_keys().await?;
+    for chunk in keys.chunks(512) {
+        let chunk: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        let mut timelines: BTreeMap<String, Vec<TrackingEvent>> = BTreeMap::new();
+        for (key, body) in driver.shipment_events(&chunk).await? {
+            if let Some(event) = crate::parse_stored(&body, "event") {
+                timelines.entry(key).or_default().push(event);
+            }
+        }
+        let states: Vec<(&str, ShipmentState, &TrackingEvent)> = timelines
+            .iter()
+            .filter_map(|(key, events)| {
+                Some((key.as_str(), current_state(events)?, latest_event(events)?))
+            })
+            .collect();
+        let rows: Vec<ShipmentRow<'_>> = states
+            .iter()
+            .map(|(key, state, latest)| shipment_row(key, latest, state))
+            .collect();
+        driver.upsert_shipments(&rows).await?;
+    }
+    driver.execute(REBUILD_DONE).await
+}
+
+/// The cursor whose presence asks for [`rebuild_shipments`] (set by a migration).
+pub(crate) const REBUILD_SHIPMENTS: &str = "rebuild:shipments";
+const REBUILD_DONE: &str = "DELETE FROM cursors WHERE name = 'rebuild:shipments'";

@@ -21,8 +21,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ProjectionRow, ReadDriver,
-    ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow, FeedRow, ProjectionRow,
+    ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -177,6 +177,42 @@ ALTER TABLE projections DROP COLUMN received_at;
 ALTER TABLE projections DROP COLUMN headers;
 ALTER TABLE projections DROP COLUMN body;
 DELETE FROM projections WHERE projection IS NULL;
+",
+    },
+    // One timeline per parcel: tracking numbers in keys are compared in their canonical form
+    // (upper case, no spaces or dashes: `shipfeed_core::identity`), so keys that differed only
+    // in that become one; the shipments are then recomputed from their events by the store
+    // (the cursor `rebuild:shipments` asks for it), without feed items. Aliases link a
+    // provider's own shipment id to its parcel.
+    Migration {
+        version: 7,
+        sql: "
+CREATE TABLE aliases (
+    provider             TEXT NOT NULL,
+    provider_shipment_id TEXT NOT NULL,
+    shipment_key         TEXT NOT NULL,
+    carrier              TEXT,
+    tracking_number      TEXT NOT NULL,
+    delivery_seq         INTEGER NOT NULL,
+    PRIMARY KEY (provider, provider_shipment_id)
+);
+UPDATE events SET shipment_key = CASE
+    WHEN instr(shipment_key, ':tracking:') > 0 THEN substr(shipment_key, 1, instr(shipment_key, ':tracking:') + 9)
+        || upper(replace(replace(substr(shipment_key, instr(shipment_key, ':tracking:') + 10), ' ', ''), '-', ''))
+    WHEN instr(shipment_key, ':id:') > 0 OR shipment_key LIKE '%:unidentified' THEN shipment_key
+    ELSE substr(shipment_key, 1, instr(shipment_key, ':'))
+        || upper(replace(replace(substr(shipment_key, instr(shipment_key, ':') + 1), ' ', ''), '-', ''))
+END;
+UPDATE feed SET shipment_key = CASE
+    WHEN instr(shipment_key, ':tracking:') > 0 THEN substr(shipment_key, 1, instr(shipment_key, ':tracking:') + 9)
+        || upper(replace(replace(substr(shipment_key, instr(shipment_key, ':tracking:') + 10), ' ', ''), '-', ''))
+    WHEN instr(shipment_key, ':id:') > 0 OR shipment_key LIKE '%:unidentified' THEN shipment_key
+    ELSE substr(shipment_key, 1, instr(shipment_key, ':'))
+        || upper(replace(replace(substr(shipment_key, instr(shipment_key, ':') + 1), ' ', ''), '-', ''))
+END;
+DELETE FROM shipments;
+INSERT INTO cursors(name, position) VALUES ('rebuild:shipments', 0)
+    ON CONFLICT(name) DO NOTHING;
 ",
     },
 ];
@@ -627,6 +663,83 @@ impl WriteDriver for SqliteWriter {
             }
         }
         Ok(states)
+    }
+
+    async fn aliases(&mut self, ids: &[(&str, &str)]) -> Result<Vec<AliasRow>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT provider, provider_shipment_id, shipment_key, carrier, tracking_number,
+                        delivery_seq
+                 FROM aliases WHERE provider = ?1 AND provider_shipment_id = ?2",
+            )
+            .map_err(db("read aliases"))?;
+        let mut aliases = Vec::new();
+        for (provider, id) in ids {
+            if let Some(alias) = select
+                .query_row(params![provider, id], |r| {
+                    Ok(AliasRow {
+                        provider: r.get(0)?,
+                        provider_shipment_id: r.get(1)?,
+                        shipment_key: r.get(2)?,
+                        carrier: r.get(3)?,
+                        tracking_number: r.get(4)?,
+                        delivery_seq: r.get(5)?,
+                    })
+                })
+                .optional()
+                .map_err(db("read aliases"))?
+            {
+                aliases.push(alias);
+            }
+        }
+        Ok(aliases)
+    }
+
+    async fn upsert_aliases(&mut self, rows: &[AliasRow]) -> Result<(), StoreError> {
+        let mut upsert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO aliases(provider, provider_shipment_id, shipment_key, carrier,
+                                     tracking_number, delivery_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT(provider, provider_shipment_id) DO UPDATE
+                 SET shipment_key = excluded.shipment_key, carrier = excluded.carrier,
+                     tracking_number = excluded.tracking_number,
+                     delivery_seq = excluded.delivery_seq",
+            )
+            .map_err(db("store aliases"))?;
+        for row in rows {
+            upsert
+                .execute(params![
+                    row.provider,
+                    row.provider_shipment_id,
+                    row.shipment_key,
+                    row.carrier,
+                    row.tracking_number,
+                    row.delivery_seq
+                ])
+                .map_err(db("store aliases"))?;
+        }
+        Ok(())
+    }
+
+    async fn shipment_keys(&mut self) -> Result<Vec<String>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached("SELECT DISTINCT shipment_key FROM events WHERE retracted = 0")
+            .map_err(db("read shipment keys"))?;
+        select
+            .query_map([], |row| row.get(0))
+            .and_then(Iterator::collect)
+            .map_err(db("read shipment keys"))
+    }
+
+    async fn saved_cursor(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
+        self.conn
+            .prepare_cached("SELECT position FROM cursors WHERE name = ?1")
+            .and_then(|mut select| select.query_row([name], |r| r.get(0)).optional())
+            .map_err(db("read a cursor"))
     }
 
     async fn delete_shipment(&mut self, key: &str) -> Result<(), StoreError> {
@@ -1163,7 +1276,11 @@ mod tests {
         let carried = |received_at: &str| {
             let mut carried = event("sendcloud:e1", "2024-06-01T08:00:00Z", Status::InTransit);
             carried.received_at = DateTime::parse_from_rfc3339(received_at).unwrap().into();
-            crate::project::outcome_rows(Provider::Sendcloud, Ok(vec![Output::Event(carried)]))
+            crate::project::outcome_rows(
+                Provider::Sendcloud,
+                Ok(vec![Output::Event(carried)]),
+                &shipfeed_core::identity::Identity::default(),
+            )
         };
         let project = |writer: &mut SqliteWriter, seq: i64, received_at: &str| {
             runtime.block_on(async {
@@ -1187,6 +1304,96 @@ mod tests {
             (again[0].duplicates.as_slice(), again[0].revised.as_slice()),
             (["sendcloud:e1".to_owned()].as_slice(), [].as_slice()),
             "the stored event is hashed again, and its content is the same"
+        );
+    }
+
+    #[test]
+    fn keys_of_one_parcel_written_differently_become_one_shipment_after_the_migration() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v6.db");
+        {
+            let conn = connect(&path, READER_CACHE_KIB).unwrap();
+            let inbox = connect(&inbox_path(&path), READER_CACHE_KIB).unwrap();
+            inbox.execute_batch(INBOX_SCHEMA).unwrap();
+            attach_inbox(&conn, &inbox_path(&path)).unwrap();
+            for migration in MIGRATIONS.iter().take_while(|m| m.version <= 6) {
+                conn.execute_batch(migration.sql).unwrap();
+            }
+            let event = |id: &str, tracking: &str, at: &str| {
+                serde_json::json!({
+                    "event_id": id, "provider": "sendcloud", "status": "in_transit",
+                    "raw": {}, "occurred_at": at, "time_zone_known": true,
+                    "received_at": at, "shipment": {"carrier": "postnl", "tracking_number": tracking},
+                    "trigger": true
+                })
+                .to_string()
+            };
+            conn.execute_batch(
+                "PRAGMA user_version = 6;
+                 INSERT INTO inbox.deliveries(seq, endpoint, provider, received_at, headers, body)
+                     VALUES (7, 'sendcloud', 'sendcloud', '2024-06-01T00:00:00Z', '[]', x'7B7D');
+                 INSERT INTO projections(seq, projection) VALUES (7, '{}');
+                 INSERT INTO shipments(shipment_key, shipment, state) VALUES
+                     ('postnl:3s abc', '{}', '{}'), ('postnl:3SABC', '{}', '{}');",
+            )
+            .unwrap();
+            for (id, key, tracking, at) in [
+                (
+                    "sendcloud:1",
+                    "postnl:3s abc",
+                    "3s abc",
+                    "2024-06-01T08:00:00Z",
+                ),
+                (
+                    "sendcloud:2",
+                    "postnl:3SABC",
+                    "3SABC",
+                    "2024-06-01T09:00:00Z",
+                ),
+                ("sendcloud:3", "sendcloud:id:P1", "", "2024-06-01T07:00:00Z"),
+            ] {
+                conn.execute(
+                    "INSERT INTO events(event_id, delivery_seq, shipment_key, occurred_at, body)
+                     VALUES (?1, 7, ?2, ?3, ?4)",
+                    params![id, key, at, event(id, tracking, at)],
+                )
+                .unwrap();
+            }
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let store = crate::Store::sqlite(&path).unwrap();
+            // Writes run in order: once this is saved, the rebuild queued at start has run.
+            store.save_cursor("test", 1).await.unwrap();
+            let views = store.shipments(Some("postnl"), "3sabc").await.unwrap();
+            let found: Vec<(&str, usize)> = views
+                .iter()
+                .map(|view| (view.key.as_str(), view.timeline.len()))
+                .collect();
+            assert_eq!(found, [("postnl:3SABC", 2)]);
+            assert_eq!(
+                store
+                    .saved_cursor(crate::project::REBUILD_SHIPMENTS)
+                    .await
+                    .unwrap(),
+                None
+            );
+        });
+        let conn = connect(&path, READER_CACHE_KIB).unwrap();
+        let keys: Vec<String> = conn
+            .prepare("SELECT DISTINCT shipment_key FROM events ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            keys,
+            ["postnl:3SABC", "sendcloud:id:P1"],
+            "an id key is left as it was"
         );
     }
 }

@@ -42,6 +42,8 @@ pub(crate) enum Work {
         epoch: i64,
         now: DateTime<Utc>,
     },
+    /// Every shipment's state recomputed, when a migration asked for it (queued at start).
+    RebuildShipments,
 }
 
 impl Work {
@@ -213,6 +215,16 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
         )),
         Work::ReleaseLease { name, epoch, now } => {
             lease::release(driver, name, *epoch, *now).await?;
+            Ok(Done::Released)
+        }
+        Work::RebuildShipments => {
+            if driver
+                .saved_cursor(project::REBUILD_SHIPMENTS)
+                .await?
+                .is_some()
+            {
+                project::rebuild_shipments(driver).await?;
+            }
             Ok(Done::Released)
         }
     }

@@ -1342,7 +1342,7 @@ mod replicas {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4], "each migration applied once");
+        assert_eq!(versions, [1, 2, 3, 4, 5], "each migration applied once");
         let tables: BTreeSet<String> = client
             .query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -1354,6 +1354,7 @@ mod replicas {
             .map(|row| row.get(0))
             .collect();
         let expected = [
+            "aliases",
             "cursors",
             "deliveries",
             "event_revisions",

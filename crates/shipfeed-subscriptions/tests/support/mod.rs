@@ -190,7 +190,7 @@ pub async fn add_events(store: &Store, count: usize) -> Vec<String> {
         .await
         .unwrap()
         .expect("the tests' projector lease");
-    let batch = seqs
+    let batch: Vec<Normalized> = seqs
         .into_iter()
         .zip(outcomes)
         .map(|(delivery_seq, outcome)| Normalized {
