@@ -19,6 +19,10 @@ pub(crate) const HELP: &str = "  bench normalize [--quick]
                        two references; then open loop at fixed offered rates: the sustained
                        rate (the projector keeps up) searched step by step, and ack and end-to-
                        end latency at half of it
+  bench project [--deliveries N] [--repeat N]
+                       the projector alone draining a backlog on SQLite and PostgreSQL
+                       (each delivery appended --repeat times: the repeats are duplicates),
+                       against the adapters alone normalizing the same deliveries (ratio)
   bench load --requests FILE --port N --rate R --count N [--pool N]
                        the open-loop load generator alone (`bench ingest` runs it): sends the
                        first N requests of FILE once each at R/s, prints a JSON report
@@ -36,6 +40,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
         ["normalize", rest @ ..] => normalize(root, rest),
         ["ingest", rest @ ..] => crate::bench_ingest::run(root, &Options::parse(rest)?),
         ["sqs", rest @ ..] => crate::bench_sqs::run(root, &Options::parse(rest)?),
+        ["project", rest @ ..] => crate::bench_project::run(root, &Options::parse(rest)?),
         ["load", rest @ ..] => crate::load::main(&Options::parse(rest)?),
         ["requests", rest @ ..] => crate::bench_ingest::requests(&Options::parse(rest)?),
         _ => bail!("usage:\n{HELP}"),
@@ -126,6 +131,10 @@ const BENCH_BINARIES: &[&str] = &[
     "bare_endpoint",
     "--example",
     "sqs_drain",
+    "-p",
+    "shipfeed-projector",
+    "--example",
+    "project_drain",
     "-p",
     "xtask",
     "--bin",

@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_ingest;
+mod bench_project;
 mod bench_sqs;
 mod ci;
 mod fixtures;
