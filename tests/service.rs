@@ -683,6 +683,7 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
                     ErrorKind::Payload,
                     "unknown status (an older build)",
                 )),
+                drift: None,
             }],
         )
         .await

@@ -9,6 +9,7 @@ mod status;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use shipfeed_core::drift::Drift;
 use shipfeed_core::json::{Text, TimeValue};
 use shipfeed_core::time::Instant;
 use shipfeed_core::{
@@ -65,7 +66,13 @@ impl Adapter for HappyColisAdapter {
     /// `Payload` (with the JSON path) when the bytes are not a HappyColis message, or a
     /// `shipment/*` message has no body or an event without a readable time. Never panics.
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
-        let message = payload::decode(&delivery.body, carries_shipment).map_err(tagged)?;
+        let message = payload::decode(&delivery.body, carries_shipment, None).map_err(tagged)?;
+        normalize(message, delivery.received_at)
+    }
+
+    fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+        let message =
+            payload::decode(&delivery.body, carries_shipment, Some(drift)).map_err(tagged)?;
         normalize(message, delivery.received_at)
     }
 }

@@ -57,6 +57,7 @@ use std::collections::HashSet;
 
 use chrono_tz::Tz;
 use serde::de::IgnoredAny;
+use shipfeed_core::drift::Drift;
 use shipfeed_core::{
     auth, carrier, json, time, Adapter, CredentialKind, Credentials, Error, EventId, Location,
     Mapping, Output, Provider, RawDelivery, RawStatus, ShipmentRef, TrackingEvent,
@@ -141,9 +142,24 @@ impl Adapter for SevenSendersAdapter {
     /// body is not a JSON object, names no shipment, holds an unreadable time, or carries
     /// nothing datable.
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
+        self.parse_with(delivery, None)
+    }
+
+    fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+        self.parse_with(delivery, Some(drift))
+    }
+}
+
+impl SevenSendersAdapter {
+    /// [`Adapter::parse`], noting unknown fields in `drift` when given.
+    fn parse_with(
+        &self,
+        delivery: &RawDelivery,
+        drift: Option<&mut Drift>,
+    ) -> Result<Vec<Output>, Error> {
         let body = delivery.body.as_slice();
         let is_object = body.trim_ascii_start().first() == Some(&b'{');
-        let mut message: Message<'_> = match json::decode(body) {
+        let mut message: Message<'_> = match json::decode_noting(body, drift) {
             Ok(message) if is_object => message,
             // serde reads a struct from an array too; a body must be an object.
             Ok(_) => return Err(PayloadError::NotAnObject.into()),
