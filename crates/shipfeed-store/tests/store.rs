@@ -1342,7 +1342,7 @@ mod replicas {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5], "each migration applied once");
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration applied once");
         let tables: BTreeSet<String> = client
             .query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -1357,6 +1357,8 @@ mod replicas {
             "aliases",
             "cursors",
             "deliveries",
+            "drift",
+            "drift_deliveries",
             "event_revisions",
             "events",
             "feed",
