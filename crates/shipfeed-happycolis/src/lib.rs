@@ -71,6 +71,7 @@ impl Adapter for HappyColisAdapter {
     }
 
     fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+        drift.documented(payload::DOCUMENTED);
         let message =
             payload::decode(&delivery.body, carries_shipment, Some(drift)).map_err(tagged)?;
         normalize(message, delivery.received_at)

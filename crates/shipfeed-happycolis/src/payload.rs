@@ -237,6 +237,43 @@ impl<'a> ShipmentEnvelope<'a> {
     }
 }
 
+
+/// Fields HappyColis documents that the adapter does not read: not contract drift. Paths as
+/// [`shipfeed_core::drift::Drift::documented`] reads them.
+pub(crate) const DOCUMENTED: &[&str] = &[
+    "body.addresses",
+    "body.createdAt",
+    "body.currency",
+    "body.customer",
+    "body.deliveredAt",
+    "body.details",
+    "body.events[].meta",
+    "body.events[].shipmentId",
+    "body.externalReference",
+    "body.firstAttemptedAt",
+    "body.format",
+    "body.issuedAt",
+    "body.lastEvent",
+    "body.locationId",
+    "body.meta",
+    "body.orderId",
+    "body.organizationId",
+    "body.origin",
+    "body.shippedAt",
+    "body.shippingMethodId",
+    "body.sku",
+    "body.stock",
+    "body.totalPrice",
+    "body.volume",
+    "body.volumeSellingUnit",
+    "body.weight",
+    "body.weightSellingUnit",
+    "header.application",
+    "header.organization",
+    "header.organizationId",
+    "header.webhookId",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,6 +51,7 @@ impl Adapter for SendcloudAdapter {
     }
 
     fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+        drift.documented(payload::DOCUMENTED);
         parse(delivery, Some(drift)).map_err(|e| e.with_provider(PROVIDER))
     }
 }

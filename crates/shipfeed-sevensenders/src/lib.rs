@@ -146,6 +146,7 @@ impl Adapter for SevenSendersAdapter {
     }
 
     fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+        drift.documented(crate::payload::DOCUMENTED);
         self.parse_with(delivery, Some(drift))
     }
 }

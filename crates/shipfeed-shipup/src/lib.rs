@@ -94,6 +94,7 @@ impl Adapter for ShipupAdapter {
     }
 
     fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+        drift.documented(payload::DOCUMENTED);
         normalize(delivery, Some(drift))
     }
 }
