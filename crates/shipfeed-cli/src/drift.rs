@@ -134,14 +134,20 @@ mod tests {
         let text = table(&report);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 3, "{text}");
-        assert!(lines[0].starts_with("PROVIDER   KIND           KEY"), "{text}");
+        assert!(
+            lines[0].starts_with("PROVIDER   KIND           KEY"),
+            "{text}"
+        );
         assert!(lines[1].contains(r"parcel.colour\n"), "{text}");
         assert_eq!(
             lines[0].find("DELIVERIES"),
             lines[1].find("12"),
             "columns line up: {text}"
         );
-        assert!(lines[2].starts_with("shipup unknown_field: 3 observations"), "{text}");
+        assert!(
+            lines[2].starts_with("shipup unknown_field: 3 observations"),
+            "{text}"
+        );
         assert_eq!(table(&DriftReport::default()), "no drift recorded\n");
     }
 }

@@ -351,7 +351,11 @@ mod tests {
         let body = br#"{"a": 1, "new": {"x": 1}, "newer": 1, "items": [],
                         "inner": {"b": 1, "c": {"d": 1}, "cc": 1}}"#;
         crate::json::decode_noting::<Body>(body, Some(&mut drift)).unwrap();
-        let keys: Vec<_> = drift.observations().iter().map(|o| o.key.as_str()).collect();
+        let keys: Vec<_> = drift
+            .observations()
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect();
         assert_eq!(keys, ["newer", "inner.cc"]);
     }
 
@@ -385,7 +389,12 @@ mod tests {
                 "brand_new",
                 at,
             )),
-            Output::Notice(Notice::new(Provider::Sendcloud, NoticeKind::Ping, "ping", at)),
+            Output::Notice(Notice::new(
+                Provider::Sendcloud,
+                NoticeKind::Ping,
+                "ping",
+                at,
+            )),
         ]);
         assert_eq!(
             drift.observations(),

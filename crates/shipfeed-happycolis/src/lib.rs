@@ -70,7 +70,11 @@ impl Adapter for HappyColisAdapter {
         normalize(message, delivery.received_at)
     }
 
-    fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
         drift.documented(payload::DOCUMENTED);
         let message =
             payload::decode(&delivery.body, carries_shipment, Some(drift)).map_err(tagged)?;

@@ -237,7 +237,6 @@ impl<'a> ShipmentEnvelope<'a> {
     }
 }
 
-
 /// Fields HappyColis documents that the adapter does not read: not contract drift. Paths as
 /// [`shipfeed_core::drift::Drift::documented`] reads them.
 pub(crate) const DOCUMENTED: &[&str] = &[

@@ -36,8 +36,8 @@ use shipfeed_core::drift::{self, Drift};
 use shipfeed_core::identity::Identity;
 use shipfeed_core::{Adapter, Error, ErrorKind, Output, Provider};
 use shipfeed_store::{
-    Clock, DeliveryDrift, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch, Projection, Store, StoreError,
-    StoredDelivery, PROJECTOR,
+    Clock, DeliveryDrift, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch, Projection,
+    Store, StoreError, StoredDelivery, PROJECTOR,
 };
 use tokio::sync::{watch, Notify};
 
@@ -313,7 +313,8 @@ impl Projector {
             .iter()
             .map(|stored| (stored.endpoint.clone(), stored.provider))
             .collect();
-        let normalized: Vec<Normalized> = page.iter().map(|stored| self.normalize(stored)).collect();
+        let normalized: Vec<Normalized> =
+            page.iter().map(|stored| self.normalize(stored)).collect();
         Some(Prepared {
             arrivals,
             batch: PreparedBatch::new(normalized, &self.options.identity),

@@ -50,7 +50,11 @@ impl Adapter for SendcloudAdapter {
         parse(delivery, None).map_err(|e| e.with_provider(PROVIDER))
     }
 
-    fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
         drift.documented(payload::DOCUMENTED);
         parse(delivery, Some(drift)).map_err(|e| e.with_provider(PROVIDER))
     }

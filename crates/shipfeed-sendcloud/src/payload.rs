@@ -187,7 +187,6 @@ pub(crate) struct LocationDetails<'a> {
     pub(crate) country_code: Option<Text<'a>>,
 }
 
-
 /// Fields Sendcloud documents (and sends in its published samples) that the adapter does not
 /// read: not contract drift. Paths as [`shipfeed_core::drift::Drift::documented`] reads them.
 pub(crate) const DOCUMENTED: &[&str] = &[

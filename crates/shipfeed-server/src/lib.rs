@@ -72,7 +72,7 @@ use serde::Deserialize;
 use serde_json::json;
 use shipfeed::auth::{self, jwt::JwtVerifier, jwt::KeySet, jwt::KeySource};
 use shipfeed::registry::{self, Settings};
-use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Output, Provider, RawDelivery};
+use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Provider, RawDelivery};
 use shipfeed_projector::{Adapters, ProjectionObserver, Projector, ProjectorOptions};
 use shipfeed_store::{Arrival, Clock, FeedItem, Projection, Store, SystemClock};
 use tokio::sync::{watch, Notify};

@@ -332,7 +332,9 @@ impl Metrics {
             sum.1 += 1;
         }
         for (labels, (observations, keys)) in sums {
-            self.drift_observations.get_or_create(&labels).set(observations);
+            self.drift_observations
+                .get_or_create(&labels)
+                .set(observations);
             self.drift_keys.get_or_create(&labels).set(keys);
         }
         for dropped in &report.dropped {
@@ -340,7 +342,9 @@ impl Metrics {
                 provider: dropped.provider.as_str(),
                 kind: dropped.kind.as_str(),
             };
-            self.drift_dropped.get_or_create(&labels).set(dropped.observations);
+            self.drift_dropped
+                .get_or_create(&labels)
+                .set(dropped.observations);
         }
     }
 

@@ -145,7 +145,11 @@ impl Adapter for SevenSendersAdapter {
         self.parse_with(delivery, None)
     }
 
-    fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
         drift.documented(crate::payload::DOCUMENTED);
         self.parse_with(delivery, Some(drift))
     }

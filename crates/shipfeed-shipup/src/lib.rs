@@ -93,7 +93,11 @@ impl Adapter for ShipupAdapter {
         normalize(delivery, None)
     }
 
-    fn parse_noting(&self, delivery: &RawDelivery, drift: &mut Drift) -> Result<Vec<Output>, Error> {
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
         drift.documented(payload::DOCUMENTED);
         normalize(delivery, Some(drift))
     }

@@ -216,7 +216,6 @@ pub(crate) struct Address<'a> {
     pub(crate) country_code: Option<Text<'a>>,
 }
 
-
 /// Fields Shipup documents (and sends in its published samples) that the adapter does not
 /// read: not contract drift. Paths as [`shipfeed_core::drift::Drift::documented`] reads them.
 pub(crate) const DOCUMENTED: &[&str] = &[

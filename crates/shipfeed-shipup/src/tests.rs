@@ -592,7 +592,11 @@ fn an_unknown_field_is_noted_and_a_documented_one_is_not() {
     ShipupAdapter::new()
         .parse_noting(&RawDelivery::new(bytes, received_at()), &mut drift)
         .unwrap();
-    let keys: Vec<&str> = drift.observations().iter().map(|o| o.key.as_str()).collect();
+    let keys: Vec<&str> = drift
+        .observations()
+        .iter()
+        .map(|o| o.key.as_str())
+        .collect();
     // `object` (top level) is documented; the new field is not.
     assert_eq!(keys, ["data.object.co2_grams"]);
 }

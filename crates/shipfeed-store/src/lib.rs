@@ -1039,7 +1039,10 @@ impl Store {
                 continue;
             }
             let Ok(kind) = row.kind.parse() else {
-                tracing::warn!(kind = row.kind, "skipping drift of a kind this build does not know");
+                tracing::warn!(
+                    kind = row.kind,
+                    "skipping drift of a kind this build does not know"
+                );
                 continue;
             };
             report.entries.push(DriftEntry {
@@ -1052,9 +1055,9 @@ impl Store {
                 sample_delivery_seq: row.sample_seq,
             });
         }
-        report
-            .entries
-            .sort_by(|a, b| (a.provider.as_str(), a.kind, &a.key).cmp(&(b.provider.as_str(), b.kind, &b.key)));
+        report.entries.sort_by(|a, b| {
+            (a.provider.as_str(), a.kind, &a.key).cmp(&(b.provider.as_str(), b.kind, &b.key))
+        });
         report
             .dropped
             .sort_by(|a, b| (a.provider.as_str(), a.kind).cmp(&(b.provider.as_str(), b.kind)));

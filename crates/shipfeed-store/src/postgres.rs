@@ -73,8 +73,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow, EventRow, FeedRow, ProjectionRow,
-    ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow, EventRow, FeedRow,
+    ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow,
+    WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -1074,7 +1075,10 @@ impl WriteDriver for PgWriter {
                 .map_err(pg("store drift"))?;
         }
         if !fingerprints.is_empty() {
-            let providers: Vec<&str> = fingerprints.iter().map(|(provider, _, _)| *provider).collect();
+            let providers: Vec<&str> = fingerprints
+                .iter()
+                .map(|(provider, _, _)| *provider)
+                .collect();
             let hashes: Vec<&str> = fingerprints.iter().map(|(_, hash, _)| *hash).collect();
             let seqs: Vec<i64> = fingerprints.iter().map(|(_, _, seq)| *seq).collect();
             client

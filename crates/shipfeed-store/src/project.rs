@@ -721,7 +721,10 @@ impl DriftTally {
         let providers: Vec<&str> = providers.into_iter().collect();
         for (provider, kind, key) in driver.drift_keys(&providers).await? {
             if kind != DRIFT_DROPPED {
-                *tally.keys.entry((provider.clone(), kind.clone())).or_default() += 1;
+                *tally
+                    .keys
+                    .entry((provider.clone(), kind.clone()))
+                    .or_default() += 1;
             }
             tally.known.insert((provider, kind, key));
         }
@@ -791,7 +794,14 @@ impl DriftTally {
                 .entry((provider_name.to_owned(), kind.as_str().to_owned()))
                 .or_default();
             if *keys >= DRIFT_KEYS_PER_KIND {
-                self.add(provider_name, DRIFT_DROPPED, kind.as_str().to_owned(), seq, at, 1);
+                self.add(
+                    provider_name,
+                    DRIFT_DROPPED,
+                    kind.as_str().to_owned(),
+                    seq,
+                    at,
+                    1,
+                );
                 continue;
             }
             *keys += 1;
@@ -815,7 +825,15 @@ impl DriftTally {
         items
     }
 
-    fn add(&mut self, provider: &str, kind: &str, key: String, seq: i64, at: DateTime<Utc>, n: u64) {
+    fn add(
+        &mut self,
+        provider: &str,
+        kind: &str,
+        key: String,
+        seq: i64,
+        at: DateTime<Utc>,
+        n: u64,
+    ) {
         let id = (provider.to_owned(), kind.to_owned(), key);
         let n = i64::try_from(n).unwrap_or(i64::MAX);
         match self.index.get(&id) {

@@ -21,8 +21,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow, EventRow, FeedRow, ProjectionRow,
-    ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow, EventRow, FeedRow,
+    ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow,
+    WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -1417,6 +1418,7 @@ mod tests {
             crate::project::outcome_rows(
                 Provider::Sendcloud,
                 Ok(vec![Output::Event(carried)]),
+                None,
                 &shipfeed_core::identity::Identity::default(),
             )
         };

@@ -11,8 +11,7 @@ use shipfeed::drift::{self, DriftKind};
 use shipfeed::sendcloud::SendcloudAdapter;
 use shipfeed::{Provider, RawDelivery};
 use shipfeed_store::{
-    Arrival, DeliveryDrift, DriftEntry, DriftItem, FeedItem, Normalized, Store,
-    DRIFT_KEYS_PER_KIND,
+    Arrival, DeliveryDrift, DriftEntry, DriftItem, FeedItem, Normalized, Store, DRIFT_KEYS_PER_KIND,
 };
 use support::test_lease;
 
@@ -164,7 +163,10 @@ async fn a_new_field_and_code_count_once_per_distinct_delivery(store: Store) {
     ] {
         let entry = entry(&store, kind, key).await.unwrap();
         assert_eq!(entry.deliveries, deliveries, "{entry:?}");
-        assert_eq!(entry.first_seen, if deliveries == 2 { at(0) } else { at(11) });
+        assert_eq!(
+            entry.first_seen,
+            if deliveries == 2 { at(0) } else { at(11) }
+        );
     }
     assert_eq!(
         entry(&store, DriftKind::UnknownField, "parcel.colour")
@@ -190,12 +192,17 @@ async fn a_new_field_and_code_count_once_per_distinct_delivery(store: Store) {
         .collect();
     keys.sort();
     assert_eq!(keys.len(), 3, "{items:?}");
-    assert_eq!(keys[0], (DriftKind::UnknownStatus, "77777".to_owned(), seqs[0]));
+    assert_eq!(
+        keys[0],
+        (DriftKind::UnknownStatus, "77777".to_owned(), seqs[0])
+    );
     assert_eq!(
         keys[2],
         (DriftKind::UnknownField, "parcel.colour".to_owned(), seqs[0])
     );
-    assert!(items.iter().all(|item| item.provider == Provider::Sendcloud));
+    assert!(items
+        .iter()
+        .all(|item| item.provider == Provider::Sendcloud));
 }
 
 async fn an_event_sent_again_does_not_count_its_code_again(store: Store) {
@@ -210,7 +217,11 @@ async fn an_event_sent_again_does_not_count_its_code_again(store: Store) {
         .unwrap();
     assert_eq!(code.deliveries, 1);
     // A known status adds nothing.
-    deliver(&store, &[(&parcel_body(2, 1_712_163_099_000, 11, ""), at(2))]).await;
+    deliver(
+        &store,
+        &[(&parcel_body(2, 1_712_163_099_000, 11, ""), at(2))],
+    )
+    .await;
     assert_eq!(store.drift(None).await.unwrap().entries.len(), 1);
 }
 
@@ -223,7 +234,11 @@ async fn keys_past_the_cap_are_counted_not_kept(store: Store) {
     let bodies: Vec<String> = (0..4).map(body).collect();
     deliver(
         &store,
-        &[(&bodies[0], at(0)), (&bodies[1], at(1)), (&bodies[2], at(2))],
+        &[
+            (&bodies[0], at(0)),
+            (&bodies[1], at(1)),
+            (&bodies[2], at(2)),
+        ],
     )
     .await;
     deliver(&store, &[(&bodies[3], at(3))]).await;

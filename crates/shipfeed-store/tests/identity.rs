@@ -84,6 +84,7 @@ async fn items_after(store: &Store, after: i64) -> Vec<(String, String, String)>
                 item.shipment_key,
                 format!("{:?}", item.state.map(|state| state.status)),
             ),
+            FeedItem::Drift(item) => ("drift".to_owned(), item.kind.to_string(), item.key),
         })
         .collect()
 }

@@ -82,6 +82,7 @@ async fn items_after(store: &Store, after: i64) -> Vec<(String, String)> {
                         .map(|s| (s.status, s.status_event_id.as_str().to_owned()))
                 ),
             ),
+            FeedItem::Drift(item) => ("drift".to_owned(), format!("{} {}", item.kind, item.key)),
         })
         .collect()
 }
@@ -395,6 +396,7 @@ async fn commit_then_read_back(store: Store) {
             FeedItem::Event(_) => "event",
             FeedItem::ShipmentState(_) => "shipment_state",
             FeedItem::Retraction(_) => "retraction",
+            FeedItem::Drift(_) => "drift",
         })
         .collect();
     assert_eq!(kinds, ["event", "shipment_state"].repeat(3));

@@ -120,7 +120,8 @@ impl Nats {
 
 /// The subject and the `Nats-Msg-Id` of a feed item: events go to
 /// `shipfeed.events.<provider>.<status>`, retractions to `shipfeed.events.retraction`, state
-/// changes to `shipfeed.events.shipment_state.<status>`. The id is the same every time the
+/// changes to `shipfeed.events.shipment_state.<status>`, drift to
+/// `shipfeed.events.drift.<provider>.<kind>`. The id is the same every time the
 /// same item is published (JetStream drops a repeat within its duplicate window) and differs
 /// between revisions of an event (a correction is never dropped as a repeat).
 fn nats_address(item: &FeedItem) -> (String, String) {
@@ -145,6 +146,15 @@ fn nats_address(item: &FeedItem) -> (String, String) {
                     .map_or("none", |state| state.status.as_str())
             ),
             format!("shipment_state:{}", item.seq),
+        ),
+        // The key comes from a payload: neither in the subject nor in a header.
+        FeedItem::Drift(item) => (
+            format!(
+                "{NATS_SUBJECT_PREFIX}.drift.{}.{}",
+                item.provider.as_str(),
+                item.kind.as_str()
+            ),
+            format!("drift:{}", item.seq),
         ),
     }
 }
