@@ -440,6 +440,28 @@ mod tests {
         })
     }
 
+    #[test]
+    fn unknown_fields_are_noted_and_documented_ones_are_not() {
+        let mut body = message("shipment/shipping_event", history(2));
+        body["body"]["carbonFootprint"] = json!({"grams": 120});
+        body["body"]["events"][0]["channel"] = json!("api");
+        body["header"]["webhookId"] = json!("wh-2");
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let mut drift = Drift::new(Provider::HappyColis);
+        HappyColisAdapter::new()
+            .parse_noting(&RawDelivery::new(bytes, received_at()), &mut drift)
+            .unwrap();
+        let keys: BTreeSet<&str> = drift
+            .observations()
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["body.carbonFootprint", "body.events[].channel"])
+        );
+    }
+
     fn parse(body: &Value) -> Result<Vec<Output>, Error> {
         let bytes = serde_json::to_vec(body).unwrap();
         HappyColisAdapter::new().parse(&RawDelivery::new(bytes, received_at()))

@@ -423,6 +423,28 @@ mod tests {
     }
 
     #[test]
+    fn unknown_fields_are_noted_but_not_inside_undocumented_entries() {
+        let body = r#"{"id": "s1", "status": "Delivered", "status_time": "01.02.2024 10:00:00",
+            "co2": {"grams": 5}, "events": [{"event": "Delivered", "date": "01.02.2024 10:00:00", "extra": 1}]}"#;
+        let mut drift = Drift::new(Provider::SevenSenders);
+        let noted = SevenSendersAdapter::default()
+            .parse_noting(&RawDelivery::new(body, at()), &mut drift)
+            .unwrap();
+        assert_eq!(
+            noted,
+            SevenSendersAdapter::default()
+                .parse(&RawDelivery::new(body, at()))
+                .unwrap()
+        );
+        let keys: Vec<&str> = drift
+            .observations()
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect();
+        assert_eq!(keys, ["co2"]);
+    }
+
+    #[test]
     fn blank_null_and_absent_status_give_events_without_status() {
         for status in [
             r#""status": "","#,
