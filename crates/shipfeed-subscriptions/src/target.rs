@@ -120,7 +120,8 @@ impl Nats {
 
 /// The subject and the `Nats-Msg-Id` of a feed item: events go to
 /// `shipfeed.events.<provider>.<status>`, retractions to `shipfeed.events.retraction`, state
-/// changes to `shipfeed.events.shipment_state.<status>`. The id is the same every time the
+/// changes to `shipfeed.events.shipment_state.<status>`, alerts to
+/// `shipfeed.events.alert.<status>` and their clearing to `shipfeed.events.alert_cleared`. The id is the same every time the
 /// same item is published (JetStream drops a repeat within its duplicate window) and differs
 /// between revisions of an event (a correction is never dropped as a repeat).
 fn nats_address(item: &FeedItem) -> (String, String) {
@@ -145,6 +146,18 @@ fn nats_address(item: &FeedItem) -> (String, String) {
                     .map_or("none", |state| state.status.as_str())
             ),
             format!("shipment_state:{}", item.seq),
+        ),
+        // An alert's id is deterministic, so a repeat of the same alert is dropped too.
+        FeedItem::Alert(item) => (
+            format!(
+                "{NATS_SUBJECT_PREFIX}.alert.{}",
+                item.alert.status.as_str()
+            ),
+            item.alert.alert_id.clone(),
+        ),
+        FeedItem::AlertCleared(item) => (
+            format!("{NATS_SUBJECT_PREFIX}.alert_cleared"),
+            format!("cleared:{}", item.alert_id),
         ),
     }
 }
