@@ -62,6 +62,115 @@ pub struct Config {
     /// Which events are one shipment (`[identity]`).
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Stalled-shipment alerts (`[alerts]`).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Stalled-shipment alerts: how often the rules are evaluated, and the rules.
+///
+/// ```toml
+/// [alerts]
+/// check_every = "60s"          # or "off": never evaluated
+/// [alerts.stalled]             # status = longest quiet time; "off" turns a default off
+/// in_transit = "72h"
+/// [alerts.stalled.carrier.dhl] # per carrier, over the above
+/// in_transit = "96h"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often the projector evaluates the rules (a duration such as `"60s"`, or `"off"`);
+    /// default 60 seconds.
+    #[serde(default)]
+    pub check_every: Option<String>,
+    /// The rules, over the defaults (`pre_transit` 48 h, `in_transit` 72 h,
+    /// `available_for_pickup` 5 days, `exception` 24 h).
+    #[serde(default)]
+    pub stalled: StalledConfig,
+}
+
+/// `[alerts.stalled]`: per status, the longest a shipment may go without a new event.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StalledConfig {
+    /// Per carrier (by slug), the statuses whose quiet time differs for it.
+    #[serde(default)]
+    pub carrier: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Status name → duration (`"72h"`, `"5days"`) or `"off"`.
+    #[serde(flatten)]
+    pub statuses: std::collections::BTreeMap<String, String>,
+}
+
+impl AlertsConfig {
+    /// The projector's alert settings; `None` when `check_every` is `"off"`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Setting`] for an unknown status, a terminal one (never stalled) or a
+    /// duration that does not parse.
+    pub fn options(&self) -> Result<Option<shipfeed_projector::AlertOptions>, ServiceError> {
+        let check_every = match self.check_every.as_deref() {
+            None => shipfeed_projector::AlertOptions::default().check_every,
+            Some(text) => match quiet_time("alerts.check_every", text)? {
+                Some(every) => every,
+                None => return Ok(None),
+            },
+        };
+        let mut rules = shipfeed_store::StalledRules::default();
+        for (name, value) in &self.stalled.statuses {
+            let setting = format!("alerts.stalled.{name}");
+            let (status, quiet) = stalled_rule(&setting, name, value)?;
+            rules
+                .set(status, quiet)
+                .map_err(|e| bad_setting(&setting, value, e.to_string()))?;
+        }
+        for (carrier, statuses) in &self.stalled.carrier {
+            for (name, value) in statuses {
+                let setting = format!("alerts.stalled.carrier.{carrier}.{name}");
+                let (status, quiet) = stalled_rule(&setting, name, value)?;
+                rules
+                    .set_for_carrier(carrier, status, quiet)
+                    .map_err(|e| bad_setting(&setting, value, e.to_string()))?;
+            }
+        }
+        Ok(Some(shipfeed_projector::AlertOptions { rules, check_every }))
+    }
+}
+
+fn bad_setting(setting: &str, value: &str, why: String) -> ServiceError {
+    ServiceError::Setting {
+        setting: setting.to_owned(),
+        value: value.to_owned(),
+        source: why.into(),
+    }
+}
+
+/// A duration (`"72h"`, `"5days"`, `"90m"`), or `None` for `"off"`.
+fn quiet_time(setting: &str, text: &str) -> Result<Option<std::time::Duration>, ServiceError> {
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| bad_setting(setting, text, e.to_string()))
+}
+
+/// One `status = "duration"` line of `[alerts.stalled]`.
+fn stalled_rule(
+    setting: &str,
+    name: &str,
+    value: &str,
+) -> Result<(shipfeed::Status, Option<chrono::TimeDelta>), ServiceError> {
+    let status = shipfeed::Status::ALL
+        .into_iter()
+        .find(|status| status.as_str() == name)
+        .ok_or_else(|| bad_setting(setting, value, format!("`{name}` is not a status")))?;
+    let quiet = quiet_time(setting, value)?
+        .map(|quiet| {
+            chrono::TimeDelta::from_std(quiet)
+                .map_err(|e| bad_setting(setting, value, e.to_string()))
+        })
+        .transpose()?;
+    Ok((status, quiet))
 }
 
 /// Which events are one shipment (ARCHITECTURE.md, "One timeline per parcel").
@@ -345,6 +454,7 @@ impl Config {
                 .collect(),
             projector: ProjectorConfig::default(),
             identity: IdentityConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 
@@ -405,6 +515,7 @@ impl Config {
             }
         }
         config.lease_ttl()?;
+        config.alerts.options()?;
         config.subscriptions()?;
         Ok(config)
     }
