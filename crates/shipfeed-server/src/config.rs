@@ -1112,4 +1112,67 @@ mod tests {
             .to_string();
         assert!(error.contains("at least one audience"), "{error}");
     }
+
+    #[test]
+    fn alerts_take_durations_per_status_and_carrier_over_the_defaults() {
+        use chrono::TimeDelta;
+        use shipfeed::Status;
+        let config: Config = toml::from_str(
+            r#"
+[alerts]
+check_every = "30s"
+[alerts.stalled]
+in_transit = "96h"
+exception = "off"
+out_for_delivery = "2days"
+[alerts.stalled.carrier.DHL]
+in_transit = "5d"
+pre_transit = "off"
+"#,
+        )
+        .unwrap();
+        let options = config.alerts.options().unwrap().unwrap();
+        assert_eq!(options.check_every, std::time::Duration::from_secs(30));
+        let rules = &options.rules;
+        assert_eq!(
+            rules.max_quiet(Some("postnl"), Status::InTransit),
+            Some(TimeDelta::hours(96))
+        );
+        assert_eq!(
+            rules.max_quiet(Some("dhl"), Status::InTransit),
+            Some(TimeDelta::days(5))
+        );
+        assert_eq!(rules.max_quiet(Some("dhl"), Status::PreTransit), None);
+        assert_eq!(
+            rules.max_quiet(None, Status::PreTransit),
+            Some(TimeDelta::hours(48)),
+            "kept default"
+        );
+        assert_eq!(rules.max_quiet(None, Status::Exception), None);
+        assert_eq!(
+            rules.max_quiet(None, Status::OutForDelivery),
+            Some(TimeDelta::days(2))
+        );
+
+        let default = Config::embedded().alerts.options().unwrap().unwrap();
+        assert_eq!(default.check_every, std::time::Duration::from_secs(60));
+        let off: Config = toml::from_str("[alerts]\ncheck_every = \"off\"").unwrap();
+        assert!(off.alerts.options().unwrap().is_none());
+    }
+
+    #[test]
+    fn alert_rules_that_cannot_hold_are_refused() {
+        for (text, why) in [
+            ("[alerts.stalled]\ndelivered = \"1h\"", "terminal"),
+            ("[alerts.stalled]\nin_transit = \"soon\"", "alerts.stalled.in_transit"),
+            ("[alerts.stalled]\nstuck = \"1h\"", "not a status"),
+            ("[alerts.stalled]\nin_transit = \"0s\"", "above zero"),
+            ("[alerts]\ncheck_every = \"often\"", "alerts.check_every"),
+        ] {
+            let config: Config = toml::from_str(text).unwrap();
+            let error = config.alerts.options().unwrap_err();
+            let message = format!("{error} {}", shipfeed::error_chain(&error));
+            assert!(message.contains(why), "{text}: {message}");
+        }
+    }
 }

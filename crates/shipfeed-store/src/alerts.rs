@@ -315,7 +315,8 @@ pub(crate) async fn raise(
             body,
         })
         .collect();
-    let inserted = driver.insert_alerts(&rows).await?;
+    let inserted: std::collections::HashSet<String> =
+        driver.insert_alerts(&rows).await?.into_iter().collect();
     let feed: Vec<FeedRow<'_>> = rows
         .iter()
         .filter(|row| inserted.contains(row.alert_id))

@@ -576,8 +576,8 @@ pub(crate) async fn project(
             }
             // An alert holds while the shipment's last event and status are those it was
             // raised on: this delivery moved them, so it clears the alert, in this transaction.
-            if let Some(alerts) = open_alerts.get_mut(key) {
-                alerts.retain(|alert| {
+            if let Some(raised) = open_alerts.get_mut(key) {
+                raised.retain(|alert| {
                     if alerts::still_holds(alert, state.as_ref()) {
                         return true;
                     }

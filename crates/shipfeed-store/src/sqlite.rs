@@ -1541,4 +1541,54 @@ mod tests {
             "an id key is left as it was"
         );
     }
+
+    #[test]
+    fn migration_8_fills_the_stalled_columns_from_the_stored_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v7.db");
+        {
+            let conn = connect(&path, READER_CACHE_KIB).unwrap();
+            let inbox = connect(&inbox_path(&path), READER_CACHE_KIB).unwrap();
+            inbox.execute_batch(INBOX_SCHEMA).unwrap();
+            attach_inbox(&conn, &inbox_path(&path)).unwrap();
+            for migration in MIGRATIONS.iter().take_while(|m| m.version <= 7) {
+                conn.execute_batch(migration.sql).unwrap();
+            }
+            let state = serde_json::json!({
+                "status": "in_transit", "terminal": false,
+                "status_event_id": "sendcloud:1", "status_occurred_at": "2024-06-01T08:00:00.250Z",
+                "last_event_id": "sendcloud:1", "last_occurred_at": "2024-06-01T08:00:00.250Z",
+                "event_count": 1
+            });
+            conn.execute_batch(
+                "PRAGMA user_version = 7; DELETE FROM cursors WHERE name = 'rebuild:shipments';",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state)
+                 VALUES ('postnl:3SABC', 'postnl', '3SABC', '{}', ?1)",
+                [state.to_string()],
+            )
+            .unwrap();
+        }
+        let (_inbox, writer, _reader) = open(&path).unwrap();
+        let row: (String, String, i64) = writer
+            .conn
+            .query_row(
+                "SELECT status, last_event_id, last_occurred_at FROM shipments",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let at = DateTime::parse_from_rfc3339("2024-06-01T08:00:00Z").unwrap();
+        assert_eq!(
+            row,
+            ("in_transit".to_owned(), "sendcloud:1".to_owned(), at.timestamp())
+        );
+        let version: i64 = writer
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 8);
+    }
 }

@@ -151,7 +151,14 @@ async fn raised_once_at_the_threshold_and_cleared_once_by_the_next_event(db: &Te
         .collect();
     assert_eq!(
         kinds,
-        ["event", "shipment_state", "alert", "event", "alert_cleared"]
+        [
+            "event",
+            "shipment_state",
+            "alert",
+            "event",
+            "shipment_state",
+            "alert_cleared"
+        ]
     );
 
     let after_next = parcel("postnl", "STALL1", "3", "2024-06-04T17:00:00Z", Status::InTransit);
