@@ -397,6 +397,8 @@ async fn commit_then_read_back(store: Store) {
             FeedItem::Event(_) => "event",
             FeedItem::ShipmentState(_) => "shipment_state",
             FeedItem::Retraction(_) => "retraction",
+            FeedItem::Alert(_) => "alert",
+            FeedItem::AlertCleared(_) => "alert_cleared",
         })
         .collect();
     assert_eq!(kinds, ["event", "shipment_state"].repeat(3));
