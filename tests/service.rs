@@ -1161,10 +1161,17 @@ async fn a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert(backend
     let day_ms = 86_400_000;
 
     // In transit five days ago: past the 72 hours of the default rule, by the service's clock.
-    let quiet = sendcloud_status(parcel, (3, "En route to sorting center"), now_ms - 5 * day_ms);
+    let quiet = sendcloud_status(
+        parcel,
+        (3, "En route to sorting center"),
+        now_ms - 5 * day_ms,
+    );
     let (status, answer) = post_projected(&http, &server.base, &quiet).await;
     assert_eq!(status, 200, "{answer}");
-    let stalled_event = answer["projection"]["events"][0].as_str().unwrap().to_owned();
+    let stalled_event = answer["projection"]["events"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let items = alert_items(&http, &server.base, &key, |items| !items.is_empty()).await;
     let alert = &items[0];
     assert_eq!(alert["type"], "alert", "{alert}");
@@ -1172,7 +1179,10 @@ async fn a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert(backend
     assert_eq!(alert["status"], "in_transit");
     assert_eq!(alert["last_event_id"], stalled_event.as_str());
     assert_eq!(alert["max_quiet_seconds"], 72 * 3600);
-    assert_eq!(alert["shipment"]["tracking_number"], tracking_number(parcel));
+    assert_eq!(
+        alert["shipment"]["tracking_number"],
+        tracking_number(parcel)
+    );
     let id = alert["alert_id"].as_str().unwrap().to_owned();
     assert_eq!(
         id,
@@ -1193,7 +1203,10 @@ async fn a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert(backend
     let next = sendcloud_status(parcel, (5, "Sorted"), now_ms - day_ms / 24);
     let (status, answer) = post_projected(&http, &server.base, &next).await;
     assert_eq!(status, 200, "{answer}");
-    let next_event = answer["projection"]["events"][0].as_str().unwrap().to_owned();
+    let next_event = answer["projection"]["events"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let items = alert_items(&http, &server.base, &key, |items| items.len() >= 2).await;
     assert_eq!(items.len(), 2, "raised once, cleared once: {items:?}");
     assert_eq!(items[0]["alert_id"], id.as_str());

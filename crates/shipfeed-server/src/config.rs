@@ -132,7 +132,10 @@ impl AlertsConfig {
                     .map_err(|e| bad_setting(&setting, value, e.to_string()))?;
             }
         }
-        Ok(Some(shipfeed_projector::AlertOptions { rules, check_every }))
+        Ok(Some(shipfeed_projector::AlertOptions {
+            rules,
+            check_every,
+        }))
     }
 }
 
@@ -1164,7 +1167,10 @@ pre_transit = "off"
     fn alert_rules_that_cannot_hold_are_refused() {
         for (text, why) in [
             ("[alerts.stalled]\ndelivered = \"1h\"", "terminal"),
-            ("[alerts.stalled]\nin_transit = \"soon\"", "alerts.stalled.in_transit"),
+            (
+                "[alerts.stalled]\nin_transit = \"soon\"",
+                "alerts.stalled.in_transit",
+            ),
             ("[alerts.stalled]\nstuck = \"1h\"", "not a status"),
             ("[alerts.stalled]\nin_transit = \"0s\"", "above zero"),
             ("[alerts]\ncheck_every = \"often\"", "alerts.check_every"),

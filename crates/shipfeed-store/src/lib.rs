@@ -47,10 +47,10 @@ use shipfeed_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use driver::{ReadDriver, WriteDriver};
 pub use alerts::{
     alert_id, stalled_rule, Alert, AlertCleared, AlertItem, StalledRules, RAISE_LIMIT,
 };
+use driver::{ReadDriver, WriteDriver};
 pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
 use write::{Done, Job, Work};
 

@@ -16,10 +16,10 @@ use shipfeed_core::{
     current_state, latest_event, Error, Output, Provider, ShipmentRef, ShipmentState, TrackingEvent,
 };
 
+use crate::alerts::{self, AlertCleared};
 use crate::driver::{
     AliasRow, EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver,
 };
-use crate::alerts::{self, AlertCleared};
 use crate::{Projection, Retraction, ShipmentStateChange, StatusChange, StoreError};
 
 /// An adapter's outputs as rows, or the reason the delivery is a dead letter.

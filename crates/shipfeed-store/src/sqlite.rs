@@ -1583,7 +1583,11 @@ mod tests {
         let at = DateTime::parse_from_rfc3339("2024-06-01T08:00:00Z").unwrap();
         assert_eq!(
             row,
-            ("in_transit".to_owned(), "sendcloud:1".to_owned(), at.timestamp())
+            (
+                "in_transit".to_owned(),
+                "sendcloud:1".to_owned(),
+                at.timestamp()
+            )
         );
         let version: i64 = writer
             .conn

@@ -85,7 +85,13 @@ fn seconds(n: i64) -> TimeDelta {
 async fn raised_once_at_the_threshold_and_cleared_once_by_the_next_event(db: &TestStore) {
     let store = db.store();
     let rules = StalledRules::default();
-    let first = parcel("postnl", "STALL1", "1", "2024-06-01T10:00:00Z", Status::InTransit);
+    let first = parcel(
+        "postnl",
+        "STALL1",
+        "1",
+        "2024-06-01T10:00:00Z",
+        Status::InTransit,
+    );
     commit(store, vec![ingest_events(std::slice::from_ref(&first))])
         .await
         .unwrap();
@@ -125,7 +131,13 @@ async fn raised_once_at_the_threshold_and_cleared_once_by_the_next_event(db: &Te
     assert!(cleared.is_empty());
 
     // The next event clears it, in the projection that records the event, once.
-    let next = parcel("postnl", "STALL1", "2", "2024-06-04T16:00:00Z", Status::InTransit);
+    let next = parcel(
+        "postnl",
+        "STALL1",
+        "2",
+        "2024-06-04T16:00:00Z",
+        Status::InTransit,
+    );
     commit(store, vec![ingest_events(std::slice::from_ref(&next))])
         .await
         .unwrap();
@@ -161,7 +173,13 @@ async fn raised_once_at_the_threshold_and_cleared_once_by_the_next_event(db: &Te
         ]
     );
 
-    let after_next = parcel("postnl", "STALL1", "3", "2024-06-04T17:00:00Z", Status::InTransit);
+    let after_next = parcel(
+        "postnl",
+        "STALL1",
+        "3",
+        "2024-06-04T17:00:00Z",
+        Status::InTransit,
+    );
     commit(store, vec![ingest_events(&[after_next.clone()])])
         .await
         .unwrap();
@@ -193,11 +211,35 @@ async fn a_terminal_shipment_is_never_stalled(db: &TestStore) {
     ));
     rules.set(Status::OutForDelivery, None).unwrap();
     let events = [
-        parcel("postnl", "DONE1", "1", "2024-06-01T10:00:00Z", Status::InTransit),
-        parcel("postnl", "DONE1", "2", "2024-06-02T10:00:00Z", Status::Delivered),
-        parcel("postnl", "GONE1", "1", "2024-06-01T10:00:00Z", Status::Cancelled),
+        parcel(
+            "postnl",
+            "DONE1",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::InTransit,
+        ),
+        parcel(
+            "postnl",
+            "DONE1",
+            "2",
+            "2024-06-02T10:00:00Z",
+            Status::Delivered,
+        ),
+        parcel(
+            "postnl",
+            "GONE1",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::Cancelled,
+        ),
         // No rule for this status: never stalled either.
-        parcel("postnl", "OFD1", "1", "2024-06-01T10:00:00Z", Status::OutForDelivery),
+        parcel(
+            "postnl",
+            "OFD1",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::OutForDelivery,
+        ),
     ];
     commit(store, vec![ingest_events(&events)]).await.unwrap();
     let clock = ManualClock::new(at("2025-06-01T00:00:00Z"));
@@ -215,10 +257,34 @@ async fn a_carrier_override_is_respected(db: &TestStore) {
         .set_for_carrier("dhl", Status::PreTransit, None)
         .unwrap();
     let events = [
-        parcel("postnl", "CAR1", "1", "2024-06-01T10:00:00Z", Status::InTransit),
-        parcel("dhl", "CAR2", "1", "2024-06-01T10:00:00Z", Status::InTransit),
-        parcel("dhl", "CAR3", "1", "2024-06-01T10:00:00Z", Status::PreTransit),
-        parcel("postnl", "CAR4", "1", "2024-06-01T10:00:00Z", Status::PreTransit),
+        parcel(
+            "postnl",
+            "CAR1",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::InTransit,
+        ),
+        parcel(
+            "dhl",
+            "CAR2",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::InTransit,
+        ),
+        parcel(
+            "dhl",
+            "CAR3",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::PreTransit,
+        ),
+        parcel(
+            "postnl",
+            "CAR4",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::PreTransit,
+        ),
     ];
     commit(store, vec![ingest_events(&events)]).await.unwrap();
     let keys = |alerts: Vec<Alert>| -> Vec<String> {
@@ -250,8 +316,20 @@ async fn a_second_store_and_a_restarted_one_derive_the_same_ids(db: &TestStore) 
     let store = db.store();
     let rules = StalledRules::default();
     let events = [
-        parcel("postnl", "REP1", "1", "2024-06-01T10:00:00Z", Status::InTransit),
-        parcel("postnl", "REP2", "1", "2024-06-01T10:00:00Z", Status::Exception),
+        parcel(
+            "postnl",
+            "REP1",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::InTransit,
+        ),
+        parcel(
+            "postnl",
+            "REP2",
+            "1",
+            "2024-06-01T10:00:00Z",
+            Status::Exception,
+        ),
     ];
     commit(store, vec![ingest_events(&events)]).await.unwrap();
     let clock = ManualClock::new(at("2024-06-10T00:00:00Z"));
@@ -299,12 +377,22 @@ async fn a_second_store_and_a_restarted_one_derive_the_same_ids(db: &TestStore) 
         (1, 1),
         "{first_page:?} {second_page:?}"
     );
-    assert_eq!(alerts_in_feed(store).await.0.len(), 2, "each alert once in the feed");
+    assert_eq!(
+        alerts_in_feed(store).await.0.len(),
+        2,
+        "each alert once in the feed"
+    );
 }
 
 async fn a_stale_lease_holder_cannot_raise(db: &TestStore) {
     let store = db.store();
-    let events = [parcel("postnl", "FENCE1", "1", "2024-06-01T10:00:00Z", Status::InTransit)];
+    let events = [parcel(
+        "postnl",
+        "FENCE1",
+        "1",
+        "2024-06-01T10:00:00Z",
+        Status::InTransit,
+    )];
     commit(store, vec![ingest_events(&events)]).await.unwrap();
     let clock = ManualClock::new(at("2024-06-10T00:00:00Z"));
     let ttl = TimeDelta::seconds(15);
@@ -338,14 +426,26 @@ async fn a_stale_lease_holder_cannot_raise(db: &TestStore) {
 async fn a_late_older_event_does_not_clear(db: &TestStore) {
     let store = db.store();
     let rules = StalledRules::default();
-    let last = parcel("postnl", "LATE1", "2", "2024-06-02T10:00:00Z", Status::InTransit);
+    let last = parcel(
+        "postnl",
+        "LATE1",
+        "2",
+        "2024-06-02T10:00:00Z",
+        Status::InTransit,
+    );
     commit(store, vec![ingest_events(std::slice::from_ref(&last))])
         .await
         .unwrap();
     let clock = ManualClock::new(last.occurred_at + TimeDelta::hours(80));
     assert_eq!(raise(store, &clock, &rules).await.len(), 1);
     // An older scan delivered late: the shipment has not moved since, so it stays stalled.
-    let older = parcel("postnl", "LATE1", "1", "2024-06-01T10:00:00Z", Status::PreTransit);
+    let older = parcel(
+        "postnl",
+        "LATE1",
+        "1",
+        "2024-06-01T10:00:00Z",
+        Status::PreTransit,
+    );
     commit(store, vec![ingest_events(&[older])]).await.unwrap();
     assert!(alerts_in_feed(store).await.1.is_empty());
     assert_eq!(store.open_alerts("", 10).await.unwrap().len(), 1);

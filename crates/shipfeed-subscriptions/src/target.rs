@@ -149,10 +149,7 @@ fn nats_address(item: &FeedItem) -> (String, String) {
         ),
         // An alert's id is deterministic, so a repeat of the same alert is dropped too.
         FeedItem::Alert(item) => (
-            format!(
-                "{NATS_SUBJECT_PREFIX}.alert.{}",
-                item.alert.status.as_str()
-            ),
+            format!("{NATS_SUBJECT_PREFIX}.alert.{}", item.alert.status.as_str()),
             item.alert.alert_id.clone(),
         ),
         FeedItem::AlertCleared(item) => (

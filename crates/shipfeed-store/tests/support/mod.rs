@@ -100,7 +100,10 @@ impl TestStore {
         if let Some(schema) = &self.schema {
             return Store::postgres(&schema.url).await.unwrap();
         }
-        let dir = self._sqlite_dir.as_ref().expect("a SQLite store has its directory");
+        let dir = self
+            ._sqlite_dir
+            .as_ref()
+            .expect("a SQLite store has its directory");
         Store::sqlite(dir.path().join("shipfeed.db")).unwrap()
     }
 }
