@@ -1131,8 +1131,12 @@ async fn alert_items(
 ) -> Vec<Value> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let items: Vec<Value> = feed_items(http, base)
-            .await
+        let all = feed_items(http, base).await;
+        let kinds: Vec<(Value, Value)> = all
+            .iter()
+            .map(|item| (item["type"].clone(), item["shipment_key"].clone()))
+            .collect();
+        let items: Vec<Value> = all
             .into_iter()
             .filter(|item| {
                 (item["type"] == "alert" || item["type"] == "alert_cleared")
@@ -1144,7 +1148,7 @@ async fn alert_items(
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "alert items of {key} not as expected in time: {items:?}"
+            "alert items of {key} not as expected in time: {items:?} (feed: {kinds:?})"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
@@ -1159,13 +1163,15 @@ async fn a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert(backend
     let key = format!("postnl:{}", tracking_number(parcel));
     let now_ms = chrono::Utc::now().timestamp_millis();
     let day_ms = 86_400_000;
+    let postnl = |status: (u32, &str), at_ms: i64| {
+        let delivery = sendcloud_status(parcel, status, at_ms);
+        let mut body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        body["parcel"]["carrier"]["code"] = json!("postnl");
+        sendcloud_signed(serde_json::to_vec(&body).unwrap())
+    };
 
     // In transit five days ago: past the 72 hours of the default rule, by the service's clock.
-    let quiet = sendcloud_status(
-        parcel,
-        (3, "En route to sorting center"),
-        now_ms - 5 * day_ms,
-    );
+    let quiet = postnl((3, "En route to sorting center"), now_ms - 5 * day_ms);
     let (status, answer) = post_projected(&http, &server.base, &quiet).await;
     assert_eq!(status, 200, "{answer}");
     let stalled_event = answer["projection"]["events"][0]
@@ -1200,7 +1206,7 @@ async fn a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert(backend
     );
 
     // Its next event, an hour old: the alert is cleared in the projection that records it.
-    let next = sendcloud_status(parcel, (5, "Sorted"), now_ms - day_ms / 24);
+    let next = postnl((5, "Sorted"), now_ms - day_ms / 24);
     let (status, answer) = post_projected(&http, &server.base, &next).await;
     assert_eq!(status, 200, "{answer}");
     let next_event = answer["projection"]["events"][0]
