@@ -180,9 +180,12 @@ async fn raised_once_at_the_threshold_and_cleared_once_by_the_next_event(db: &Te
         "2024-06-04T17:00:00Z",
         Status::InTransit,
     );
-    commit(store, vec![ingest_events(&[after_next.clone()])])
-        .await
-        .unwrap();
+    commit(
+        store,
+        vec![ingest_events(std::slice::from_ref(&after_next))],
+    )
+    .await
+    .unwrap();
     assert_eq!(alerts_in_feed(store).await.1.len(), 1, "cleared once");
 
     // Quiet again for 72 hours after its new last event: a new alert, with a new id.
