@@ -182,3 +182,50 @@ impl Deliver for Nats {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shipfeed_store::{Alert, AlertCleared, AlertItem};
+
+    #[test]
+    fn alerts_go_to_subjects_of_their_own_under_ids_that_repeat_for_the_same_alert() {
+        let alert = Alert {
+            alert_id: shipfeed_store::alert_id("stalled.in_transit", "postnl:3SABC", "e1"),
+            rule: "stalled.in_transit".to_owned(),
+            status: shipfeed_core::Status::InTransit,
+            since: chrono::DateTime::UNIX_EPOCH,
+            max_quiet_seconds: 3600,
+            last_event_id: shipfeed_core::EventId("e1".to_owned()),
+            shipment_key: "postnl:3SABC".to_owned(),
+            shipment: shipfeed_core::ShipmentRef::default(),
+            raised_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let raised = |seq| {
+            FeedItem::Alert(AlertItem {
+                seq,
+                alert: alert.clone(),
+            })
+        };
+        let (subject, id) = nats_address(&raised(7));
+        assert_eq!(subject, "shipfeed.events.alert.in_transit");
+        assert_eq!(id, alert.alert_id);
+        assert_eq!(
+            nats_address(&raised(9)).1,
+            id,
+            "the same alert, the same id"
+        );
+        let cleared = FeedItem::AlertCleared(AlertCleared {
+            seq: 8,
+            alert_id: alert.alert_id.clone(),
+            rule: alert.rule.clone(),
+            shipment_key: alert.shipment_key.clone(),
+            cleared_by: None,
+            status: None,
+            delivery_seq: 3,
+        });
+        let (subject, cleared_id) = nats_address(&cleared);
+        assert_eq!(subject, "shipfeed.events.alert_cleared");
+        assert_ne!(cleared_id, id);
+    }
+}
