@@ -52,6 +52,7 @@ on_both_stores!(
     named_subscriptions_each_write_every_event_once,
     shipups_probe_is_answered_without_credentials_and_stores_nothing,
     one_parcel_is_one_timeline_whatever_the_provider_or_spelling,
+    a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert,
     drift_counts_each_distinct_delivery_once,
 );
 
@@ -1120,6 +1121,115 @@ async fn new_events_are_published_to_nats_jetstream_once(backend: Backend) {
         "an event was published twice: {seen:?}"
     );
     assert_eq!(unique, feed_ids, "NATS carries exactly the feed's events");
+}
+
+/// The feed's alert items (`alert` and `alert_cleared`) for the shipment `key`, waiting (up to
+/// a minute) until `ready` holds for them.
+async fn alert_items(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    ready: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let all = feed_items(http, base).await;
+        let kinds: Vec<(Value, Value)> = all
+            .iter()
+            .map(|item| (item["type"].clone(), item["shipment_key"].clone()))
+            .collect();
+        let items: Vec<Value> = all
+            .into_iter()
+            .filter(|item| {
+                (item["type"] == "alert" || item["type"] == "alert_cleared")
+                    && item["shipment_key"] == key
+            })
+            .collect();
+        if ready(&items) {
+            return items;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alert items of {key} not as expected in time: {items:?} (feed: {kinds:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert(backend: Backend) {
+    let store = TestStore::new(backend);
+    // Evaluated often, so that the test waits a fraction of a second for the alert.
+    let server = Server::start(&store, "[alerts]\ncheck_every = \"100ms\"\n").await;
+    let http = client();
+    let parcel = support::unique_parcel_base();
+    let key = format!("postnl:{}", tracking_number(parcel));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let day_ms = 86_400_000;
+    let postnl = |status: (u32, &str), at_ms: i64| {
+        let delivery = sendcloud_status(parcel, status, at_ms);
+        let mut body: Value = serde_json::from_slice(&delivery.body).unwrap();
+        body["parcel"]["carrier"]["code"] = json!("postnl");
+        sendcloud_signed(serde_json::to_vec(&body).unwrap())
+    };
+
+    // In transit five days ago: past the 72 hours of the default rule, by the service's clock.
+    let quiet = postnl((3, "En route to sorting center"), now_ms - 5 * day_ms);
+    let (status, answer) = post_projected(&http, &server.base, &quiet).await;
+    assert_eq!(status, 200, "{answer}");
+    let stalled_event = answer["projection"]["events"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let items = alert_items(&http, &server.base, &key, |items| !items.is_empty()).await;
+    let alert = &items[0];
+    assert_eq!(alert["type"], "alert", "{alert}");
+    assert_eq!(alert["rule"], "stalled.in_transit");
+    assert_eq!(alert["status"], "in_transit");
+    assert_eq!(alert["last_event_id"], stalled_event.as_str());
+    assert_eq!(alert["max_quiet_seconds"], 72 * 3600);
+    assert_eq!(
+        alert["shipment"]["tracking_number"],
+        tracking_number(parcel)
+    );
+    let id = alert["alert_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        id,
+        shipfeed_store::alert_id("stalled.in_transit", &key, &stalled_event)
+    );
+    let (status, open) = get(&http, &format!("{}/v1/alerts", server.base)).await;
+    assert_eq!(status, 200, "{open}");
+    assert!(
+        open["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["alert_id"] == id.as_str()),
+        "{open}"
+    );
+
+    // Its next event, an hour old: the alert is cleared in the projection that records it.
+    let next = postnl((5, "Sorted"), now_ms - day_ms / 24);
+    let (status, answer) = post_projected(&http, &server.base, &next).await;
+    assert_eq!(status, 200, "{answer}");
+    let next_event = answer["projection"]["events"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let items = alert_items(&http, &server.base, &key, |items| items.len() >= 2).await;
+    assert_eq!(items.len(), 2, "raised once, cleared once: {items:?}");
+    assert_eq!(items[0]["alert_id"], id.as_str());
+    assert_eq!(items[1]["type"], "alert_cleared");
+    assert_eq!(items[1]["alert_id"], id.as_str());
+    assert_eq!(items[1]["cleared_by"], next_event.as_str());
+    let (_, open) = get(&http, &format!("{}/v1/alerts", server.base)).await;
+    assert!(
+        !open["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["alert_id"] == id.as_str()),
+        "{open}"
+    );
 }
 
 /// A signed Sendcloud status delivery with an unknown status code and a field no adapter

@@ -126,6 +126,8 @@ async fn main() -> Result<()> {
         Arc::new(()),
         ProjectorOptions {
             batch: args.batch,
+            // The projector alone: no alert evaluations beside the batches.
+            alerts: None,
             ..ProjectorOptions::default()
         },
         Arc::new(SystemClock),

@@ -36,8 +36,8 @@ use shipfeed_core::drift::{self, Drift};
 use shipfeed_core::identity::Identity;
 use shipfeed_core::{Adapter, Error, ErrorKind, Output, Provider};
 use shipfeed_store::{
-    Clock, DeliveryDrift, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch, Projection,
-    Store, StoreError, StoredDelivery, PROJECTOR,
+    Alert, Clock, DeliveryDrift, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch,
+    Projection, StalledRules, Store, StoreError, StoredDelivery, PROJECTOR, RAISE_LIMIT,
 };
 use tokio::sync::{watch, Notify};
 
@@ -84,6 +84,11 @@ pub trait ProjectionObserver: Send + Sync {
         let _ = (provider, outcome);
     }
 
+    /// An evaluation of the stalled-shipment rules raised `raised` alerts.
+    fn alerts_raised(&self, raised: usize) {
+        let _ = raised;
+    }
+
     /// A batch of `deliveries` is recorded; normalizing and recording took `seconds`.
     fn batch(&self, deliveries: usize, seconds: f64) {
         let _ = (deliveries, seconds);
@@ -125,6 +130,29 @@ pub struct ProjectorOptions {
     pub attempts: u32,
     /// Which events are one shipment (carriers configured as one).
     pub identity: Identity,
+    /// Stalled-shipment alerts, evaluated under the projector's lease (`None`: never).
+    pub alerts: Option<AlertOptions>,
+}
+
+/// Stalled-shipment alerts: the rules, and how often the projector evaluates them. Clearing
+/// needs no schedule: the projection that records a shipment's next event clears its alert.
+#[derive(Debug, Clone)]
+pub struct AlertOptions {
+    /// Which shipments are stalled, measured on the projector's clock against the
+    /// `occurred_at` of each shipment's last event.
+    pub rules: StalledRules,
+    /// How often the rules are evaluated (the first time this long after the projector
+    /// starts): an alert is raised at most this late.
+    pub check_every: Duration,
+}
+
+impl Default for AlertOptions {
+    fn default() -> Self {
+        AlertOptions {
+            rules: StalledRules::default(),
+            check_every: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Default for ProjectorOptions {
@@ -135,6 +163,7 @@ impl Default for ProjectorOptions {
             holder: default_holder(),
             attempts: 3,
             identity: Identity::default(),
+            alerts: Some(AlertOptions::default()),
         }
     }
 }
@@ -305,6 +334,56 @@ impl Projector {
         }
     }
 
+    /// Evaluates the stalled-shipment rules once under `lease`, at the projector clock's time:
+    /// raises the alerts due (at most [`RAISE_LIMIT`]; see [`Store::raise_stalled`]) and
+    /// returns them. Nothing when alerts are off.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the lease was taken over (nothing was raised); any other
+    /// [`StoreError`] when the store cannot be written.
+    pub async fn raise_alerts(&self, lease: &Lease) -> Result<Vec<Alert>, StoreError> {
+        let Some(alerts) = &self.options.alerts else {
+            return Ok(Vec::new());
+        };
+        let raised = self
+            .store
+            .raise_stalled(lease, self.clock.now(), &alerts.rules)
+            .await?;
+        self.observer.alerts_raised(raised.len());
+        if !raised.is_empty() {
+            tracing::info!(raised = raised.len(), "stalled-shipment alerts raised");
+        }
+        Ok(raised)
+    }
+
+    /// Evaluates the rules while `holder` holds the lease, until an evaluation leaves nothing
+    /// due (a backlog takes several, each in a transaction of its own, the lease renewed
+    /// between them).
+    async fn check_alerts(&self, holder: &mut LeaseHolder) {
+        loop {
+            let lease = match holder.hold().await {
+                Ok(Some(lease)) => lease,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(error = %shipfeed_core::error_chain(&error), "cannot hold the projector lease to raise alerts");
+                    return;
+                }
+            };
+            match self.raise_alerts(&lease).await {
+                Ok(raised) if raised.len() >= RAISE_LIMIT => {}
+                Ok(_) => return,
+                Err(StoreError::Fenced { .. }) => {
+                    holder.lost();
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(error = %shipfeed_core::error_chain(&error), "stalled-shipment rules not evaluated; next time");
+                    return;
+                }
+            }
+        }
+    }
+
     /// The CPU work of a batch: every delivery normalized, then made into the store's rows.
     fn prepare(&self, page: Vec<StoredDelivery>) -> Option<Prepared> {
         let last = page.last()?.seq;
@@ -437,6 +516,12 @@ impl Projector {
         };
         let mut lease = self.lease_holder(self.options.holder.clone());
         let mut backoff = RETRY_FIRST;
+        let check_every = self
+            .options
+            .alerts
+            .as_ref()
+            .map(|alerts| alerts.check_every.max(MIN_CHECK_EVERY));
+        let mut next_check = check_every.map(|every| tokio::time::Instant::now() + every);
         while !*shutdown.borrow() {
             let holding = match self.drain(&mut lease, &cpu).await {
                 Ok(held) => {
@@ -454,11 +539,20 @@ impl Projector {
                     continue;
                 }
             };
+            if let (true, Some(due), Some(every)) = (holding, next_check, check_every) {
+                if tokio::time::Instant::now() >= due {
+                    self.check_alerts(&mut lease).await;
+                    next_check = Some(tokio::time::Instant::now() + every);
+                }
+            }
             let renew = lease.renew_every();
             if holding {
+                let wait = next_check.map_or(renew, |due| {
+                    renew.min(due.saturating_duration_since(tokio::time::Instant::now()))
+                });
                 tokio::select! {
                     () = wake.notified() => {}
-                    () = tokio::time::sleep(renew) => {}
+                    () = tokio::time::sleep(wait) => {}
                     _ = shutdown.changed() => {}
                 }
             } else {
@@ -520,3 +614,7 @@ impl Background {
 /// First wait after a failed batch (the store is down): doubles up to [`RETRY_LAST`].
 const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LAST: Duration = Duration::from_secs(5);
+
+/// The shortest interval between two evaluations of the stalled rules: each reads indexes and
+/// writes a transaction.
+const MIN_CHECK_EVERY: Duration = Duration::from_millis(100);

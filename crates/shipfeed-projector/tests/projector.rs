@@ -66,6 +66,7 @@ on_both_stores!(
     each_delivery_is_projected_once_and_none_can_stop_the_cursor,
     a_stale_projector_is_fenced_and_its_successor_continues,
     replay_pauses_the_running_projector_which_resumes_after,
+    alerts_follow_the_projectors_clock_under_its_lease,
 );
 
 /// An adapter that panics on every delivery (a bug in a mapping), counting its calls.
@@ -485,4 +486,55 @@ async fn two_replicas_on_postgres_project_each_delivery_once() {
     for (_, _, task) in replicas {
         task.await.unwrap();
     }
+}
+
+async fn alerts_follow_the_projectors_clock_under_its_lease(store: Store) {
+    // A Sendcloud parcel in transit since 2024-04-03T17:51:28.908Z (its carrier's time).
+    let since = DateTime::from_timestamp_millis(1_712_166_688_908).unwrap();
+    let clock = Arc::new(ManualClock::new(since + TimeDelta::hours(71)));
+    let mut adapters = Adapters::new();
+    adapters.insert("sendcloud", sendcloud());
+    let a = projector(&store, adapters.clone(), "a", &clock, Arc::new(()));
+    let b = projector(&store, adapters, "b", &clock, Arc::new(()));
+    let holder = |name: &str| {
+        LeaseHolder::new(
+            store.clone(),
+            PROJECTOR,
+            name,
+            TimeDelta::seconds(3),
+            clock.clone(),
+        )
+    };
+    let (mut a_lease, mut b_lease) = (holder("a"), holder("b"));
+    let lease = a_lease.hold().await.unwrap().unwrap();
+    store
+        .append(vec![arrival(
+            "sendcloud",
+            fixture_body("sendcloud/generated/v2-status-00003-en-route-to-sorting-center.json"),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(a.step(&lease).await.unwrap(), 1);
+
+    // 71 hours quiet by the projector's clock: not yet; 72: raised, once.
+    assert!(a.raise_alerts(&lease).await.unwrap().is_empty());
+    clock.advance(TimeDelta::hours(1));
+    let raised = a.raise_alerts(&lease).await.unwrap();
+    assert_eq!(raised.len(), 1, "{raised:?}");
+    assert_eq!(raised[0].since, since);
+    assert_eq!(raised[0].rule, "stalled.in_transit");
+    assert!(a.raise_alerts(&lease).await.unwrap().is_empty());
+
+    // a stalls past its lease and b takes over: a's evaluation is refused.
+    clock.advance(TimeDelta::seconds(4));
+    let current = b_lease.hold().await.unwrap().expect("a's lease ran out");
+    let refused = a.raise_alerts(&lease).await;
+    assert!(
+        matches!(refused, Err(StoreError::Fenced { .. })),
+        "{refused:?}"
+    );
+    assert!(
+        b.raise_alerts(&current).await.unwrap().is_empty(),
+        "raised once"
+    );
 }

@@ -62,6 +62,118 @@ pub struct Config {
     /// Which events are one shipment (`[identity]`).
     #[serde(default)]
     pub identity: IdentityConfig,
+    /// Stalled-shipment alerts (`[alerts]`).
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// Stalled-shipment alerts: how often the rules are evaluated, and the rules.
+///
+/// ```toml
+/// [alerts]
+/// check_every = "60s"          # or "off": never evaluated
+/// [alerts.stalled]             # status = longest quiet time; "off" turns a default off
+/// in_transit = "72h"
+/// [alerts.stalled.carrier.dhl] # per carrier, over the above
+/// in_transit = "96h"
+/// ```
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// How often the projector evaluates the rules (a duration such as `"60s"`, or `"off"`);
+    /// default 60 seconds.
+    #[serde(default)]
+    pub check_every: Option<String>,
+    /// The rules, over the defaults (`pre_transit` 48 h, `in_transit` 72 h,
+    /// `available_for_pickup` 5 days, `exception` 24 h).
+    #[serde(default)]
+    pub stalled: StalledConfig,
+}
+
+/// `[alerts.stalled]`: per status, the longest a shipment may go without a new event.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct StalledConfig {
+    /// Per carrier (by slug), the statuses whose quiet time differs for it.
+    #[serde(default)]
+    pub carrier: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    /// Status name → duration (`"72h"`, `"5days"`) or `"off"`.
+    #[serde(flatten)]
+    pub statuses: std::collections::BTreeMap<String, String>,
+}
+
+impl AlertsConfig {
+    /// The projector's alert settings; `None` when `check_every` is `"off"`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Setting`] for an unknown status, a terminal one (never stalled) or a
+    /// duration that does not parse.
+    pub fn options(&self) -> Result<Option<shipfeed_projector::AlertOptions>, ServiceError> {
+        let check_every = match self.check_every.as_deref() {
+            None => shipfeed_projector::AlertOptions::default().check_every,
+            Some(text) => match quiet_time("alerts.check_every", text)? {
+                Some(every) => every,
+                None => return Ok(None),
+            },
+        };
+        let mut rules = shipfeed_store::StalledRules::default();
+        for (name, value) in &self.stalled.statuses {
+            let setting = format!("alerts.stalled.{name}");
+            let (status, quiet) = stalled_rule(&setting, name, value)?;
+            rules
+                .set(status, quiet)
+                .map_err(|e| bad_setting(&setting, value, e.to_string()))?;
+        }
+        for (carrier, statuses) in &self.stalled.carrier {
+            for (name, value) in statuses {
+                let setting = format!("alerts.stalled.carrier.{carrier}.{name}");
+                let (status, quiet) = stalled_rule(&setting, name, value)?;
+                rules
+                    .set_for_carrier(carrier, status, quiet)
+                    .map_err(|e| bad_setting(&setting, value, e.to_string()))?;
+            }
+        }
+        Ok(Some(shipfeed_projector::AlertOptions {
+            rules,
+            check_every,
+        }))
+    }
+}
+
+fn bad_setting(setting: &str, value: &str, why: String) -> ServiceError {
+    ServiceError::Setting {
+        setting: setting.to_owned(),
+        value: value.to_owned(),
+        source: why.into(),
+    }
+}
+
+/// A duration (`"72h"`, `"5days"`, `"90m"`), or `None` for `"off"`.
+fn quiet_time(setting: &str, text: &str) -> Result<Option<std::time::Duration>, ServiceError> {
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    humantime::parse_duration(text.trim())
+        .map(Some)
+        .map_err(|e| bad_setting(setting, text, e.to_string()))
+}
+
+/// One `status = "duration"` line of `[alerts.stalled]`.
+fn stalled_rule(
+    setting: &str,
+    name: &str,
+    value: &str,
+) -> Result<(shipfeed::Status, Option<chrono::TimeDelta>), ServiceError> {
+    let status = shipfeed::Status::ALL
+        .into_iter()
+        .find(|status| status.as_str() == name)
+        .ok_or_else(|| bad_setting(setting, value, format!("`{name}` is not a status")))?;
+    let quiet = quiet_time(setting, value)?
+        .map(|quiet| {
+            chrono::TimeDelta::from_std(quiet)
+                .map_err(|e| bad_setting(setting, value, e.to_string()))
+        })
+        .transpose()?;
+    Ok((status, quiet))
 }
 
 /// Which events are one shipment (ARCHITECTURE.md, "One timeline per parcel").
@@ -90,8 +202,9 @@ impl IdentityConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProjectorConfig {
-    /// Deliveries normalized and recorded per transaction. On SQLite the projector shares the
-    /// one writer with the inbox: a smaller batch holds it for less time.
+    /// Deliveries normalized and recorded per transaction. A batch and the next one being
+    /// prepared are in memory at once: 256 costs ~25 MiB more peak RSS than 64 under overload,
+    /// and 64 drains 10-20 % slower (BENCHMARKS.md §2).
     #[serde(default = "default_projector_batch")]
     pub batch: usize,
 }
@@ -345,6 +458,7 @@ impl Config {
                 .collect(),
             projector: ProjectorConfig::default(),
             identity: IdentityConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 
@@ -405,6 +519,7 @@ impl Config {
             }
         }
         config.lease_ttl()?;
+        config.alerts.options()?;
         config.subscriptions()?;
         Ok(config)
     }
@@ -1000,5 +1115,71 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("at least one audience"), "{error}");
+    }
+
+    #[test]
+    fn alerts_take_durations_per_status_and_carrier_over_the_defaults() {
+        use chrono::TimeDelta;
+        use shipfeed::Status;
+        let config: Config = toml::from_str(
+            r#"
+[alerts]
+check_every = "30s"
+[alerts.stalled]
+in_transit = "96h"
+exception = "off"
+out_for_delivery = "2days"
+[alerts.stalled.carrier.DHL]
+in_transit = "5d"
+pre_transit = "off"
+"#,
+        )
+        .unwrap();
+        let options = config.alerts.options().unwrap().unwrap();
+        assert_eq!(options.check_every, std::time::Duration::from_secs(30));
+        let rules = &options.rules;
+        assert_eq!(
+            rules.max_quiet(Some("postnl"), Status::InTransit),
+            Some(TimeDelta::hours(96))
+        );
+        assert_eq!(
+            rules.max_quiet(Some("dhl"), Status::InTransit),
+            Some(TimeDelta::days(5))
+        );
+        assert_eq!(rules.max_quiet(Some("dhl"), Status::PreTransit), None);
+        assert_eq!(
+            rules.max_quiet(None, Status::PreTransit),
+            Some(TimeDelta::hours(48)),
+            "kept default"
+        );
+        assert_eq!(rules.max_quiet(None, Status::Exception), None);
+        assert_eq!(
+            rules.max_quiet(None, Status::OutForDelivery),
+            Some(TimeDelta::days(2))
+        );
+
+        let default = Config::embedded().alerts.options().unwrap().unwrap();
+        assert_eq!(default.check_every, std::time::Duration::from_secs(60));
+        let off: Config = toml::from_str("[alerts]\ncheck_every = \"off\"").unwrap();
+        assert!(off.alerts.options().unwrap().is_none());
+    }
+
+    #[test]
+    fn alert_rules_that_cannot_hold_are_refused() {
+        for (text, why) in [
+            ("[alerts.stalled]\ndelivered = \"1h\"", "terminal"),
+            (
+                "[alerts.stalled]\nin_transit = \"soon\"",
+                "alerts.stalled.in_transit",
+            ),
+            ("[alerts.stalled]\nstuck = \"1h\"", "not a status"),
+            ("[alerts.stalled]\nin_transit = \"0s\"", "above zero"),
+            ("[alerts]\ncheck_every = \"often\"", "alerts.check_every"),
+        ] {
+            let config: Config = toml::from_str(text).unwrap();
+            let error = config.alerts.options().unwrap_err();
+            let message = format!("{error} {}", shipfeed::error_chain(&error));
+            assert!(message.contains(why), "{text}: {message}");
+        }
     }
 }

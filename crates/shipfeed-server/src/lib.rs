@@ -159,6 +159,13 @@ impl ProjectionObserver for Observer {
         self.new_events(provider, projection);
     }
 
+    fn alerts_raised(&self, raised: usize) {
+        self.metrics.alerts_raised(raised);
+        if raised > 0 {
+            self.new_events.notify_waiters();
+        }
+    }
+
     fn lag(&self, deliveries: i64, seconds: f64) {
         self.metrics.projector_lag(deliveries, seconds);
     }
@@ -301,6 +308,7 @@ impl Service {
                 lease_ttl: config.lease_ttl()?,
                 holder: subscriptions.replica().to_owned(),
                 identity: config.identity.identity(),
+                alerts: config.alerts.options()?,
                 ..ProjectorOptions::default()
             },
             observer,
@@ -406,6 +414,7 @@ impl Service {
                 get(shipments_by_carrier),
             )
             .route("/v1/dead-letters", get(dead_letters))
+            .route("/v1/alerts", get(alerts))
             .route("/v1/deliveries/{seq}", get(delivery))
             .route("/v1/events/{event_id}/revisions", get(revisions))
             .route("/v1/drift", get(drift))
@@ -608,6 +617,30 @@ async fn events(State(service): State<Arc<Service>>, Query(page): Query<Page>) -
         Ok(items) => {
             let next = items.last().map_or(page.after, FeedItem::seq);
             Json(json!({"events": items, "next_cursor": next})).into_response()
+        }
+        Err(error) => unavailable(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct AlertPage {
+    /// The last `alert_id` of the previous page.
+    #[serde(default)]
+    after: String,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+/// The open alerts (raised, not yet cleared), by id: `{"alerts": [...], "next": id}`, where
+/// `next` is the `after` of the next page (`null` after the last one).
+async fn alerts(State(service): State<Arc<Service>>, Query(page): Query<AlertPage>) -> Response {
+    let limit = page.limit.clamp(1, 1000);
+    match service.store().open_alerts(&page.after, limit).await {
+        Ok(alerts) => {
+            let next = (alerts.len() == limit)
+                .then(|| alerts.last().map(|alert| alert.alert_id.clone()))
+                .flatten();
+            Json(json!({"alerts": alerts, "next": next})).into_response()
         }
         Err(error) => unavailable(error),
     }

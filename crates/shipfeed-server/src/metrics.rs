@@ -148,6 +148,7 @@ pub(crate) struct Metrics {
     probes: Family<ProbeLabels, Counter>,
     jwks_refreshes: Family<RefreshLabels, Counter>,
     jwks_keys: Family<EndpointLabels, Gauge>,
+    alerts_raised: Counter,
 }
 
 impl Metrics {
@@ -170,6 +171,7 @@ impl Metrics {
             probes: Family::default(),
             jwks_refreshes: Family::default(),
             jwks_keys: Family::default(),
+            alerts_raised: Counter::default(),
         };
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the encoder appends it.
@@ -252,6 +254,11 @@ impl Metrics {
             "shipfeed_jwks_keys",
             "Usable keys in a JWT endpoint's key set in use",
             metrics.jwks_keys.clone(),
+        );
+        registry.register(
+            "shipfeed_alerts_raised",
+            "Stalled-shipment alerts raised by this replica's projector",
+            metrics.alerts_raised.clone(),
         );
         registry.register_collector(Box::new(ProcessMetrics));
         (metrics, registry)
@@ -360,6 +367,10 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+    }
+
+    pub(crate) fn alerts_raised(&self, raised: usize) {
+        self.alerts_raised.inc_by(raised as u64);
     }
 
     pub(crate) fn projector_batch(&self, deliveries: usize, seconds: f64) {

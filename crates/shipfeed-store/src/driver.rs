@@ -117,10 +117,53 @@ pub(crate) struct ShipmentRow<'a> {
     pub(crate) carrier: Option<String>,
     /// In compared form ([`shipfeed_core::identity::tracking_number`]), for lookups.
     pub(crate) tracking_number: Option<String>,
+    /// The state's status, last event and when it occurred: what stalled rules search by.
+    pub(crate) status: &'static str,
+    pub(crate) last_event_id: String,
+    pub(crate) last_occurred_at: DateTime<Utc>,
     /// The shipment reference as JSON.
     pub(crate) shipment: String,
     /// The state as JSON.
     pub(crate) state: String,
+}
+
+/// Which carriers a search for stalled shipments covers.
+#[derive(Debug, Clone)]
+pub(crate) enum CarrierScope<'a> {
+    /// This carrier's shipments alone.
+    Only(&'a str),
+    /// Every shipment but those of these carriers (shipments without a carrier included).
+    Except(Vec<&'a str>),
+}
+
+/// A search for shipments that may be stalled: in `status`, of `carriers`, whose last event
+/// occurred at or before `before`, and without an alert of `rule` on that last event yet.
+#[derive(Debug)]
+pub(crate) struct StalledQuery<'a> {
+    pub(crate) status: &'a str,
+    pub(crate) carriers: CarrierScope<'a>,
+    pub(crate) before: DateTime<Utc>,
+    pub(crate) rule: &'a str,
+    pub(crate) limit: i64,
+}
+
+/// A shipment found by a [`StalledQuery`]: key, shipment JSON and state JSON.
+#[derive(Debug)]
+pub(crate) struct StalledRow {
+    pub(crate) key: String,
+    pub(crate) shipment: String,
+    pub(crate) state: String,
+}
+
+/// An alert as it is stored (open until cleared).
+#[derive(Debug)]
+pub(crate) struct AlertRow<'a> {
+    pub(crate) alert_id: &'a str,
+    pub(crate) shipment_key: &'a str,
+    pub(crate) rule: &'a str,
+    pub(crate) last_event_id: &'a str,
+    /// The [`Alert`](crate::Alert) as JSON.
+    pub(crate) body: &'a str,
 }
 
 /// A stored raw delivery, read back.
@@ -279,6 +322,19 @@ pub(crate) trait WriteDriver: Send {
     /// Inserts or replaces a lease.
     async fn put_lease(&mut self, lease: &Lease) -> Result<(), StoreError>;
 
+    /// Shipments that may be stalled, oldest last event first (see [`StalledQuery`]).
+    async fn stalled(&mut self, query: &StalledQuery<'_>) -> Result<Vec<StalledRow>, StoreError>;
+
+    /// Stores alerts, each id once; returns the ids stored now (those already stored, open
+    /// or cleared, are left as they are).
+    async fn insert_alerts(&mut self, rows: &[AlertRow<'_>]) -> Result<Vec<String>, StoreError>;
+
+    /// The JSON of the open alerts of these shipments.
+    async fn open_alerts(&mut self, keys: &[&str]) -> Result<Vec<String>, StoreError>;
+
+    /// Closes alerts: `(alert_id, the alert_cleared item's JSON)`.
+    async fn clear_alerts(&mut self, rows: &[(&str, &str)]) -> Result<(), StoreError>;
+
     /// Runs between two groups, outside any transaction (SQLite: the WAL catch-up).
     async fn after_group(&mut self) {}
 }
@@ -325,6 +381,9 @@ pub(crate) trait ReadDriver: Send + Sync {
 
     /// The saved position of a named cursor.
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Up to `limit` open alerts (JSON) with an id greater than `after`, by id.
+    async fn open_alerts(&self, after: &str, limit: i64) -> Result<Vec<String>, StoreError>;
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -26,6 +26,7 @@
 //! saves the last `seq` it saw never skips one.
 #![forbid(unsafe_code)]
 
+mod alerts;
 mod driver;
 mod lease;
 mod migrate;
@@ -47,6 +48,9 @@ use shipfeed_core::{
 };
 use tokio::sync::{mpsc, oneshot};
 
+pub use alerts::{
+    alert_id, stalled_rule, Alert, AlertCleared, AlertItem, StalledRules, RAISE_LIMIT,
+};
 use driver::{ReadDriver, WriteDriver};
 pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
 use write::{Done, Job, Work};
@@ -288,6 +292,10 @@ pub struct InboxLag {
 ///   delivery became a dead letter); its shipment's state no longer counts it.
 /// - `shipment_state`: a shipment's current status changed (by the ordering rule), from
 ///   `previous` to `state`, so that consumers need not apply the rule themselves.
+/// - `alert`: a shipment has gone without a new event for longer than its stalled rule
+///   allows (raised once per rule, shipment and last event; see [`StalledRules`]).
+/// - `alert_cleared`: the shipment of an alert moved on (its next event arrived), under the
+///   same `alert_id`.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum FeedItem {
@@ -297,6 +305,10 @@ pub enum FeedItem {
     Retraction(Retraction),
     /// A shipment's status changed.
     ShipmentState(ShipmentStateChange),
+    /// A stalled shipment.
+    Alert(AlertItem),
+    /// An alert that no longer holds.
+    AlertCleared(AlertCleared),
     /// A provider's deliveries showed something the adapters do not know, for the first time.
     Drift(DriftItem),
 }
@@ -308,6 +320,8 @@ impl FeedItem {
             FeedItem::Event(item) => item.seq,
             FeedItem::Retraction(item) => item.seq,
             FeedItem::ShipmentState(item) => item.seq,
+            FeedItem::Alert(item) => item.seq,
+            FeedItem::AlertCleared(item) => item.seq,
             FeedItem::Drift(item) => item.seq,
         }
     }
@@ -825,6 +839,46 @@ impl Store {
         }
     }
 
+    /// Raises the stalled-shipment alerts due at `now` under `rules` (at most [`RAISE_LIMIT`]
+    /// per call: call again while it returns that many), on behalf of the holder of the
+    /// projector's `lease`, in one transaction: each alert is stored under its deterministic
+    /// id ([`alert_id`]) and enters the feed as an `alert` item, once. A shipment is stalled
+    /// when `now` is at least its rule's quiet time past its last event's `occurred_at`; a
+    /// terminal one never is. Returns the alerts raised by this call (none already raised).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the lease was taken over (nothing is stored); any other
+    /// [`StoreError`] when nothing was stored.
+    pub async fn raise_stalled(
+        &self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+        rules: &StalledRules,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let work = Work::RaiseAlerts {
+            lease: (lease.name.clone(), lease.epoch),
+            now,
+            rules: rules.clone(),
+        };
+        match self.submit(work).await? {
+            Done::Alerts(alerts) => Ok(alerts),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// Up to `limit` open alerts (raised, not cleared) whose id is greater than `after` (""
+    /// for the first page), by id.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn open_alerts(&self, after: &str, limit: usize) -> Result<Vec<Alert>, StoreError> {
+        let rows = self.reader.open_alerts(after, sql_limit(limit)).await?;
+        Ok(rows
+            .iter()
+            .filter_map(|body| parse_stored(body, "alert"))
+            .collect())
+    }
+
     /// Up to `limit` events with a cursor greater than `after`, in cursor order. An event
     /// never becomes visible with a smaller `seq` than one already visible, so a consumer that
     /// saves the last `seq` it saw never skips one.
@@ -1101,6 +1155,14 @@ fn feed_item(row: driver::StoredFeedRow) -> Option<FeedItem> {
         "shipment_state" => Some(FeedItem::ShipmentState(ShipmentStateChange {
             seq,
             ..parse_stored(&row.body, "shipment state")?
+        })),
+        "alert" => Some(FeedItem::Alert(AlertItem {
+            seq,
+            alert: parse_stored(&row.body, "alert")?,
+        })),
+        "alert_cleared" => Some(FeedItem::AlertCleared(AlertCleared {
+            seq,
+            ..parse_stored(&row.body, "alert cleared")?
         })),
         "drift" => Some(FeedItem::Drift(DriftItem {
             seq,

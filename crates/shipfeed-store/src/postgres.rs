@@ -73,9 +73,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow, EventRow, FeedRow,
-    ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow,
-    WriteDriver,
+    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
+    EventRow, FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery,
+    StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -225,9 +225,32 @@ INSERT INTO cursors (name, position) VALUES ('rebuild:shipments', 0)
     ON CONFLICT (name) DO NOTHING;
 ",
     },
-    // Contract drift (see the SQLite driver's migration 8).
+    // Stalled-shipment alerts (see the SQLite driver's migration 8).
     Migration {
         version: 6,
+        sql: "
+ALTER TABLE shipments ADD COLUMN status text, ADD COLUMN last_event_id text,
+    ADD COLUMN last_occurred_at timestamptz;
+UPDATE shipments SET status = state::jsonb ->> 'status',
+    last_event_id = state::jsonb ->> 'last_event_id',
+    last_occurred_at = (state::jsonb ->> 'last_occurred_at')::timestamptz;
+CREATE INDEX shipments_stalled ON shipments (status, last_occurred_at);
+CREATE TABLE alerts (
+    alert_id      text PRIMARY KEY,
+    shipment_key  text NOT NULL,
+    rule          text NOT NULL,
+    last_event_id text NOT NULL,
+    open          boolean NOT NULL DEFAULT true,
+    body          text NOT NULL,
+    cleared       text
+);
+CREATE INDEX alerts_by_shipment ON alerts (shipment_key, last_event_id);
+CREATE INDEX alerts_open ON alerts (shipment_key) WHERE open;
+",
+    },
+    // Contract drift (see the SQLite driver's migration 9).
+    Migration {
+        version: 7,
         sql: "
 CREATE TABLE drift (
     provider    text NOT NULL,
@@ -417,6 +440,10 @@ struct Statements {
     save_cursor: Statement,
     lease: Statement,
     put_lease: Statement,
+    stalled: Statement,
+    insert_alerts: Statement,
+    open_alerts: Statement,
+    clear_alerts: Statement,
 }
 
 /// The columns of [`StoredEvent`], from `events`; `$2` is the hash prefix of this build.
@@ -515,11 +542,15 @@ impl Statements {
             )
             .await?,
             upsert_shipments: prepare(
-                "INSERT INTO shipments (shipment_key, carrier, tracking_number, shipment, state)
-                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                "INSERT INTO shipments (shipment_key, carrier, tracking_number, shipment, state,
+                                        status, last_event_id, last_occurred_at)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[], $7::text[], $8::timestamptz[])
                  ON CONFLICT (shipment_key) DO UPDATE SET carrier = excluded.carrier,
                      tracking_number = excluded.tracking_number, shipment = excluded.shipment,
-                     state = excluded.state, updated_at = now()"
+                     state = excluded.state, status = excluded.status,
+                     last_event_id = excluded.last_event_id,
+                     last_occurred_at = excluded.last_occurred_at, updated_at = now()"
                     .into(),
             )
             .await?,
@@ -562,6 +593,36 @@ impl Statements {
                 "INSERT INTO leases (name, holder, epoch, expires_at) VALUES ($1, $2, $3, $4)
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
                      epoch = excluded.epoch, expires_at = excluded.expires_at"
+                    .into(),
+            )
+            .await?,
+            stalled: prepare(
+                "SELECT s.shipment_key, s.shipment, s.state FROM shipments s
+                 WHERE s.status = $1 AND s.last_occurred_at <= $2
+                   AND (CASE WHEN $3::text IS NULL
+                        THEN s.carrier IS NULL OR s.carrier <> ALL($4::text[])
+                        ELSE s.carrier = $3 END)
+                   AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.shipment_key = s.shipment_key
+                                   AND a.last_event_id = s.last_event_id AND a.rule = $5)
+                 ORDER BY s.last_occurred_at, s.shipment_key LIMIT $6"
+                    .into(),
+            )
+            .await?,
+            insert_alerts: prepare(
+                "INSERT INTO alerts (alert_id, shipment_key, rule, last_event_id, body)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                 ON CONFLICT (alert_id) DO NOTHING RETURNING alert_id"
+                    .into(),
+            )
+            .await?,
+            open_alerts: prepare(
+                "SELECT body FROM alerts WHERE shipment_key = ANY($1) AND open ORDER BY alert_id"
+                    .into(),
+            )
+            .await?,
+            clear_alerts: prepare(
+                "UPDATE alerts AS a SET open = false, cleared = c.body
+                 FROM unnest($1::text[], $2::text[]) AS c(id, body) WHERE a.alert_id = c.id"
                     .into(),
             )
             .await?,
@@ -1144,13 +1205,111 @@ impl WriteDriver for PgWriter {
         let numbers: Vec<Option<&str>> = numbers.iter().map(Option::as_deref).collect();
         let shipments: Vec<&str> = rows.iter().map(|row| row.shipment.as_str()).collect();
         let states: Vec<&str> = rows.iter().map(|row| row.state.as_str()).collect();
+        let statuses: Vec<&str> = rows.iter().map(|row| row.status).collect();
+        let last_ids = text_array(rows.iter().map(|row| row.last_event_id.as_str()));
+        let last_at: Vec<DateTime<Utc>> = rows.iter().map(|row| row.last_occurred_at).collect();
         client
             .execute(
                 &st.upsert_shipments,
-                &[&as_strs(&keys), &carriers, &numbers, &shipments, &states],
+                &[
+                    &as_strs(&keys),
+                    &carriers,
+                    &numbers,
+                    &shipments,
+                    &states,
+                    &statuses,
+                    &as_strs(&last_ids),
+                    &last_at,
+                ],
             )
             .await
             .map_err(pg("store shipment states"))?;
+        Ok(())
+    }
+
+    async fn stalled(&mut self, query: &StalledQuery<'_>) -> Result<Vec<StalledRow>, StoreError> {
+        let (client, st) = self.open()?;
+        let (only, except): (Option<Cow<'_, str>>, Vec<Cow<'_, str>>) = match &query.carriers {
+            CarrierScope::Only(carrier) => (Some(no_nul(carrier)), Vec::new()),
+            CarrierScope::Except(carriers) => (None, text_array(carriers.iter().copied())),
+        };
+        client
+            .query(
+                &st.stalled,
+                &[
+                    &query.status,
+                    &query.before,
+                    &only.as_deref(),
+                    &as_strs(&except),
+                    &query.rule,
+                    &query.limit,
+                ],
+            )
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        Ok(StalledRow {
+                            key: row.try_get(0)?,
+                            shipment: row.try_get(1)?,
+                            state: row.try_get(2)?,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(pg("find stalled shipments"))
+    }
+
+    async fn insert_alerts(&mut self, rows: &[AlertRow<'_>]) -> Result<Vec<String>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (client, st) = self.open()?;
+        let ids = text_array(rows.iter().map(|row| row.alert_id));
+        let keys = text_array(rows.iter().map(|row| row.shipment_key));
+        let rules = text_array(rows.iter().map(|row| row.rule));
+        let last_ids = text_array(rows.iter().map(|row| row.last_event_id));
+        let bodies: Vec<&str> = rows.iter().map(|row| row.body).collect();
+        bodies_of(
+            client
+                .query(
+                    &st.insert_alerts,
+                    &[
+                        &as_strs(&ids),
+                        &as_strs(&keys),
+                        &as_strs(&rules),
+                        &as_strs(&last_ids),
+                        &bodies,
+                    ],
+                )
+                .await,
+            "store alerts",
+        )
+    }
+
+    async fn open_alerts(&mut self, keys: &[&str]) -> Result<Vec<String>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (client, st) = self.open()?;
+        let keys = text_array(keys.iter().copied());
+        bodies_of(
+            client.query(&st.open_alerts, &[&as_strs(&keys)]).await,
+            "read open alerts",
+        )
+    }
+
+    async fn clear_alerts(&mut self, rows: &[(&str, &str)]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (client, st) = self.open()?;
+        let ids = text_array(rows.iter().map(|(id, _)| *id));
+        let bodies: Vec<&str> = rows.iter().map(|(_, body)| *body).collect();
+        client
+            .execute(&st.clear_alerts, &[&as_strs(&ids), &bodies])
+            .await
+            .map_err(pg("clear alerts"))?;
         Ok(())
     }
 
@@ -1203,8 +1362,16 @@ impl WriteDriver for PgWriter {
 fn bodies(
     rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
 ) -> Result<Vec<String>, StoreError> {
+    bodies_of(rows, "read texts")
+}
+
+/// [`bodies`], failing with what the store was doing.
+fn bodies_of(
+    rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+    what: &'static str,
+) -> Result<Vec<String>, StoreError> {
     rows.and_then(|rows| rows.iter().map(|row| row.try_get(0)).collect())
-        .map_err(pg("read texts"))
+        .map_err(pg(what))
 }
 
 /// The readers' side of the store: a pool of connections.
@@ -1464,6 +1631,20 @@ impl ReadDriver for PgReader {
             .await
             .and_then(|row| row.map(|row| row.try_get(0)).transpose())
             .map_err(pg("read a cursor"))
+    }
+
+    async fn open_alerts(&self, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT body FROM alerts WHERE open AND alert_id > $1 ORDER BY alert_id LIMIT $2",
+            )
+            .await
+            .map_err(pg("prepare a statement"))?;
+        bodies_of(
+            client.query(&select, &[&no_nul(after), &limit]).await,
+            "read open alerts",
+        )
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

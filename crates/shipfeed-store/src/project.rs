@@ -18,6 +18,7 @@ use shipfeed_core::{
     current_state, latest_event, Error, Output, Provider, ShipmentRef, ShipmentState, TrackingEvent,
 };
 
+use crate::alerts::{self, AlertCleared};
 use crate::driver::{
     AliasRow, DriftRow, EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver,
 };
@@ -543,12 +544,15 @@ pub(crate) async fn project(
         }
     }
     let stored_states: BTreeSet<String> = states.keys().cloned().collect();
+    let mut open_alerts = alerts::open_of(driver, &touched).await?;
 
     // Each delivery in order again: its items, then the state changes it made.
     let mut feed: Vec<FeedRow<'_>> = Vec::new();
     let mut projections = Vec::with_capacity(decided.len());
     let mut changed_shipments: BTreeSet<String> = BTreeSet::new();
+    let mut cleared: Vec<(String, String)> = Vec::new();
     for delivery in decided {
+        let delivery_seq = delivery.projection.delivery_seq;
         feed.extend(delivery.items);
         for step in &delivery.steps {
             match step {
@@ -606,6 +610,34 @@ pub(crate) async fn project(
                     body: Cow::Owned(body),
                 });
             }
+            // An alert holds while the shipment's last event and status are those it was
+            // raised on: this delivery moved them, so it clears the alert, in this transaction.
+            if let Some(raised) = open_alerts.get_mut(key) {
+                raised.retain(|alert| {
+                    if alerts::still_holds(alert, state.as_ref()) {
+                        return true;
+                    }
+                    let item = AlertCleared {
+                        seq: 0,
+                        alert_id: alert.alert_id.clone(),
+                        rule: alert.rule.clone(),
+                        shipment_key: key.to_owned(),
+                        cleared_by: state.as_ref().map(|state| state.last_event_id.clone()),
+                        status: state.as_ref().map(|state| state.status),
+                        delivery_seq,
+                    };
+                    let body = to_json(&item);
+                    feed.push(FeedRow {
+                        kind: "alert_cleared",
+                        event_id: item.cleared_by.map(|id| Cow::Owned(id.0)),
+                        revision: None,
+                        shipment_key: Cow::Owned(key.to_owned()),
+                        body: Cow::Owned(body.clone()),
+                    });
+                    cleared.push((item.alert_id, body));
+                    false
+                });
+            }
             match state {
                 Some(state) => states.insert(key.to_owned(), state),
                 None => states.remove(key),
@@ -641,6 +673,11 @@ pub(crate) async fn project(
         }
     }
     driver.upsert_shipments(&shipments).await?;
+    let cleared: Vec<(&str, &str)> = cleared
+        .iter()
+        .map(|(id, body)| (id.as_str(), body.as_str()))
+        .collect();
+    driver.clear_alerts(&cleared).await?;
     let learned: Vec<AliasRow> = learned
         .keys()
         .filter_map(|known| aliases.remove(known))
@@ -886,6 +923,9 @@ fn shipment_row<'a>(
             .map(tracking_number),
         shipment: to_json(&latest.shipment),
         state: to_json(state),
+        status: state.status.as_str(),
+        last_event_id: state.last_event_id.as_str().to_owned(),
+        last_occurred_at: state.last_occurred_at,
     }
 }
 

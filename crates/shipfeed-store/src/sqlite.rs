@@ -21,9 +21,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    AliasRow, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow, EventRow, FeedRow,
-    ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StoredEvent, StoredFeedRow, StoredRow,
-    WriteDriver,
+    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
+    EventRow, FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery,
+    StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -216,10 +216,36 @@ INSERT INTO cursors(name, position) VALUES ('rebuild:shipments', 0)
     ON CONFLICT(name) DO NOTHING;
 ",
     },
+    // Stalled-shipment alerts: each shipment's status, last event and its time (Unix seconds)
+    // as columns, filled from the state, so that finding stalled shipments reads an index
+    // rather than every shipment; and the alerts, each id once, open until cleared.
+    Migration {
+        version: 8,
+        sql: "
+ALTER TABLE shipments ADD COLUMN status TEXT;
+ALTER TABLE shipments ADD COLUMN last_event_id TEXT;
+ALTER TABLE shipments ADD COLUMN last_occurred_at INTEGER;
+UPDATE shipments SET status = json_extract(state, '$.status'),
+    last_event_id = json_extract(state, '$.last_event_id'),
+    last_occurred_at = unixepoch(json_extract(state, '$.last_occurred_at'));
+CREATE INDEX shipments_stalled ON shipments(status, last_occurred_at);
+CREATE TABLE alerts (
+    alert_id      TEXT PRIMARY KEY,
+    shipment_key  TEXT NOT NULL,
+    rule          TEXT NOT NULL,
+    last_event_id TEXT NOT NULL,
+    open          INTEGER NOT NULL DEFAULT 1,
+    body          TEXT NOT NULL,
+    cleared       TEXT
+);
+CREATE INDEX alerts_by_shipment ON alerts(shipment_key, last_event_id);
+CREATE INDEX alerts_open ON alerts(shipment_key) WHERE open = 1;
+",
+    },
     // Contract drift: per provider, kind and key, how many distinct deliveries showed it; and
     // the fingerprints of the deliveries counted, so that a retry with the same bytes is not.
     Migration {
-        version: 8,
+        version: 9,
         sql: "
 CREATE TABLE drift (
     provider    TEXT NOT NULL,
@@ -331,9 +357,10 @@ const CHECKPOINT_CACHE_KIB: i64 = 500;
 
 /// What SQLite may allocate in this process, page caches included, before it recycles cached
 /// pages rather than allocate more (a soft limit: it never fails an allocation). Measured under
-/// load without it (heaptrack, `bench ingest`'s requests at 6 000/s), the inbox writer's cache
-/// alone held 49 MB in spite of its `cache_size`, and SQLite 71 MB in all; with it, 32 MB.
-const SOFT_HEAP_LIMIT_BYTES: i64 = 32 << 20;
+/// load without it (heaptrack, `bench ingest`'s requests in a closed loop), the inbox writer's
+/// cache alone held 49 MB in spite of its `cache_size`, and SQLite 71 MB in all. At 16 MiB
+/// `project_drain` drains as fast as at 32 MiB (5 400-5 600 deliveries/s either way, interleaved).
+const SOFT_HEAP_LIMIT_BYTES: i64 = 16 << 20;
 
 /// Page size of a new inbox file (an existing file keeps its own): a delivery's body is about
 /// 4 KB, so with the default 4 KiB pages each one spans overflow pages, and every page is a WAL
@@ -884,11 +911,14 @@ impl WriteDriver for SqliteWriter {
         let mut upsert = self
             .conn
             .prepare_cached(
-                "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state)
-                 VALUES (?1, ?2, ?3, ?4, ?5)
+                "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state,
+                                       status, last_event_id, last_occurred_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(shipment_key) DO UPDATE SET carrier = excluded.carrier,
                      tracking_number = excluded.tracking_number, shipment = excluded.shipment,
-                     state = excluded.state",
+                     state = excluded.state, status = excluded.status,
+                     last_event_id = excluded.last_event_id,
+                     last_occurred_at = excluded.last_occurred_at",
             )
             .map_err(db("store a shipment state"))?;
         for row in rows {
@@ -899,6 +929,9 @@ impl WriteDriver for SqliteWriter {
                     row.tracking_number,
                     row.shipment,
                     row.state,
+                    row.status,
+                    row.last_event_id,
+                    row.last_occurred_at.timestamp(),
                 ])
                 .map_err(db("store a shipment state"))?;
         }
@@ -951,6 +984,99 @@ impl WriteDriver for SqliteWriter {
                 ])
             })
             .map_err(db("store a lease"))?;
+        Ok(())
+    }
+
+    async fn stalled(&mut self, query: &StalledQuery<'_>) -> Result<Vec<StalledRow>, StoreError> {
+        // Whole seconds here; the store compares the exact times afterwards.
+        let before = query.before.timestamp();
+        let (only, except) = match &query.carriers {
+            CarrierScope::Only(carrier) => (Some(*carrier), String::from("[]")),
+            CarrierScope::Except(carriers) => (None, crate::project::to_json(carriers)),
+        };
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT s.shipment_key, s.shipment, s.state FROM shipments s
+                 WHERE s.status = ?1 AND s.last_occurred_at <= ?2
+                   AND (CASE WHEN ?3 IS NULL
+                        THEN s.carrier IS NULL OR s.carrier NOT IN (SELECT value FROM json_each(?4))
+                        ELSE s.carrier = ?3 END)
+                   AND NOT EXISTS (SELECT 1 FROM alerts a WHERE a.shipment_key = s.shipment_key
+                                   AND a.last_event_id = s.last_event_id AND a.rule = ?5)
+                 ORDER BY s.last_occurred_at, s.shipment_key LIMIT ?6",
+            )
+            .map_err(db("find stalled shipments"))?;
+        let rows = select
+            .query_map(
+                params![query.status, before, only, except, query.rule, query.limit],
+                |r| {
+                    Ok(StalledRow {
+                        key: r.get(0)?,
+                        shipment: r.get(1)?,
+                        state: r.get(2)?,
+                    })
+                },
+            )
+            .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+            .map_err(db("find stalled shipments"))?;
+        Ok(rows)
+    }
+
+    async fn insert_alerts(&mut self, rows: &[AlertRow<'_>]) -> Result<Vec<String>, StoreError> {
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO alerts(alert_id, shipment_key, rule, last_event_id, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(alert_id) DO NOTHING",
+            )
+            .map_err(db("store an alert"))?;
+        let mut inserted = Vec::new();
+        for row in rows {
+            let stored = insert
+                .execute(params![
+                    row.alert_id,
+                    row.shipment_key,
+                    row.rule,
+                    row.last_event_id,
+                    row.body
+                ])
+                .map_err(db("store an alert"))?;
+            if stored > 0 {
+                inserted.push(row.alert_id.to_owned());
+            }
+        }
+        Ok(inserted)
+    }
+
+    async fn open_alerts(&mut self, keys: &[&str]) -> Result<Vec<String>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT body FROM alerts WHERE shipment_key = ?1 AND open = 1 ORDER BY alert_id",
+            )
+            .map_err(db("read open alerts"))?;
+        let mut bodies = Vec::new();
+        for key in keys {
+            let rows = select
+                .query_map([key], |row| row.get::<_, String>(0))
+                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+                .map_err(db("read open alerts"))?;
+            bodies.extend(rows);
+        }
+        Ok(bodies)
+    }
+
+    async fn clear_alerts(&mut self, rows: &[(&str, &str)]) -> Result<(), StoreError> {
+        let mut update = self
+            .conn
+            .prepare_cached("UPDATE alerts SET open = 0, cleared = ?2 WHERE alert_id = ?1")
+            .map_err(db("clear an alert"))?;
+        for (alert_id, cleared) in rows {
+            update
+                .execute(params![alert_id, cleared])
+                .map_err(db("clear an alert"))?;
+        }
         Ok(())
     }
 
@@ -1198,6 +1324,18 @@ impl ReadDriver for SqliteReader {
                 |r| r.get(0),
             )
             .optional()
+        })
+        .await
+    }
+
+    async fn open_alerts(&self, after: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        let after = after.to_owned();
+        self.read("read open alerts", move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT body FROM alerts WHERE open = 1 AND alert_id > ?1 ORDER BY alert_id LIMIT ?2",
+            )?;
+            let rows = select.query_map(params![after, limit], |row| row.get(0))?;
+            rows.collect()
         })
         .await
     }
@@ -1535,5 +1673,59 @@ mod tests {
             ["postnl:3SABC", "sendcloud:id:P1"],
             "an id key is left as it was"
         );
+    }
+
+    #[test]
+    fn migration_8_fills_the_stalled_columns_from_the_stored_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v7.db");
+        {
+            let conn = connect(&path, READER_CACHE_KIB).unwrap();
+            let inbox = connect(&inbox_path(&path), READER_CACHE_KIB).unwrap();
+            inbox.execute_batch(INBOX_SCHEMA).unwrap();
+            attach_inbox(&conn, &inbox_path(&path)).unwrap();
+            for migration in MIGRATIONS.iter().take_while(|m| m.version <= 7) {
+                conn.execute_batch(migration.sql).unwrap();
+            }
+            let state = serde_json::json!({
+                "status": "in_transit", "terminal": false,
+                "status_event_id": "sendcloud:1", "status_occurred_at": "2024-06-01T08:00:00.250Z",
+                "last_event_id": "sendcloud:1", "last_occurred_at": "2024-06-01T08:00:00.250Z",
+                "event_count": 1
+            });
+            conn.execute_batch(
+                "PRAGMA user_version = 7; DELETE FROM cursors WHERE name = 'rebuild:shipments';",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state)
+                 VALUES ('postnl:3SABC', 'postnl', '3SABC', '{}', ?1)",
+                [state.to_string()],
+            )
+            .unwrap();
+        }
+        let (_inbox, writer, _reader) = open(&path).unwrap();
+        let row: (String, String, i64) = writer
+            .conn
+            .query_row(
+                "SELECT status, last_event_id, last_occurred_at FROM shipments",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        let at = DateTime::parse_from_rfc3339("2024-06-01T08:00:00Z").unwrap();
+        assert_eq!(
+            row,
+            (
+                "in_transit".to_owned(),
+                "sendcloud:1".to_owned(),
+                at.timestamp()
+            )
+        );
+        let version: i64 = writer
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.last().unwrap().version);
     }
 }

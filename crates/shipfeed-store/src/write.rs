@@ -7,7 +7,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{DeliveryRow, WriteDriver};
 use crate::project::{self, Outcome};
-use crate::{lease, Arrival, Lease, Projection, StoreError};
+use crate::{alerts, lease, Alert, Arrival, Lease, Projection, StalledRules, StoreError};
 
 /// How many queued jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -44,6 +44,13 @@ pub(crate) enum Work {
     },
     /// Every shipment's state recomputed, when a migration asked for it (queued at start).
     RebuildShipments,
+    /// Stalled-shipment alerts raised as due at `now`, only while the lease (name, epoch) is
+    /// still held.
+    RaiseAlerts {
+        lease: (String, i64),
+        now: DateTime<Utc>,
+        rules: StalledRules,
+    },
 }
 
 impl Work {
@@ -60,6 +67,7 @@ pub(crate) enum Done {
     SaveCursor,
     Lease(Option<Lease>),
     Released,
+    Alerts(Vec<Alert>),
 }
 
 pub(crate) struct Job {
@@ -226,6 +234,14 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
                 project::rebuild_shipments(driver).await?;
             }
             Ok(Done::Released)
+        }
+        Work::RaiseAlerts {
+            lease: (lease, epoch),
+            now,
+            rules,
+        } => {
+            lease::check(driver, lease, *epoch).await?;
+            Ok(Done::Alerts(alerts::raise(driver, rules, *now).await?))
         }
     }
 }

@@ -84,6 +84,14 @@ async fn items_after(store: &Store, after: i64) -> Vec<(String, String, String)>
                 item.shipment_key,
                 format!("{:?}", item.state.map(|state| state.status)),
             ),
+            FeedItem::Alert(item) => (
+                "alert".to_owned(),
+                item.alert.shipment_key,
+                item.alert.alert_id,
+            ),
+            FeedItem::AlertCleared(item) => {
+                ("alert_cleared".to_owned(), item.shipment_key, item.alert_id)
+            }
             FeedItem::Drift(item) => ("drift".to_owned(), item.kind.to_string(), item.key),
         })
         .collect()

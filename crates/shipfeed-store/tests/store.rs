@@ -82,6 +82,8 @@ async fn items_after(store: &Store, after: i64) -> Vec<(String, String)> {
                         .map(|s| (s.status, s.status_event_id.as_str().to_owned()))
                 ),
             ),
+            FeedItem::Alert(item) => ("alert".to_owned(), item.alert.alert_id),
+            FeedItem::AlertCleared(item) => ("alert_cleared".to_owned(), item.alert_id),
             FeedItem::Drift(item) => ("drift".to_owned(), format!("{} {}", item.kind, item.key)),
         })
         .collect()
@@ -396,6 +398,8 @@ async fn commit_then_read_back(store: Store) {
             FeedItem::Event(_) => "event",
             FeedItem::ShipmentState(_) => "shipment_state",
             FeedItem::Retraction(_) => "retraction",
+            FeedItem::Alert(_) => "alert",
+            FeedItem::AlertCleared(_) => "alert_cleared",
             FeedItem::Drift(_) => "drift",
         })
         .collect();
@@ -1344,7 +1348,11 @@ mod replicas {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration applied once");
+        assert_eq!(
+            versions,
+            [1, 2, 3, 4, 5, 6, 7],
+            "each migration applied once"
+        );
         let tables: BTreeSet<String> = client
             .query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -1356,6 +1364,7 @@ mod replicas {
             .map(|row| row.get(0))
             .collect();
         let expected = [
+            "alerts",
             "aliases",
             "cursors",
             "deliveries",

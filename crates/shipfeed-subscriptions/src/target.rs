@@ -120,8 +120,9 @@ impl Nats {
 
 /// The subject and the `Nats-Msg-Id` of a feed item: events go to
 /// `shipfeed.events.<provider>.<status>`, retractions to `shipfeed.events.retraction`, state
-/// changes to `shipfeed.events.shipment_state.<status>`, drift to
-/// `shipfeed.events.drift.<provider>.<kind>`. The id is the same every time the
+/// changes to `shipfeed.events.shipment_state.<status>`, alerts to
+/// `shipfeed.events.alert.<status>` and their clearing to `shipfeed.events.alert_cleared`,
+/// drift to `shipfeed.events.drift.<provider>.<kind>`. The id is the same every time the
 /// same item is published (JetStream drops a repeat within its duplicate window) and differs
 /// between revisions of an event (a correction is never dropped as a repeat).
 fn nats_address(item: &FeedItem) -> (String, String) {
@@ -146,6 +147,15 @@ fn nats_address(item: &FeedItem) -> (String, String) {
                     .map_or("none", |state| state.status.as_str())
             ),
             format!("shipment_state:{}", item.seq),
+        ),
+        // An alert's id is deterministic, so a repeat of the same alert is dropped too.
+        FeedItem::Alert(item) => (
+            format!("{NATS_SUBJECT_PREFIX}.alert.{}", item.alert.status.as_str()),
+            item.alert.alert_id.clone(),
+        ),
+        FeedItem::AlertCleared(item) => (
+            format!("{NATS_SUBJECT_PREFIX}.alert_cleared"),
+            format!("cleared:{}", item.alert_id),
         ),
         // The key comes from a payload: neither in the subject nor in a header.
         FeedItem::Drift(item) => (
@@ -180,5 +190,52 @@ impl Deliver for Nats {
             ack.await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shipfeed_store::{Alert, AlertCleared, AlertItem};
+
+    #[test]
+    fn alerts_go_to_subjects_of_their_own_under_ids_that_repeat_for_the_same_alert() {
+        let alert = Alert {
+            alert_id: shipfeed_store::alert_id("stalled.in_transit", "postnl:3SABC", "e1"),
+            rule: "stalled.in_transit".to_owned(),
+            status: shipfeed_core::Status::InTransit,
+            since: chrono::DateTime::UNIX_EPOCH,
+            max_quiet_seconds: 3600,
+            last_event_id: shipfeed_core::EventId("e1".to_owned()),
+            shipment_key: "postnl:3SABC".to_owned(),
+            shipment: shipfeed_core::ShipmentRef::default(),
+            raised_at: chrono::DateTime::UNIX_EPOCH,
+        };
+        let raised = |seq| {
+            FeedItem::Alert(AlertItem {
+                seq,
+                alert: alert.clone(),
+            })
+        };
+        let (subject, id) = nats_address(&raised(7));
+        assert_eq!(subject, "shipfeed.events.alert.in_transit");
+        assert_eq!(id, alert.alert_id);
+        assert_eq!(
+            nats_address(&raised(9)).1,
+            id,
+            "the same alert, the same id"
+        );
+        let cleared = FeedItem::AlertCleared(AlertCleared {
+            seq: 8,
+            alert_id: alert.alert_id.clone(),
+            rule: alert.rule.clone(),
+            shipment_key: alert.shipment_key.clone(),
+            cleared_by: None,
+            status: None,
+            delivery_seq: 3,
+        });
+        let (subject, cleared_id) = nats_address(&cleared);
+        assert_eq!(subject, "shipfeed.events.alert_cleared");
+        assert_ne!(cleared_id, id);
     }
 }

@@ -95,6 +95,19 @@ impl TestStore {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// Another `Store` on the same database: a second replica, or the same one restarted.
+    pub async fn open_again(&self) -> Store {
+        #[cfg(feature = "postgres")]
+        if let Some(schema) = &self.schema {
+            return Store::postgres(&schema.url).await.unwrap();
+        }
+        let dir = self
+            ._sqlite_dir
+            .as_ref()
+            .expect("a SQLite store has its directory");
+        Store::sqlite(dir.path().join("shipfeed.db")).unwrap()
+    }
 }
 
 /// A SQLite store on a fresh file in a temporary directory.
