@@ -53,6 +53,7 @@ on_both_stores!(
     shipups_probe_is_answered_without_credentials_and_stores_nothing,
     one_parcel_is_one_timeline_whatever_the_provider_or_spelling,
     a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert,
+    drift_counts_each_distinct_delivery_once,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -684,6 +685,7 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
                     ErrorKind::Payload,
                     "unknown status (an older build)",
                 )),
+                drift: None,
             }],
         )
         .await
@@ -1227,5 +1229,134 @@ async fn a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert(backend
             .iter()
             .any(|a| a["alert_id"] == id.as_str()),
         "{open}"
+    );
+}
+
+/// A signed Sendcloud status delivery with an unknown status code and a field no adapter
+/// reads (`parcel.co2_grams`), at `at_ms`.
+fn drifting_sendcloud(parcel: u64, at_ms: i64) -> support::Delivery {
+    let plain = sendcloud_status(parcel, (77_777, "Beamed up"), at_ms);
+    let mut body: Value = serde_json::from_slice(&plain.body).unwrap();
+    body["parcel"]["co2_grams"] = json!(120);
+    sendcloud_signed(serde_json::to_vec(&body).unwrap())
+}
+
+/// `(deliveries, sample_delivery_seq)` of each drift entry of `GET /v1/drift`, by kind and key.
+async fn drift_counts(
+    http: &reqwest::Client,
+    base: &str,
+) -> std::collections::BTreeMap<(String, String), (i64, i64)> {
+    let (status, report) = get(http, &format!("{base}/v1/drift?provider=sendcloud")).await;
+    assert_eq!(status, 200, "{report}");
+    report["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            assert_eq!(entry["provider"], "sendcloud", "{entry}");
+            (
+                (
+                    entry["kind"].as_str().unwrap().to_owned(),
+                    entry["key"].as_str().unwrap().to_owned(),
+                ),
+                (
+                    entry["deliveries"].as_i64().unwrap(),
+                    entry["sample_delivery_seq"].as_i64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Runs `shipfeed drift` with `args` against the server's store; its stdout.
+fn drift_command(server: &Server, args: &[&str]) -> String {
+    let output = Command::new(support::binary())
+        .arg("drift")
+        .arg("--config")
+        .arg(server.config_path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "drift failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// A new field and an unknown code, delivered, retried with the same bytes, then sent in a
+/// second distinct delivery: counted once per distinct delivery, on `GET /v1/drift`, in the
+/// metrics, by `shipfeed drift`, and once in the feed; replay counts nothing again.
+async fn drift_counts_each_distinct_delivery_once(backend: Backend) {
+    let store = TestStore::new(backend);
+    let server = Server::start(&store, "").await;
+    let http = client();
+    let first = drifting_sendcloud(601, 1_712_188_288_908);
+    let (status, answer) = post_projected(&http, &server.base, &first).await;
+    assert_eq!(status, 200, "{answer}");
+    let first_seq = answer["delivery_seq"].as_i64().unwrap();
+    // The provider's retry: the same bytes.
+    let (status, answer) = post_projected(&http, &server.base, &first).await;
+    assert_eq!(status, 200, "{answer}");
+    let field = ("unknown_field".to_owned(), "parcel.co2_grams".to_owned());
+    let code = ("unknown_status".to_owned(), "77777".to_owned());
+    let counts = drift_counts(&http, &server.base).await;
+    assert_eq!(counts.get(&field), Some(&(1, first_seq)), "{counts:?}");
+    assert_eq!(counts.get(&code), Some(&(1, first_seq)), "{counts:?}");
+
+    // A second, distinct delivery: the parcel's next scan, with the same field and code.
+    let second = drifting_sendcloud(601, 1_712_199_000_000);
+    let (status, answer) = post_projected(&http, &server.base, &second).await;
+    assert_eq!(status, 200, "{answer}");
+    let counts = drift_counts(&http, &server.base).await;
+    assert_eq!(counts.get(&field), Some(&(2, first_seq)), "{counts:?}");
+    assert_eq!(counts.get(&code), Some(&(2, first_seq)), "{counts:?}");
+    assert_eq!(counts.len(), 2, "nothing else drifted: {counts:?}");
+
+    // Another provider's report is empty; an unknown provider is a client error.
+    let (status, report) = get(&http, &format!("{}/v1/drift?provider=shipup", server.base)).await;
+    assert_eq!(
+        (status, report["entries"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    let (status, _) = get(&http, &format!("{}/v1/drift?provider=nope", server.base)).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        metric(
+            &http,
+            &server.base,
+            "shipfeed_drift_observations{provider=\"sendcloud\",kind=\"unknown_field\"}"
+        )
+        .await,
+        2
+    );
+
+    // One feed item per key, from the first delivery (schema-checked by `feed_items`).
+    let items: Vec<Value> = feed_items(&http, &server.base)
+        .await
+        .into_iter()
+        .filter(|item| item["type"] == "drift")
+        .collect();
+    assert_eq!(items.len(), 2, "{items:?}");
+    assert!(items
+        .iter()
+        .all(|item| item["delivery_seq"] == json!(first_seq)));
+
+    // Replay projects all three again and counts nothing again.
+    replay(&server, &[]);
+    let after_replay = drift_counts(&http, &server.base).await;
+    assert_eq!(after_replay, counts);
+
+    // The CLI reads the same report from the store.
+    let (_, served) = get(&http, &format!("{}/v1/drift", server.base)).await;
+    let printed: Value = serde_json::from_str(&drift_command(&server, &["--json"])).unwrap();
+    assert_eq!(printed, served);
+    let table = drift_command(&server, &["--provider", "sendcloud"]);
+    assert!(
+        table.lines().any(|line| line.starts_with("sendcloud")
+            && line.contains("parcel.co2_grams")
+            && line.split_whitespace().nth(3) == Some("2")),
+        "{table}"
     );
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 mod consume;
+mod drift;
 mod normalize;
 mod serve;
 mod shutdown;
@@ -33,6 +34,9 @@ enum Command {
     Consume(consume::Args),
     /// Re-normalize stored deliveries (after a mapping fix); idempotent by event id.
     Replay(serve::ReplayArgs),
+    /// What the adapters met in stored deliveries and do not know (unknown codes, message
+    /// types, fields, value types), per provider, with distinct delivery counts.
+    Drift(drift::Args),
 }
 
 #[derive(clap::Args)]
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(&args),
         Command::Consume(args) => consume::run(&args),
         Command::Replay(args) => serve::replay(&args),
+        Command::Drift(args) => drift::run(&args),
         Command::Schema(args) => {
             if args.feed_item {
                 print!("{}", shipfeed::json_schema::<shipfeed_store::FeedItem>());

@@ -257,6 +257,24 @@ pub trait Adapter: Send + Sync {
     /// the JSON path where it can.
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error>;
 
+    /// [`parse`](Adapter::parse), noting in `drift` what the delivery holds that the adapter
+    /// does not know: JSON fields it skipped (decode with
+    /// [`json::decode_noting`](crate::json::decode_noting)) and values of an unexpected type it
+    /// tolerated. Unknown status codes and message types show in the outputs, and are noted
+    /// from them by the caller ([`drift::observe`](crate::drift::observe)). Same outputs and
+    /// errors as `parse`; never panics. Default: `parse`, noting nothing.
+    ///
+    /// # Errors
+    /// As [`parse`](Adapter::parse).
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut crate::drift::Drift,
+    ) -> Result<Vec<Output>, Error> {
+        let _ = drift;
+        self.parse(delivery)
+    }
+
     /// [`verify`](Adapter::verify), then [`parse`](Adapter::parse).
     ///
     /// # Errors

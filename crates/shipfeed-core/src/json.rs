@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 
+use crate::drift::Drift;
 use crate::Error;
 
 /// Deserializes `bytes`; on failure, re-reads them with path tracking so the error names the
@@ -31,6 +32,48 @@ pub fn decode<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, Error> {
             Ok(_) => Error::payload(first.to_string()),
         }
     })
+}
+
+/// [`decode`], noting in `drift` (when given) every JSON field that `T` does not read, by
+/// its path.
+///
+/// # Errors
+/// As [`decode`].
+pub fn decode_noting<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    drift: Option<&mut Drift>,
+) -> Result<T, Error> {
+    // On failure, decode again for the error's path.
+    from_bytes_noting(bytes, drift).or_else(|_| decode(bytes))
+}
+
+/// [`from_bytes`], noting in `drift` (when given) every JSON field that `T` does not read, by
+/// its path. Nothing is noted when decoding fails, so a caller may try another type.
+///
+/// # Errors
+/// As [`from_bytes`].
+pub fn from_bytes_noting<'de, T: Deserialize<'de>>(
+    bytes: &'de [u8],
+    drift: Option<&mut Drift>,
+) -> serde_json::Result<T> {
+    let Some(drift) = drift else {
+        return from_bytes(bytes);
+    };
+    let mut noted = drift.empty_like();
+    let value = match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let mut de = serde_json::Deserializer::from_str(text);
+            serde_ignored::deserialize(&mut de, |path| noted.unknown_field(&path))
+                .and_then(|value| de.end().map(|()| value))
+        }
+        Err(_) => {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            serde_ignored::deserialize(&mut de, |path| noted.unknown_field(&path))
+                .and_then(|value| de.end().map(|()| value))
+        }
+    }?;
+    drift.merge(noted);
+    Ok(value)
 }
 
 /// `serde_json::from_slice`, faster: one UTF-8 check of the whole body costs less than the

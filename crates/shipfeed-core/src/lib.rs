@@ -8,6 +8,7 @@
 //! - [`current_state`]: the ordering rule (latest `occurred_at` wins, arrival order never
 //!   matters).
 //! - [`auth`], [`time`], [`carrier`], [`json`]: helpers written once for every adapter.
+//! - [`drift`]: what an adapter met in a delivery and does not know (contract drift).
 //! - [`identity`]: which events are one shipment (keys, tracking numbers, carrier groups) and
 //!   which are one physical scan.
 //! - [`Error`]: the one public error, with a [`ErrorKind`] and a permanent/temporary class.
@@ -26,6 +27,7 @@
 mod adapter;
 pub mod auth;
 pub mod carrier;
+pub mod drift;
 mod error;
 mod event;
 pub mod identity;

@@ -9,6 +9,7 @@ mod status;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDate, Utc};
+use shipfeed_core::drift::Drift;
 use shipfeed_core::json::{Text, TimeValue};
 use shipfeed_core::time::Instant;
 use shipfeed_core::{
@@ -65,7 +66,18 @@ impl Adapter for HappyColisAdapter {
     /// `Payload` (with the JSON path) when the bytes are not a HappyColis message, or a
     /// `shipment/*` message has no body or an event without a readable time. Never panics.
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
-        let message = payload::decode(&delivery.body, carries_shipment).map_err(tagged)?;
+        let message = payload::decode(&delivery.body, carries_shipment, None).map_err(tagged)?;
+        normalize(message, delivery.received_at)
+    }
+
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
+        drift.documented(payload::DOCUMENTED);
+        let message =
+            payload::decode(&delivery.body, carries_shipment, Some(drift)).map_err(tagged)?;
         normalize(message, delivery.received_at)
     }
 }
@@ -426,6 +438,28 @@ mod tests {
                      "estimatedAt": "2024-03-17T18:00:00.000Z", "addresses": [], "details": [],
                      "events": events}
         })
+    }
+
+    #[test]
+    fn unknown_fields_are_noted_and_documented_ones_are_not() {
+        let mut body = message("shipment/shipping_event", history(2));
+        body["body"]["carbonFootprint"] = json!({"grams": 120});
+        body["body"]["events"][0]["channel"] = json!("api");
+        body["header"]["webhookId"] = json!("wh-2");
+        let bytes = serde_json::to_vec(&body).unwrap();
+        let mut drift = Drift::new(Provider::HappyColis);
+        HappyColisAdapter::new()
+            .parse_noting(&RawDelivery::new(bytes, received_at()), &mut drift)
+            .unwrap();
+        let keys: BTreeSet<&str> = drift
+            .observations()
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            BTreeSet::from(["body.carbonFootprint", "body.events[].channel"])
+        );
     }
 
     fn parse(body: &Value) -> Result<Vec<Output>, Error> {

@@ -11,6 +11,7 @@ use std::ops::Deref;
 use serde::de::value::MapAccessDeserializer;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use shipfeed_core::drift::Drift;
 use shipfeed_core::json::{Text, TimeValue};
 use shipfeed_core::Error;
 
@@ -198,14 +199,17 @@ pub(crate) struct Message<'a> {
 /// gets the error with its JSON path.
 ///
 /// `carries_shipment` says, from the header type, whether the body must be a shipment.
-pub(crate) fn decode(
-    bytes: &[u8],
+/// Unknown fields are noted in `drift` when given (of a loosely read body, only the header's).
+pub(crate) fn decode<'a>(
+    bytes: &'a [u8],
     carries_shipment: fn(&str) -> bool,
-) -> Result<Message<'_>, Error> {
-    if let Ok(envelope) = shipfeed_core::json::from_bytes::<ShipmentEnvelope<'_>>(bytes) {
+    mut drift: Option<&mut Drift>,
+) -> Result<Message<'a>, Error> {
+    use shipfeed_core::json::from_bytes_noting;
+    if let Ok(envelope) = from_bytes_noting::<ShipmentEnvelope<'_>>(bytes, drift.as_deref_mut()) {
         return Ok(envelope.into_message());
     }
-    if let Ok(loose) = shipfeed_core::json::from_bytes::<LooseEnvelope<'_>>(bytes) {
+    if let Ok(loose) = from_bytes_noting::<LooseEnvelope<'_>>(bytes, drift) {
         if !carries_shipment(&loose.header.kind.0) {
             let id = match loose.body.get("id") {
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
@@ -233,6 +237,42 @@ impl<'a> ShipmentEnvelope<'a> {
     }
 }
 
+/// Fields HappyColis documents that the adapter does not read: not contract drift. Paths as
+/// [`shipfeed_core::drift::Drift::documented`] reads them.
+pub(crate) const DOCUMENTED: &[&str] = &[
+    "body.addresses",
+    "body.createdAt",
+    "body.currency",
+    "body.customer",
+    "body.deliveredAt",
+    "body.details",
+    "body.events[].meta",
+    "body.events[].shipmentId",
+    "body.externalReference",
+    "body.firstAttemptedAt",
+    "body.format",
+    "body.issuedAt",
+    "body.lastEvent",
+    "body.locationId",
+    "body.meta",
+    "body.orderId",
+    "body.organizationId",
+    "body.origin",
+    "body.shippedAt",
+    "body.shippingMethodId",
+    "body.sku",
+    "body.stock",
+    "body.totalPrice",
+    "body.volume",
+    "body.volumeSellingUnit",
+    "body.weight",
+    "body.weightSellingUnit",
+    "header.application",
+    "header.organization",
+    "header.organizationId",
+    "header.webhookId",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -249,7 +289,7 @@ mod tests {
     fn text_borrows_plain_strings_and_accepts_numbers() {
         let body = br#"{"header":{"type":"shipment/created","messageId":"m-1","date":"2024-01-01T00:00:00.000Z"},
             "body":{"id":"s-1","reference":1234,"events":[{"id":"e\u0031","event":"NEW"}]}}"#;
-        let message = decode(body, always).unwrap();
+        let message = decode(body, always, None).unwrap();
         assert!(matches!(
             message.header.kind.0,
             std::borrow::Cow::Borrowed(_)
@@ -266,7 +306,7 @@ mod tests {
     #[test]
     fn old_header_keys_are_read() {
         let body = br#"{"header":{"id":"old-1","type":"order/created","timestamp":1710569100,"organization":"o","application":"a"},"body":{"id":"ord-1"}}"#;
-        let message = decode(body, never).unwrap();
+        let message = decode(body, never, None).unwrap();
         assert_eq!(message.header.delivery_id(), Some("old-1"));
         let sent = message
             .header
@@ -280,31 +320,31 @@ mod tests {
     #[test]
     fn a_body_that_is_not_a_shipment_is_loose_for_other_types_only() {
         let body = br#"{"header":{"type":"order/updated","messageId":"m"},"body":{"id":42,"events":"none"}}"#;
-        let message = decode(body, never).unwrap();
+        let message = decode(body, never, None).unwrap();
         assert!(matches!(message.body, Body::Other { id: Some(ref id) } if id == "42"));
 
-        let err = decode(body, always).unwrap_err();
+        let err = decode(body, always, None).unwrap_err();
         assert_eq!(err.path(), Some("body.events"));
     }
 
     #[test]
     fn errors_name_the_json_path() {
         let body = br#"{"header":{"type":"shipment/shipping_event"},"body":{"events":[{"id":"a"},{"id":{"x":1}}]}}"#;
-        let err = decode(body, always).unwrap_err();
+        let err = decode(body, always, None).unwrap_err();
         assert_eq!(err.path(), Some("body.events[1].id"));
-        let err = decode(br#"{"body":{}}"#, always).unwrap_err();
+        let err = decode(br#"{"body":{}}"#, always, None).unwrap_err();
         assert!(err.message().contains("missing field `header`"), "{err}");
     }
 
     #[test]
     fn arrays_are_not_read_as_objects() {
         let body = br#"{"header":{"type":"shipment/created"},"body":["s-1","EXT-1"]}"#;
-        let err = decode(body, always).unwrap_err();
+        let err = decode(body, always, None).unwrap_err();
         assert_eq!(err.path(), Some("body"));
         let body = br#"{"header":{"type":"shipment/created"},"body":{"events":[["e-1","NEW"]]}}"#;
-        let err = decode(body, always).unwrap_err();
+        let err = decode(body, always, None).unwrap_err();
         assert_eq!(err.path(), Some("body.events[0]"));
-        let err = decode(br#"{"header":["shipment/created"]}"#, never).unwrap_err();
+        let err = decode(br#"{"header":["shipment/created"]}"#, never, None).unwrap_err();
         assert_eq!(err.path(), Some("header"));
     }
 }

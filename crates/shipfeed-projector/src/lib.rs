@@ -32,11 +32,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::TimeDelta;
+use shipfeed_core::drift::{self, Drift};
 use shipfeed_core::identity::Identity;
 use shipfeed_core::{Adapter, Error, ErrorKind, Output, Provider};
 use shipfeed_store::{
-    Alert, Clock, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch, Projection,
-    StalledRules, Store, StoreError, StoredDelivery, PROJECTOR, RAISE_LIMIT,
+    Alert, Clock, DeliveryDrift, InboxLag, Lease, LeaseHolder, Normalized, PreparedBatch,
+    Projection, StalledRules, Store, StoreError, StoredDelivery, PROJECTOR, RAISE_LIMIT,
 };
 use tokio::sync::{watch, Notify};
 
@@ -391,14 +392,8 @@ impl Projector {
             .iter()
             .map(|stored| (stored.endpoint.clone(), stored.provider))
             .collect();
-        let normalized: Vec<Normalized> = page
-            .iter()
-            .map(|stored| Normalized {
-                delivery_seq: stored.seq,
-                provider: stored.provider,
-                outcome: self.normalize(stored),
-            })
-            .collect();
+        let normalized: Vec<Normalized> =
+            page.iter().map(|stored| self.normalize(stored)).collect();
         Some(Prepared {
             arrivals,
             batch: PreparedBatch::new(normalized, &self.options.identity),
@@ -431,10 +426,28 @@ impl Projector {
         Ok(projections.len())
     }
 
-    /// What this build's adapter makes of a stored delivery. Never panics: a panicking adapter
-    /// is tried [`ProjectorOptions::attempts`] times, then answered as an error (a dead letter
-    /// whose reason says so).
-    fn normalize(&self, stored: &StoredDelivery) -> Result<Vec<Output>, Error> {
+    /// What this build's adapter makes of a stored delivery, with the drift it noted. Never
+    /// panics: a panicking adapter is tried [`ProjectorOptions::attempts`] times, then answered
+    /// as an error (a dead letter whose reason says so).
+    fn normalize(&self, stored: &StoredDelivery) -> Normalized {
+        let (outcome, drift) = match self.normalize_noting(stored) {
+            Ok((outcome, drift)) => (outcome, DeliveryDrift::new(drift, &stored.delivery)),
+            Err(error) => (Err(error), None),
+        };
+        Normalized {
+            delivery_seq: stored.seq,
+            provider: stored.provider,
+            outcome,
+            drift,
+        }
+    }
+
+    /// The adapter's outcome and drift; `Err` when there is no adapter or it kept panicking.
+    #[allow(clippy::type_complexity)] // one private call site
+    fn normalize_noting(
+        &self,
+        stored: &StoredDelivery,
+    ) -> Result<(Result<Vec<Output>, Error>, Drift), Error> {
         let Some(adapter) = self.adapters.get(&stored.endpoint, stored.provider) else {
             return Err(Error::new(
                 ErrorKind::Config,
@@ -446,10 +459,12 @@ impl Projector {
         };
         let mut panic_message = String::new();
         for attempt in 1..=self.options.attempts.max(1) {
-            match catch_unwind(AssertUnwindSafe(|| adapter.parse(&stored.delivery))) {
-                Ok(outcome) => {
+            match catch_unwind(AssertUnwindSafe(|| {
+                drift::observe(adapter, &stored.delivery)
+            })) {
+                Ok((outcome, drift)) => {
                     self.observer.normalized(stored.provider, &outcome);
-                    return outcome;
+                    return Ok((outcome, drift));
                 }
                 Err(panic) => {
                     panic_message = panic

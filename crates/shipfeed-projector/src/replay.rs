@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use shipfeed_core::Provider;
-use shipfeed_store::{Normalized, PreparedBatch, StoreError, PROJECTOR};
+use shipfeed_store::{PreparedBatch, StoreError, PROJECTOR};
 
 use crate::Projector;
 
@@ -135,11 +135,7 @@ impl Projector {
                     continue;
                 }
                 was_dead.push(stored.dead_letter);
-                batch.push(Normalized {
-                    delivery_seq: stored.seq,
-                    provider: stored.provider,
-                    outcome: self.normalize(&stored),
-                });
+                batch.push(self.normalize(&stored));
             }
             let providers: Vec<Provider> = batch.iter().map(|item| item.provider).collect();
             let held = lease.hold().await?.ok_or_else(|| StoreError::Fenced {

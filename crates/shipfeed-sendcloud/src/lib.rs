@@ -6,6 +6,7 @@ mod signature;
 mod status;
 
 use chrono::{DateTime, Utc};
+use shipfeed_core::drift::Drift;
 use shipfeed_core::json::{self, Text, TimeValue};
 use shipfeed_core::{
     carrier, Adapter, CredentialKind, Credentials, Error, EventId, Location, Notice, NoticeKind,
@@ -46,12 +47,21 @@ impl Adapter for SendcloudAdapter {
     }
 
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
-        parse(delivery).map_err(|e| e.with_provider(PROVIDER))
+        parse(delivery, None).map_err(|e| e.with_provider(PROVIDER))
+    }
+
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
+        drift.documented(payload::DOCUMENTED);
+        parse(delivery, Some(drift)).map_err(|e| e.with_provider(PROVIDER))
     }
 }
 
-fn parse(delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
-    let envelope: Envelope<'_> = json::decode(&delivery.body)?;
+fn parse(delivery: &RawDelivery, mut drift: Option<&mut Drift>) -> Result<Vec<Output>, Error> {
+    let envelope: Envelope<'_> = json::decode_noting(&delivery.body, drift.as_deref_mut())?;
     let action = envelope.action.as_ref().and_then(Text::non_blank);
     let event_type = envelope.event_type.as_ref().and_then(Text::non_blank);
     let at = |t: &Option<TimeValue<'_>>| {
@@ -65,7 +75,9 @@ fn parse(delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
         notice
     };
     let output = match (action, event_type) {
-        (Some("parcel_status_changed"), _) => Output::Event(parcel_event(&envelope, delivery)?),
+        (Some("parcel_status_changed"), _) => {
+            Output::Event(parcel_event(&envelope, delivery, drift)?)
+        }
         (Some(kind @ ("integration_connected" | "integration_updated" | "integration_modified"
             | "integration_deleted" | "integration_credentials")), _) => {
             let mut notice = notice(NoticeKind::Integration, kind);
@@ -96,7 +108,11 @@ fn parse(delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
     Ok(vec![output])
 }
 
-fn parcel_event(envelope: &Envelope<'_>, delivery: &RawDelivery) -> Result<TrackingEvent, Error> {
+fn parcel_event(
+    envelope: &Envelope<'_>,
+    delivery: &RawDelivery,
+    drift: Option<&mut Drift>,
+) -> Result<TrackingEvent, Error> {
     let parcel = envelope.parcel.as_ref().ok_or_else(|| {
         Error::payload("`parcel_status_changed` without a `parcel`").with_path("parcel")
     })?;
@@ -130,7 +146,7 @@ fn parcel_event(envelope: &Envelope<'_>, delivery: &RawDelivery) -> Result<Track
         code: status_id.or(status_code).map(str::to_owned),
         message: status_message.map(str::to_owned),
     };
-    let shipment = parcel_shipment(parcel);
+    let shipment = parcel_shipment(parcel, drift);
     let event_id = EventId::derived(
         PROVIDER,
         &[
@@ -159,7 +175,7 @@ fn parcel_event(envelope: &Envelope<'_>, delivery: &RawDelivery) -> Result<Track
     })
 }
 
-fn parcel_shipment(parcel: &Parcel<'_>) -> ShipmentRef {
+fn parcel_shipment(parcel: &Parcel<'_>, drift: Option<&mut Drift>) -> ShipmentRef {
     let text = |f: &Option<Text<'_>>| f.as_ref().and_then(Text::to_non_blank);
     let tracking_url = text(&parcel.tracking_url);
     let carrier = match &parcel.carrier {
@@ -197,13 +213,15 @@ fn parcel_shipment(parcel: &Parcel<'_>) -> ShipmentRef {
     ] {
         shipment.add_reference(name, text(value));
     }
-    if parcel
-        .is_return
-        .as_ref()
-        .and_then(serde_json::Value::as_bool)
-        == Some(true)
-    {
-        shipment.add_reference("is_return", Some("true"));
+    match &parcel.is_return {
+        Some(serde_json::Value::Bool(true)) => shipment.add_reference("is_return", Some("true")),
+        Some(serde_json::Value::Bool(false) | serde_json::Value::Null) | None => {}
+        // Documented as a boolean; anything else is read as not a return, and noted.
+        Some(other) => {
+            if let Some(drift) = drift {
+                drift.unexpected_type("parcel.is_return", other);
+            }
+        }
     }
     shipment
 }
@@ -304,6 +322,7 @@ fn subscription_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shipfeed_core::drift::DriftKind;
     use shipfeed_core::{ErrorKind, Status};
 
     fn parse_str(body: &str) -> Result<Vec<Output>, Error> {
@@ -423,6 +442,30 @@ mod tests {
         assert_eq!(err.provider(), Some(Provider::Sendcloud));
         assert_eq!(parse_str("[]").unwrap_err().kind(), ErrorKind::Payload);
         assert_eq!(parse_str("{}").unwrap_err().kind(), ErrorKind::Payload);
+    }
+
+    #[test]
+    fn unknown_fields_and_unexpected_types_are_noted() {
+        let body = r#"{"action": "parcel_status_changed", "timestamp": 1712163088943, "brand_new": 1,
+            "parcel": {"status": {"id": 3, "colour": "red"}, "is_return": "yes"}}"#;
+        let mut drift = Drift::new(PROVIDER);
+        let outputs = SendcloudAdapter::new()
+            .parse_noting(&RawDelivery::new(body, DateTime::default()), &mut drift)
+            .unwrap();
+        assert_eq!(outputs, parse_str(body).unwrap());
+        let noted: Vec<_> = drift
+            .observations()
+            .iter()
+            .map(|o| (o.kind, o.key.as_str()))
+            .collect();
+        assert_eq!(
+            noted,
+            [
+                (DriftKind::UnknownField, "brand_new"),
+                (DriftKind::UnknownField, "parcel.status.colour"),
+                (DriftKind::UnexpectedType, "parcel.is_return: string"),
+            ]
+        );
     }
 
     #[test]

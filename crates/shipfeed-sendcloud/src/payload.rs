@@ -187,6 +187,57 @@ pub(crate) struct LocationDetails<'a> {
     pub(crate) country_code: Option<Text<'a>>,
 }
 
+/// Fields Sendcloud documents (and sends in its published samples) that the adapter does not
+/// read: not contract drift. Paths as [`shipfeed_core::drift::Drift::documented`] reads them.
+pub(crate) const DOCUMENTED: &[&str] = &[
+    "data.brand_id",
+    "data.delivery_choice",
+    "data.event.end_of_tracking",
+    "data.event.event_type",
+    "data.event.extra_data",
+    "data.event.is_carrier_responsible",
+    "data.event.is_offered",
+    "data.event.status_type",
+    "data.items",
+    "data.paid_return",
+    "data.parcel.announced_at",
+    "data.refund_type",
+    "data.return_address_id",
+    "data.return_reason_id",
+    "integration.failing_since",
+    "integration.last_fetch",
+    "integration.last_updated_at",
+    "integration.service_point_carriers",
+    "integration.service_point_enabled",
+    "integration.shop_name",
+    "integration.shop_url",
+    "integration.system",
+    "integration.webhook_active",
+    "integration.webhook_url",
+    "parcel.address",
+    "parcel.address_divided",
+    "parcel.carrier.servicepoints_carrier_code",
+    "parcel.city",
+    "parcel.collo_count",
+    "parcel.collo_nr",
+    "parcel.company_name",
+    "parcel.country",
+    "parcel.customs_declaration",
+    "parcel.data",
+    "parcel.date_announced",
+    "parcel.date_created",
+    "parcel.date_updated",
+    "parcel.email",
+    "parcel.label",
+    "parcel.name",
+    "parcel.postal_code",
+    "parcel.shipment.id",
+    "parcel.source",
+    "parcel.telephone",
+    "parcel.to_service_point",
+    "parcel.weight",
+];
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -15,3 +15,14 @@ fn fixtures_normalize_to_their_snapshots() {
         ));
     });
 }
+
+/// Unknown fields are contract drift; the documented ones the adapter does not read are not:
+/// Sendcloud documents every field of its fixtures.
+#[test]
+fn only_undocumented_fields_of_the_fixtures_are_drift() {
+    let adapter = shipfeed_sendcloud::SendcloudAdapter::new();
+    assert_eq!(
+        shipfeed_testkit::unknown_fields(&adapter, "sendcloud"),
+        [] as [&str; 0]
+    );
+}

@@ -72,7 +72,7 @@ use serde::Deserialize;
 use serde_json::json;
 use shipfeed::auth::{self, jwt::JwtVerifier, jwt::KeySet, jwt::KeySource};
 use shipfeed::registry::{self, Settings};
-use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Output, Provider, RawDelivery};
+use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Provider, RawDelivery};
 use shipfeed_projector::{Adapters, ProjectionObserver, Projector, ProjectorOptions};
 use shipfeed_store::{Arrival, Clock, FeedItem, Projection, Store, SystemClock};
 use tokio::sync::{watch, Notify};
@@ -139,24 +139,6 @@ impl InboxObserver for Observer {
 }
 
 impl ProjectionObserver for Observer {
-    /// Counts the unmapped codes among an adapter's outputs (by provider and raw code).
-    fn normalized(&self, provider: Provider, outcome: &Result<Vec<Output>, shipfeed::Error>) {
-        let Ok(outputs) = outcome else { return };
-        for event in outputs
-            .iter()
-            .filter_map(Output::as_event)
-            .filter(|e| e.is_unmapped())
-        {
-            let code = event
-                .raw
-                .code
-                .as_deref()
-                .or(event.raw.message.as_deref())
-                .unwrap_or("");
-            self.metrics.unmapped_code(provider, code);
-        }
-    }
-
     fn batch(&self, deliveries: usize, seconds: f64) {
         self.metrics.projector_batch(deliveries, seconds);
     }
@@ -435,6 +417,7 @@ impl Service {
             .route("/v1/alerts", get(alerts))
             .route("/v1/deliveries/{seq}", get(delivery))
             .route("/v1/events/{event_id}/revisions", get(revisions))
+            .route("/v1/drift", get(drift))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
             .route("/metrics", get(metrics))
@@ -733,6 +716,25 @@ async fn revisions(State(service): State<Arc<Service>>, Path(event_id): Path<Str
     }
 }
 
+#[derive(Deserialize)]
+struct DriftQuery {
+    provider: Option<String>,
+}
+
+/// What the adapters met and do not know, per provider, kind and key (only one provider's
+/// with `?provider=`), and what the cap dropped.
+async fn drift(State(service): State<Arc<Service>>, Query(query): Query<DriftQuery>) -> Response {
+    let provider = match query.provider.as_deref().map(str::parse::<Provider>) {
+        None => None,
+        Some(Ok(provider)) => Some(provider),
+        Some(Err(error)) => return error_response(StatusCode::BAD_REQUEST, error),
+    };
+    match service.store().drift(provider).await {
+        Ok(report) => Json(report).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
 async fn ready(State(service): State<Arc<Service>>) -> Response {
     match service.store().ping().await {
         Ok(()) => "ready".into_response(),
@@ -741,6 +743,12 @@ async fn ready(State(service): State<Arc<Service>>) -> Response {
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
+    // Drift counts live in the store (written with the projections, so every replica shows
+    // the same); read at each scrape, they are never counted twice.
+    match service.store().drift(None).await {
+        Ok(report) => service.observer.metrics.drift(&report),
+        Err(error) => tracing::warn!(%error, "cannot read drift for the metrics"),
+    }
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::render(&service.registry),

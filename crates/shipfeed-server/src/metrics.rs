@@ -17,7 +17,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+
 use shipfeed::Provider;
+use shipfeed_store::DriftReport;
 
 /// Commit latency buckets, in seconds.
 const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -47,9 +50,9 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabels {
+struct DriftLabels {
     provider: &'static str,
-    code: String,
+    kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -132,7 +135,9 @@ pub(crate) struct Metrics {
     deliveries: Family<DeliveryLabels, Counter>,
     duplicates: Family<ProviderLabels, Counter>,
     events: Family<StatusLabels, Counter>,
-    unmapped: Family<CodeLabels, Counter>,
+    drift_observations: Family<DriftLabels, Gauge>,
+    drift_keys: Family<DriftLabels, Gauge>,
+    drift_dropped: Family<DriftLabels, Gauge>,
     append: Histogram,
     projected: Family<DeliveryLabels, Counter>,
     batch_size: Histogram,
@@ -153,7 +158,9 @@ impl Metrics {
             deliveries: Family::default(),
             duplicates: Family::default(),
             events: Family::default(),
-            unmapped: Family::default(),
+            drift_observations: Family::default(),
+            drift_keys: Family::default(),
+            drift_dropped: Family::default(),
             append: Histogram::new(COMMIT_BUCKETS),
             projected: Family::default(),
             batch_size: Histogram::new(BATCH_BUCKETS),
@@ -209,9 +216,19 @@ impl Metrics {
             metrics.events.clone(),
         );
         registry.register(
-            "shipfeed_unmapped_codes",
-            "Provider codes no mapping knows, by provider and raw code",
-            metrics.unmapped.clone(),
+            "shipfeed_drift_observations",
+            "Contract drift from the store: distinct deliveries that showed something the adapters do not know, summed over its keys (codes, message types, field paths, unexpected types), by provider and kind",
+            metrics.drift_observations.clone(),
+        );
+        registry.register(
+            "shipfeed_drift_keys",
+            "Contract drift from the store: distinct keys (codes, message types, field paths, unexpected types) kept, by provider and kind",
+            metrics.drift_keys.clone(),
+        );
+        registry.register(
+            "shipfeed_drift_dropped",
+            "Contract drift from the store: observations of keys past the cap per provider and kind, counted and not kept",
+            metrics.drift_dropped.clone(),
         );
         registry.register(
             "shipfeed_inbox_append_seconds",
@@ -309,13 +326,33 @@ impl Metrics {
             .inc();
     }
 
-    pub(crate) fn unmapped_code(&self, provider: Provider, code: &str) {
-        self.unmapped
-            .get_or_create(&CodeLabels {
-                provider: provider.as_str(),
-                code: code.to_owned(),
-            })
-            .inc();
+    /// Sets the drift gauges from the store's report.
+    pub(crate) fn drift(&self, report: &DriftReport) {
+        let mut sums: HashMap<DriftLabels, (i64, i64)> = HashMap::new();
+        for entry in &report.entries {
+            let labels = DriftLabels {
+                provider: entry.provider.as_str(),
+                kind: entry.kind.as_str(),
+            };
+            let sum = sums.entry(labels).or_default();
+            sum.0 = sum.0.saturating_add(entry.deliveries);
+            sum.1 += 1;
+        }
+        for (labels, (observations, keys)) in sums {
+            self.drift_observations
+                .get_or_create(&labels)
+                .set(observations);
+            self.drift_keys.get_or_create(&labels).set(keys);
+        }
+        for dropped in &report.dropped {
+            let labels = DriftLabels {
+                provider: dropped.provider.as_str(),
+                kind: dropped.kind.as_str(),
+            };
+            self.drift_dropped
+                .get_or_create(&labels)
+                .set(dropped.observations);
+        }
     }
 
     pub(crate) fn append_seconds(&self, seconds: f64) {
@@ -434,6 +471,33 @@ impl Collector for ProcessMetrics {
 mod tests {
     use super::*;
 
+    /// Two field paths (2 and 3 deliveries), one code, and 4 observations dropped.
+    fn drift_report() -> DriftReport {
+        use shipfeed::drift::DriftKind;
+        use shipfeed_store::{DriftDropped, DriftEntry};
+        let entry = |kind, key: &str, deliveries| DriftEntry {
+            provider: Provider::HappyColis,
+            kind,
+            key: key.to_owned(),
+            deliveries,
+            first_seen: chrono::DateTime::default(),
+            last_seen: chrono::DateTime::default(),
+            sample_delivery_seq: 1,
+        };
+        DriftReport {
+            entries: vec![
+                entry(DriftKind::UnknownField, "body.a", 2),
+                entry(DriftKind::UnknownField, "body.b", 3),
+                entry(DriftKind::UnknownStatus, "X99", 1),
+            ],
+            dropped: vec![DriftDropped {
+                provider: Provider::HappyColis,
+                kind: DriftKind::UnknownField,
+                observations: 4,
+            }],
+        }
+    }
+
     /// The value of the series that starts with `series` (labels included).
     fn value(text: &str, series: &str) -> Option<f64> {
         text.lines()
@@ -451,7 +515,7 @@ mod tests {
         metrics.projector_lag(7, 1.5);
         metrics.duplicates(Provider::Sendcloud, 3);
         metrics.new_event(Provider::Sendcloud, "delivered");
-        metrics.unmapped_code(Provider::HappyColis, "X99");
+        metrics.drift(&drift_report());
         metrics.append_seconds(0.004);
         metrics.auth_matched("shipup", 1);
         metrics.probe("shipup", false);
@@ -489,8 +553,20 @@ mod tests {
                 1.0,
             ),
             (
-                r#"shipfeed_unmapped_codes_total{provider="happycolis",code="X99"}"#,
+                r#"shipfeed_drift_observations{provider="happycolis",kind="unknown_field"}"#,
+                5.0,
+            ),
+            (
+                r#"shipfeed_drift_keys{provider="happycolis",kind="unknown_field"}"#,
+                2.0,
+            ),
+            (
+                r#"shipfeed_drift_observations{provider="happycolis",kind="unknown_status"}"#,
                 1.0,
+            ),
+            (
+                r#"shipfeed_drift_dropped{provider="happycolis",kind="unknown_field"}"#,
+                4.0,
             ),
             (r#"shipfeed_inbox_append_seconds_bucket{le="0.001"}"#, 0.0),
             (r#"shipfeed_inbox_append_seconds_bucket{le="0.005"}"#, 1.0),

@@ -57,6 +57,7 @@ use std::collections::HashSet;
 
 use chrono_tz::Tz;
 use serde::de::IgnoredAny;
+use shipfeed_core::drift::Drift;
 use shipfeed_core::{
     auth, carrier, json, time, Adapter, CredentialKind, Credentials, Error, EventId, Location,
     Mapping, Output, Provider, RawDelivery, RawStatus, ShipmentRef, TrackingEvent,
@@ -141,9 +142,29 @@ impl Adapter for SevenSendersAdapter {
     /// body is not a JSON object, names no shipment, holds an unreadable time, or carries
     /// nothing datable.
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
+        self.parse_with(delivery, None)
+    }
+
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
+        drift.documented(crate::payload::DOCUMENTED);
+        self.parse_with(delivery, Some(drift))
+    }
+}
+
+impl SevenSendersAdapter {
+    /// [`Adapter::parse`], noting unknown fields in `drift` when given.
+    fn parse_with(
+        &self,
+        delivery: &RawDelivery,
+        drift: Option<&mut Drift>,
+    ) -> Result<Vec<Output>, Error> {
         let body = delivery.body.as_slice();
         let is_object = body.trim_ascii_start().first() == Some(&b'{');
-        let mut message: Message<'_> = match json::decode(body) {
+        let mut message: Message<'_> = match json::decode_noting(body, drift) {
             Ok(message) if is_object => message,
             // serde reads a struct from an array too; a body must be an object.
             Ok(_) => return Err(PayloadError::NotAnObject.into()),
@@ -399,6 +420,28 @@ mod tests {
                     .filter_map(|o| o.as_event().cloned())
                     .collect()
             })
+    }
+
+    #[test]
+    fn unknown_fields_are_noted_but_not_inside_undocumented_entries() {
+        let body = r#"{"id": "s1", "status": "Delivered", "status_time": "01.02.2024 10:00:00",
+            "co2": {"grams": 5}, "events": [{"event": "Delivered", "date": "01.02.2024 10:00:00", "extra": 1}]}"#;
+        let mut drift = Drift::new(Provider::SevenSenders);
+        let noted = SevenSendersAdapter::default()
+            .parse_noting(&RawDelivery::new(body, at()), &mut drift)
+            .unwrap();
+        assert_eq!(
+            noted,
+            SevenSendersAdapter::default()
+                .parse(&RawDelivery::new(body, at()))
+                .unwrap()
+        );
+        let keys: Vec<&str> = drift
+            .observations()
+            .iter()
+            .map(|o| o.key.as_str())
+            .collect();
+        assert_eq!(keys, ["co2"]);
     }
 
     #[test]

@@ -159,6 +159,10 @@ pub(crate) fn first_non_blank<'s>(fields: &[&'s Option<Text<'_>>]) -> Option<&'s
         .find_map(|field| field.as_ref().and_then(Text::non_blank))
 }
 
+/// What the adapter does not read and is not drift: the entries of `events[]` and `tickets[]`,
+/// whose structure Seven Senders does not document (see [`shipfeed_core::drift::Drift::documented`]).
+pub(crate) const DOCUMENTED: &[&str] = &["events[]", "tickets[]"];
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -11,3 +11,14 @@ fn fixtures_normalize_to_their_snapshots() {
         ));
     });
 }
+
+/// Unknown fields are contract drift; the documented ones the adapter does not read are not:
+/// the one fixture with extra fields shows them, and nothing else does.
+#[test]
+fn only_undocumented_fields_of_the_fixtures_are_drift() {
+    let adapter = shipfeed_sevensenders::SevenSendersAdapter::new(chrono_tz::UTC);
+    assert_eq!(
+        shipfeed_testkit::unknown_fields(&adapter, "sevensenders"),
+        ["future_field", "shop_id"]
+    );
+}

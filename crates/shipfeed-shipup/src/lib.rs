@@ -42,6 +42,7 @@ mod signature;
 mod status;
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
+use shipfeed_core::drift::Drift;
 use shipfeed_core::json::Text;
 use shipfeed_core::time::Instant;
 use shipfeed_core::{
@@ -89,7 +90,16 @@ impl Adapter for ShipupAdapter {
     /// Never panics. The endpoint probe, notifications, feedback and unknown types give a
     /// [`Notice`]; `tracker.*` deliveries give the tracker's events.
     fn parse(&self, delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
-        normalize(delivery)
+        normalize(delivery, None)
+    }
+
+    fn parse_noting(
+        &self,
+        delivery: &RawDelivery,
+        drift: &mut Drift,
+    ) -> Result<Vec<Output>, Error> {
+        drift.documented(payload::DOCUMENTED);
+        normalize(delivery, Some(drift))
     }
 }
 
@@ -168,8 +178,8 @@ struct Context<'d> {
     received_at: DateTime<Utc>,
 }
 
-fn normalize(delivery: &RawDelivery) -> Result<Vec<Output>, Error> {
-    let envelope = match json::decode::<Envelope<'_>>(&delivery.body) {
+fn normalize(delivery: &RawDelivery, drift: Option<&mut Drift>) -> Result<Vec<Output>, Error> {
+    let envelope = match json::decode_noting::<Envelope<'_>>(&delivery.body, drift) {
         Ok(envelope) => envelope,
         Err(error) => return acknowledge_unknown_shape(delivery, error),
     };

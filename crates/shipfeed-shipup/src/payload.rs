@@ -216,6 +216,55 @@ pub(crate) struct Address<'a> {
     pub(crate) country_code: Option<Text<'a>>,
 }
 
+/// Fields Shipup documents (and sends in its published samples) that the adapter does not
+/// read: not contract drift. Paths as [`shipfeed_core::drift::Drift::documented`] reads them.
+pub(crate) const DOCUMENTED: &[&str] = &[
+    "data.object.category",
+    "data.object.custom_variables",
+    "data.object.displayable_expected_delivery_kind",
+    "data.object.events[].address",
+    "data.object.events[].object",
+    "data.object.events[].raw",
+    "data.object.events[].standard_event.name",
+    "data.object.free_text",
+    "data.object.fulfillment.custom_variables",
+    "data.object.fulfillment.object",
+    "data.object.fulfillment.order.custom_variables",
+    "data.object.fulfillment.order.email",
+    "data.object.fulfillment.order.object",
+    "data.object.fulfillment.order.ordered_at",
+    "data.object.fulfillment.order.phone",
+    "data.object.fulfillment.order.uuid",
+    "data.object.fulfillment.shipping_address",
+    "data.object.language_code",
+    "data.object.name",
+    "data.object.pickup_point",
+    "data.object.properties",
+    "data.object.satisfied",
+    "data.object.scenario",
+    "data.object.score",
+    "data.object.slug",
+    "data.object.source.custom_variables",
+    "data.object.source.displayable_expected_delivery_kind",
+    "data.object.source.fulfillment.custom_variables",
+    "data.object.source.fulfillment.object",
+    "data.object.source.fulfillment.order.custom_variables",
+    "data.object.source.fulfillment.order.email",
+    "data.object.source.fulfillment.order.object",
+    "data.object.source.fulfillment.order.ordered_at",
+    "data.object.source.fulfillment.order.phone",
+    "data.object.source.fulfillment.order.uuid",
+    "data.object.source.fulfillment.shipping_address",
+    "data.object.sub_scenario",
+    "data.object.support_notified",
+    "data.object.updated_at",
+    "data.reason.kind",
+    "livemode",
+    "object",
+    "retry_count",
+    "webhook_setting_id",
+];
+
 #[cfg(test)]
 mod tests {
     use super::*;

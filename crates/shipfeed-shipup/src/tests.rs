@@ -579,3 +579,24 @@ fn a_codeless_event_at_the_trackers_delivered_at_is_the_delivery() {
     let outputs = parse(&envelope("tracker.events.new", object, json!(null))).unwrap();
     assert!(events(&outputs)[2].is_unmapped());
 }
+
+#[test]
+fn an_unknown_field_is_noted_and_a_documented_one_is_not() {
+    let mut body = json!({
+        "id": "evt_1", "object": "event", "type": "tracker.events.new", "created_at": 1530040615,
+        "data": {"object": tracker(json!([]))},
+    });
+    body["data"]["object"]["co2_grams"] = json!(120);
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let mut drift = shipfeed_core::drift::Drift::new(Provider::Shipup);
+    ShipupAdapter::new()
+        .parse_noting(&RawDelivery::new(bytes, received_at()), &mut drift)
+        .unwrap();
+    let keys: Vec<&str> = drift
+        .observations()
+        .iter()
+        .map(|o| o.key.as_str())
+        .collect();
+    // `object` (top level) is documented; the new field is not.
+    assert_eq!(keys, ["data.object.co2_grams"]);
+}

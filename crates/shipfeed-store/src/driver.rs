@@ -95,6 +95,21 @@ pub(crate) struct AliasRow {
     pub(crate) delivery_seq: i64,
 }
 
+/// Drift of one provider, kind and key, as stored; as written, the counts of one batch, which
+/// the driver adds to the stored ones (keeping the stored `first_seen` and `sample_seq`).
+#[derive(Debug, Clone)]
+pub(crate) struct DriftRow {
+    pub(crate) provider: String,
+    /// A [`DriftKind`](shipfeed_core::drift::DriftKind)'s name, or
+    /// [`DRIFT_DROPPED`](crate::project::DRIFT_DROPPED) (then `key` is the kind's name).
+    pub(crate) kind: String,
+    pub(crate) key: String,
+    pub(crate) deliveries: i64,
+    pub(crate) first_seen: DateTime<Utc>,
+    pub(crate) last_seen: DateTime<Utc>,
+    pub(crate) sample_seq: i64,
+}
+
 /// A shipment's identity and current state, as they are stored.
 #[derive(Debug)]
 pub(crate) struct ShipmentRow<'a> {
@@ -274,6 +289,27 @@ pub(crate) trait WriteDriver: Send {
     /// Inserts or replaces shipments' identities and states (each key once).
     async fn upsert_shipments(&mut self, rows: &[ShipmentRow<'_>]) -> Result<(), StoreError>;
 
+    /// The `(provider, kind, key)` of every drift row stored for these providers (bounded:
+    /// [`DRIFT_KEYS_PER_KIND`](crate::DRIFT_KEYS_PER_KIND) per provider and kind).
+    async fn drift_keys(
+        &mut self,
+        providers: &[&str],
+    ) -> Result<Vec<(String, String, String)>, StoreError>;
+
+    /// Which of these `(provider, body fingerprint)` pairs were counted for drift before.
+    async fn drift_fingerprints(
+        &mut self,
+        fingerprints: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// Adds a batch's drift counts (each `(provider, kind, key)` once) and records the
+    /// fingerprints `(provider, fingerprint, seq)` of the deliveries it counted.
+    async fn record_drift(
+        &mut self,
+        rows: &[DriftRow],
+        fingerprints: &[(&str, &str, i64)],
+    ) -> Result<(), StoreError>;
+
     /// The position of a named cursor, if saved.
     async fn saved_cursor(&mut self, name: &str) -> Result<Option<i64>, StoreError>;
 
@@ -339,6 +375,9 @@ pub(crate) trait ReadDriver: Send + Sync {
     /// The inbox's last `seq` (0 when empty) and when the first delivery after `after`
     /// arrived (`None` when there is none): the projector's lag.
     async fn inbox_after(&self, after: i64) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
+
+    /// Every drift row (only `provider`'s when given).
+    async fn drift(&self, provider: Option<String>) -> Result<Vec<DriftRow>, StoreError>;
 
     /// The saved position of a named cursor.
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError>;

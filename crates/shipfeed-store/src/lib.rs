@@ -40,6 +40,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use shipfeed_core::drift::{Drift, DriftKind};
 use shipfeed_core::identity::{scans, Identity, Scan};
 use shipfeed_core::{
     sort_timeline, Error, ErrorKind, Headers, Output, Provider, RawDelivery, ShipmentRef,
@@ -77,6 +78,98 @@ pub struct Normalized {
     pub provider: Provider,
     /// The adapter's outputs, or why it could not normalize the delivery (→ dead letter).
     pub outcome: Result<Vec<Output>, Error>,
+    /// What the adapter noted it does not know ([`DeliveryDrift::new`]); `None` when nothing.
+    /// Unknown status codes need not be in it: the store reads them from the new events.
+    pub drift: Option<DeliveryDrift>,
+}
+
+/// What one delivery's adapter met and does not know
+/// ([`drift::observe`](shipfeed_core::drift::observe)), with the hash of the delivery's bytes:
+/// a byte-identical repeat of a delivery already counted (a provider's retry) counts no more.
+#[derive(Debug, Clone)]
+pub struct DeliveryDrift {
+    drift: Drift,
+    fingerprint: String,
+    received_at: DateTime<Utc>,
+}
+
+impl DeliveryDrift {
+    /// The drift noted in `delivery`; `None` when nothing was noted.
+    pub fn new(drift: Drift, delivery: &RawDelivery) -> Option<Self> {
+        use sha2::Digest as _;
+        if drift.is_empty() {
+            return None;
+        }
+        Some(DeliveryDrift {
+            drift,
+            fingerprint: hex::encode(sha2::Sha256::digest(&delivery.body)),
+            received_at: delivery.received_at,
+        })
+    }
+}
+
+/// The most distinct keys kept per provider and kind of drift; the observations of further
+/// keys are only counted ([`DriftReport::dropped`]), so a provider sending random field names
+/// cannot grow the table without bound.
+pub const DRIFT_KEYS_PER_KIND: usize = 200;
+
+/// What the adapters met and do not know, per provider, kind and key ([`Store::drift`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct DriftEntry {
+    /// The provider whose deliveries showed it.
+    pub provider: Provider,
+    /// What kind of thing.
+    pub kind: DriftKind,
+    /// Which one: a status code, a message type, a JSON path (`parcel.new_field`), or a path
+    /// and the type met (`parcel.is_return: string`).
+    pub key: String,
+    /// How many distinct deliveries showed it (see ARCHITECTURE.md for what counts once).
+    pub deliveries: i64,
+    /// When the first of them was received.
+    pub first_seen: DateTime<Utc>,
+    /// When the latest of them (by inbox `seq`) was received.
+    pub last_seen: DateTime<Utc>,
+    /// The first of them, by inbox `seq` (`GET /v1/deliveries/{seq}`).
+    pub sample_delivery_seq: i64,
+}
+
+/// Observations of keys past [`DRIFT_KEYS_PER_KIND`], per provider and kind: counted, not kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct DriftDropped {
+    /// The provider.
+    pub provider: Provider,
+    /// The kind whose keys were past the cap.
+    pub kind: DriftKind,
+    /// How many observations (delivery and key) were not kept.
+    pub observations: i64,
+}
+
+/// The drift report: `GET /v1/drift`, `shipfeed drift`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct DriftReport {
+    /// Every kept key, by provider, kind and key.
+    pub entries: Vec<DriftEntry>,
+    /// What the cap dropped.
+    pub dropped: Vec<DriftDropped>,
+}
+
+/// The first delivery that showed a provider's drift key: its feed item, once per
+/// `(provider, kind, key)` (not for keys past the cap).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct DriftItem {
+    /// The cursor.
+    #[serde(default)]
+    pub seq: i64,
+    /// The provider.
+    pub provider: Provider,
+    /// What kind of thing.
+    pub kind: DriftKind,
+    /// Which one (as in [`DriftEntry::key`]).
+    pub key: String,
+    /// The delivery that showed it first.
+    pub delivery_seq: i64,
+    /// When that delivery was received.
+    pub first_seen: DateTime<Utc>,
 }
 
 /// Normalized deliveries made into the rows the store writes (events serialized, hashed and
@@ -94,7 +187,7 @@ impl PreparedBatch {
                 .map(|item| {
                     (
                         item.delivery_seq,
-                        project::outcome_rows(item.provider, item.outcome, identity),
+                        project::outcome_rows(item.provider, item.outcome, item.drift, identity),
                     )
                 })
                 .collect(),
@@ -216,6 +309,8 @@ pub enum FeedItem {
     Alert(AlertItem),
     /// An alert that no longer holds.
     AlertCleared(AlertCleared),
+    /// A provider's deliveries showed something the adapters do not know, for the first time.
+    Drift(DriftItem),
 }
 
 impl FeedItem {
@@ -227,6 +322,7 @@ impl FeedItem {
             FeedItem::ShipmentState(item) => item.seq,
             FeedItem::Alert(item) => item.seq,
             FeedItem::AlertCleared(item) => item.seq,
+            FeedItem::Drift(item) => item.seq,
         }
     }
 
@@ -971,6 +1067,57 @@ impl Store {
         })
     }
 
+    /// What the adapters met and do not know, per provider, kind and key (only `provider`'s
+    /// when given), sorted by provider, kind and key.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn drift(&self, provider: Option<Provider>) -> Result<DriftReport, StoreError> {
+        let rows = self
+            .reader
+            .drift(provider.map(|provider| provider.as_str().to_owned()))
+            .await?;
+        let mut report = DriftReport::default();
+        for row in rows {
+            let Some(provider) = parse_provider(&row.provider, row.sample_seq) else {
+                continue;
+            };
+            if row.kind == project::DRIFT_DROPPED {
+                if let Ok(kind) = row.key.parse() {
+                    report.dropped.push(DriftDropped {
+                        provider,
+                        kind,
+                        observations: row.deliveries,
+                    });
+                }
+                continue;
+            }
+            let Ok(kind) = row.kind.parse() else {
+                tracing::warn!(
+                    kind = row.kind,
+                    "skipping drift of a kind this build does not know"
+                );
+                continue;
+            };
+            report.entries.push(DriftEntry {
+                provider,
+                kind,
+                key: row.key,
+                deliveries: row.deliveries,
+                first_seen: row.first_seen,
+                last_seen: row.last_seen,
+                sample_delivery_seq: row.sample_seq,
+            });
+        }
+        report.entries.sort_by(|a, b| {
+            (a.provider.as_str(), a.kind, &a.key).cmp(&(b.provider.as_str(), b.kind, &b.key))
+        });
+        report
+            .dropped
+            .sort_by(|a, b| (a.provider.as_str(), a.kind).cmp(&(b.provider.as_str(), b.kind)));
+        Ok(report)
+    }
+
     /// Whether the store answers (for `/readyz`).
     ///
     /// # Errors
@@ -1016,6 +1163,10 @@ fn feed_item(row: driver::StoredFeedRow) -> Option<FeedItem> {
         "alert_cleared" => Some(FeedItem::AlertCleared(AlertCleared {
             seq,
             ..parse_stored(&row.body, "alert cleared")?
+        })),
+        "drift" => Some(FeedItem::Drift(DriftItem {
+            seq,
+            ..parse_stored(&row.body, "drift")?
         })),
         other => {
             tracing::warn!(

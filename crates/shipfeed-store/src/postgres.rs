@@ -73,9 +73,9 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow,
-    FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery, StalledRow,
-    StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
+    EventRow, FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery,
+    StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -246,6 +246,28 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_by_shipment ON alerts (shipment_key, last_event_id);
 CREATE INDEX alerts_open ON alerts (shipment_key) WHERE open;
+",
+    },
+    // Contract drift (see the SQLite driver's migration 9).
+    Migration {
+        version: 7,
+        sql: "
+CREATE TABLE drift (
+    provider    text NOT NULL,
+    kind        text NOT NULL,
+    key         text NOT NULL,
+    deliveries  bigint NOT NULL,
+    first_seen  timestamptz NOT NULL,
+    last_seen   timestamptz NOT NULL,
+    sample_seq  bigint NOT NULL,
+    PRIMARY KEY (provider, kind, key)
+);
+CREATE TABLE drift_deliveries (
+    provider     text NOT NULL,
+    fingerprint  text NOT NULL,
+    delivery_seq bigint NOT NULL,
+    PRIMARY KEY (provider, fingerprint)
+);
 ",
     },
 ];
@@ -1031,6 +1053,108 @@ impl WriteDriver for PgWriter {
         bodies(client.query(&st.shipment_keys, &[]).await)
     }
 
+    // The drift statements are not prepared ahead: only batches that show drift run them.
+    async fn drift_keys(
+        &mut self,
+        providers: &[&str],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let (client, _) = self.open()?;
+        client
+            .query(
+                "SELECT provider, kind, key FROM drift WHERE provider = ANY($1::text[])",
+                &[&providers],
+            )
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+                    .collect()
+            })
+            .map_err(pg("read drift"))
+    }
+
+    async fn drift_fingerprints(
+        &mut self,
+        fingerprints: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if fingerprints.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (client, _) = self.open()?;
+        let providers: Vec<&str> = fingerprints.iter().map(|(provider, _)| *provider).collect();
+        let hashes: Vec<&str> = fingerprints.iter().map(|(_, hash)| *hash).collect();
+        client
+            .query(
+                "SELECT d.provider, d.fingerprint FROM drift_deliveries d
+                 JOIN unnest($1::text[], $2::text[]) AS f(provider, fingerprint)
+                   ON d.provider = f.provider AND d.fingerprint = f.fingerprint",
+                &[&providers, &hashes],
+            )
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                    .collect()
+            })
+            .map_err(pg("read drift fingerprints"))
+    }
+
+    async fn record_drift(
+        &mut self,
+        rows: &[DriftRow],
+        fingerprints: &[(&str, &str, i64)],
+    ) -> Result<(), StoreError> {
+        let (client, _) = self.open()?;
+        if !rows.is_empty() {
+            let providers: Vec<&str> = rows.iter().map(|row| row.provider.as_str()).collect();
+            let kinds: Vec<&str> = rows.iter().map(|row| row.kind.as_str()).collect();
+            let keys = text_array(rows.iter().map(|row| row.key.as_str()));
+            let deliveries: Vec<i64> = rows.iter().map(|row| row.deliveries).collect();
+            let first: Vec<DateTime<Utc>> = rows.iter().map(|row| row.first_seen).collect();
+            let last: Vec<DateTime<Utc>> = rows.iter().map(|row| row.last_seen).collect();
+            let samples: Vec<i64> = rows.iter().map(|row| row.sample_seq).collect();
+            client
+                .execute(
+                    "INSERT INTO drift (provider, kind, key, deliveries, first_seen, last_seen,
+                                        sample_seq)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                                          $5::timestamptz[], $6::timestamptz[], $7::bigint[])
+                     ON CONFLICT (provider, kind, key) DO UPDATE
+                     SET deliveries = drift.deliveries + excluded.deliveries,
+                         last_seen = excluded.last_seen",
+                    &[
+                        &providers,
+                        &kinds,
+                        &as_strs(&keys),
+                        &deliveries,
+                        &first,
+                        &last,
+                        &samples,
+                    ],
+                )
+                .await
+                .map_err(pg("store drift"))?;
+        }
+        if !fingerprints.is_empty() {
+            let providers: Vec<&str> = fingerprints
+                .iter()
+                .map(|(provider, _, _)| *provider)
+                .collect();
+            let hashes: Vec<&str> = fingerprints.iter().map(|(_, hash, _)| *hash).collect();
+            let seqs: Vec<i64> = fingerprints.iter().map(|(_, _, seq)| *seq).collect();
+            client
+                .execute(
+                    "INSERT INTO drift_deliveries (provider, fingerprint, delivery_seq)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+                     ON CONFLICT DO NOTHING",
+                    &[&providers, &hashes, &seqs],
+                )
+                .await
+                .map_err(pg("store drift fingerprints"))?;
+        }
+        Ok(())
+    }
+
     async fn saved_cursor(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
         let (client, st) = self.open()?;
         client
@@ -1467,6 +1591,33 @@ impl ReadDriver for PgReader {
             row.try_get(0).map_err(pg("read the inbox's end"))?,
             row.try_get(1).map_err(pg("read the inbox's end"))?,
         ))
+    }
+
+    async fn drift(&self, provider: Option<String>) -> Result<Vec<DriftRow>, StoreError> {
+        let client = self.client().await?;
+        client
+            .query(
+                "SELECT provider, kind, key, deliveries, first_seen, last_seen, sample_seq
+                 FROM drift WHERE $1::text IS NULL OR provider = $1",
+                &[&provider],
+            )
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        Ok(DriftRow {
+                            provider: row.try_get(0)?,
+                            kind: row.try_get(1)?,
+                            key: row.try_get(2)?,
+                            deliveries: row.try_get(3)?,
+                            first_seen: row.try_get(4)?,
+                            last_seen: row.try_get(5)?,
+                            sample_seq: row.try_get(6)?,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(pg("read drift"))
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {

@@ -9,8 +9,10 @@
 //! projecting the deliveries one at a time.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use chrono::{DateTime, Utc};
+use shipfeed_core::drift::{unknown_status, DriftKind};
 use shipfeed_core::identity::{provider_id_key, tracking_number, Identity};
 use shipfeed_core::{
     current_state, latest_event, Error, Output, Provider, ShipmentRef, ShipmentState, TrackingEvent,
@@ -18,9 +20,12 @@ use shipfeed_core::{
 
 use crate::alerts::{self, AlertCleared};
 use crate::driver::{
-    AliasRow, EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver,
+    AliasRow, DriftRow, EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver,
 };
-use crate::{Projection, Retraction, ShipmentStateChange, StatusChange, StoreError};
+use crate::{
+    DeliveryDrift, DriftItem, Projection, Retraction, ShipmentStateChange, StatusChange,
+    StoreError, DRIFT_KEYS_PER_KIND,
+};
 
 /// An adapter's outputs as rows, or the reason the delivery is a dead letter.
 ///
@@ -30,18 +35,27 @@ pub(crate) type Outcome = Result<Rows, String>;
 
 #[derive(Default)]
 pub(crate) struct Rows {
+    /// `None` only for the stand-in rows of a dead letter.
+    provider: Option<Provider>,
     events: Vec<(EventRow, TrackingEvent)>,
     /// Notices as JSON.
     notices: Vec<String>,
+    /// What the adapter noted it does not know.
+    drift: Option<DeliveryDrift>,
 }
 
 /// The rows of an adapter's outputs, or the dead-letter reason; shipments keyed by `identity`.
 pub(crate) fn outcome_rows(
     provider: Provider,
     outcome: Result<Vec<Output>, Error>,
+    drift: Option<DeliveryDrift>,
     identity: &Identity,
 ) -> Outcome {
-    let mut rows = Rows::default();
+    let mut rows = Rows {
+        provider: Some(provider),
+        drift,
+        ..Rows::default()
+    };
     for output in outcome.map_err(|error| error.to_string())? {
         match output {
             Output::Event(event) => {
@@ -369,12 +383,20 @@ pub(crate) async fn project(
         }
     }
 
+    // Drift counts at a delivery's first projection only.
+    let mut drift = if again {
+        DriftTally::default()
+    } else {
+        DriftTally::read(driver, &batch).await?
+    };
+
     // Each delivery in order: its events' fates.
     let mut inserts: Vec<(i64, &EventRow)> = Vec::new();
     let mut changes: Vec<Change<'_>> = Vec::new();
     let mut notices: Vec<(i64, &str)> = Vec::new();
     let mut decided: Vec<Decided<'_>> = Vec::with_capacity(batch.len());
     for (&(seq, rows, dead_letter), relinked) in batch.iter().zip(&relinked) {
+        let first_insert = inserts.len();
         let mut delivery = Decided {
             projection: Projection {
                 delivery_seq: seq,
@@ -478,6 +500,20 @@ pub(crate) async fn project(
         for body in &rows.notices {
             notices.push((seq, body));
             delivery.projection.notices += 1;
+        }
+        if let (false, Some(provider)) = (again, rows.provider) {
+            // The events this delivery is the first to carry: revision 1 of its own.
+            let first = inserts[first_insert..]
+                .iter()
+                .map(|(_, row)| row.event_id.as_str())
+                .collect::<HashSet<&str>>();
+            let new_events = rows
+                .events
+                .iter()
+                .filter(|(row, _)| first.contains(row.event_id.as_str()))
+                .map(|(_, event)| event);
+            let items = drift.count(seq, provider, rows.drift.as_ref(), new_events);
+            delivery.items.extend(items);
         }
         decided.push(delivery);
     }
@@ -622,6 +658,7 @@ pub(crate) async fn project(
         }
     }
     driver.insert_notices(&notices).await?;
+    drift.write(driver).await?;
     driver.append_feed(&feed).await?;
     let mut shipments = Vec::new();
     for key in &changed_shipments {
@@ -665,6 +702,209 @@ pub(crate) async fn project(
         )));
     }
     Ok(projections)
+}
+
+/// The `kind` of the drift rows that count what the cap dropped (their key is the kind).
+pub(crate) const DRIFT_DROPPED: &str = "dropped";
+
+/// A batch's drift, decided delivery after delivery, from what the store holds (its keys and
+/// the fingerprints of the deliveries it counted).
+///
+/// The rule: a delivery counts once, at its first projection (never on replay), unless its
+/// bytes are identical to a delivery of the same provider counted before (a retry). Its
+/// observations are the adapter's notes (unknown fields, unexpected types, unknown message
+/// types), and the unknown status codes of the events it is the first to carry (an event
+/// sent again in a later history counts no more). Each `(provider, kind, key)` counts a
+/// delivery once; past [`DRIFT_KEYS_PER_KIND`] keys per provider and kind, new keys are
+/// only counted as dropped.
+#[derive(Default)]
+struct DriftTally {
+    /// `(provider, kind, key)` stored or met in the batch.
+    known: HashSet<(String, String, String)>,
+    /// Keys per `(provider, kind)`, stored or met in the batch.
+    keys: HashMap<(String, String), usize>,
+    fingerprints: HashSet<(String, String)>,
+    /// The batch's counts, in the order first met.
+    rows: Vec<DriftRow>,
+    index: HashMap<(String, String, String), usize>,
+    counted: Vec<(String, String, i64)>,
+}
+
+impl DriftTally {
+    /// Reads what the store holds of the drift of `batch`; an empty tally, and no read, when
+    /// there is none to count.
+    async fn read(
+        driver: &mut impl WriteDriver,
+        batch: &[(i64, &Rows, Option<&str>)],
+    ) -> Result<Self, StoreError> {
+        let mut providers: BTreeSet<&str> = BTreeSet::new();
+        let mut fingerprints: BTreeSet<(&str, &str)> = BTreeSet::new();
+        for (_, rows, _) in batch {
+            let Some(provider) = rows.provider else {
+                continue;
+            };
+            if let Some(drift) = &rows.drift {
+                fingerprints.insert((provider.as_str(), drift.fingerprint.as_str()));
+                providers.insert(provider.as_str());
+            }
+            if rows.events.iter().any(|(_, event)| event.is_unmapped()) {
+                providers.insert(provider.as_str());
+            }
+        }
+        let mut tally = DriftTally::default();
+        if providers.is_empty() {
+            return Ok(tally);
+        }
+        let providers: Vec<&str> = providers.into_iter().collect();
+        for (provider, kind, key) in driver.drift_keys(&providers).await? {
+            if kind != DRIFT_DROPPED {
+                *tally
+                    .keys
+                    .entry((provider.clone(), kind.clone()))
+                    .or_default() += 1;
+            }
+            tally.known.insert((provider, kind, key));
+        }
+        let fingerprints: Vec<(&str, &str)> = fingerprints.into_iter().collect();
+        tally.fingerprints = driver
+            .drift_fingerprints(&fingerprints)
+            .await?
+            .into_iter()
+            .collect();
+        Ok(tally)
+    }
+
+    /// Counts delivery `seq` of `provider` (its adapter's notes, and the unknown codes of the
+    /// events it is the first to carry); returns the feed items of the keys it shows first.
+    fn count<'e>(
+        &mut self,
+        seq: i64,
+        provider: Provider,
+        drift: Option<&DeliveryDrift>,
+        new_events: impl Iterator<Item = &'e TrackingEvent>,
+    ) -> Vec<FeedRow<'static>> {
+        let mut observed: Vec<(DriftKind, String)> = Vec::new();
+        let mut received_at = None;
+        let mut dropped = 0;
+        if let Some(drift) = drift {
+            let fingerprint = (provider.as_str().to_owned(), drift.fingerprint.clone());
+            if !self.fingerprints.insert(fingerprint.clone()) {
+                return Vec::new();
+            }
+            self.counted.push((fingerprint.0, fingerprint.1, seq));
+            received_at = Some(drift.received_at);
+            dropped = drift.drift.dropped();
+            observed.extend(
+                drift
+                    .drift
+                    .observations()
+                    .iter()
+                    .map(|observation| (observation.kind, observation.key.clone())),
+            );
+        }
+        for event in new_events {
+            if let Some(code) = unknown_status(event) {
+                received_at.get_or_insert(event.received_at);
+                let code = (DriftKind::UnknownStatus, code.to_owned());
+                if !observed.contains(&code) {
+                    observed.push(code);
+                }
+            }
+        }
+        let Some(at) = received_at else {
+            return Vec::new();
+        };
+        let provider_name = provider.as_str();
+        if dropped > 0 {
+            let key = DriftKind::UnknownField.as_str().to_owned();
+            self.add(provider_name, DRIFT_DROPPED, key, seq, at, dropped);
+        }
+        let mut items = Vec::new();
+        for (kind, key) in observed {
+            let known = (provider_name.to_owned(), kind.as_str().to_owned(), key);
+            if self.known.contains(&known) {
+                self.add(provider_name, kind.as_str(), known.2, seq, at, 1);
+                continue;
+            }
+            let keys = self
+                .keys
+                .entry((provider_name.to_owned(), kind.as_str().to_owned()))
+                .or_default();
+            if *keys >= DRIFT_KEYS_PER_KIND {
+                self.add(
+                    provider_name,
+                    DRIFT_DROPPED,
+                    kind.as_str().to_owned(),
+                    seq,
+                    at,
+                    1,
+                );
+                continue;
+            }
+            *keys += 1;
+            self.known.insert(known.clone());
+            self.add(provider_name, kind.as_str(), known.2.clone(), seq, at, 1);
+            items.push(FeedRow {
+                kind: "drift",
+                event_id: None,
+                revision: None,
+                shipment_key: Cow::Borrowed(""),
+                body: Cow::Owned(to_json(&DriftItem {
+                    seq: 0,
+                    provider,
+                    kind,
+                    key: known.2,
+                    delivery_seq: seq,
+                    first_seen: at,
+                })),
+            });
+        }
+        items
+    }
+
+    fn add(
+        &mut self,
+        provider: &str,
+        kind: &str,
+        key: String,
+        seq: i64,
+        at: DateTime<Utc>,
+        n: u64,
+    ) {
+        let id = (provider.to_owned(), kind.to_owned(), key);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        match self.index.get(&id) {
+            Some(&i) => {
+                let row = &mut self.rows[i];
+                row.deliveries = row.deliveries.saturating_add(n);
+                row.last_seen = at;
+            }
+            None => {
+                self.index.insert(id.clone(), self.rows.len());
+                self.rows.push(DriftRow {
+                    provider: id.0,
+                    kind: id.1,
+                    key: id.2,
+                    deliveries: n,
+                    first_seen: at,
+                    last_seen: at,
+                    sample_seq: seq,
+                });
+            }
+        }
+    }
+
+    async fn write(&self, driver: &mut impl WriteDriver) -> Result<(), StoreError> {
+        if self.rows.is_empty() && self.counted.is_empty() {
+            return Ok(());
+        }
+        let counted: Vec<(&str, &str, i64)> = self
+            .counted
+            .iter()
+            .map(|(provider, fingerprint, seq)| (provider.as_str(), fingerprint.as_str(), *seq))
+            .collect();
+        driver.record_drift(&self.rows, &counted).await
+    }
 }
 
 /// A shipment's row: found by its tracking number in compared form.

@@ -21,9 +21,9 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, EventRow,
-    FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery, StalledRow,
-    StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
+    EventRow, FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery,
+    StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -240,6 +240,29 @@ CREATE TABLE alerts (
 );
 CREATE INDEX alerts_by_shipment ON alerts(shipment_key, last_event_id);
 CREATE INDEX alerts_open ON alerts(shipment_key) WHERE open = 1;
+",
+    },
+    // Contract drift: per provider, kind and key, how many distinct deliveries showed it; and
+    // the fingerprints of the deliveries counted, so that a retry with the same bytes is not.
+    Migration {
+        version: 9,
+        sql: "
+CREATE TABLE drift (
+    provider    TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    key         TEXT NOT NULL,
+    deliveries  INTEGER NOT NULL,
+    first_seen  TEXT NOT NULL,
+    last_seen   TEXT NOT NULL,
+    sample_seq  INTEGER NOT NULL,
+    PRIMARY KEY (provider, kind, key)
+);
+CREATE TABLE drift_deliveries (
+    provider     TEXT NOT NULL,
+    fingerprint  TEXT NOT NULL,
+    delivery_seq INTEGER NOT NULL,
+    PRIMARY KEY (provider, fingerprint)
+);
 ",
     },
 ];
@@ -770,6 +793,92 @@ impl WriteDriver for SqliteWriter {
             .map_err(db("read shipment keys"))
     }
 
+    async fn drift_keys(
+        &mut self,
+        providers: &[&str],
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached("SELECT provider, kind, key FROM drift WHERE provider = ?1")
+            .map_err(db("read drift"))?;
+        let mut keys = Vec::new();
+        for provider in providers {
+            let rows = select
+                .query_map([provider], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(db("read drift"))?;
+            for row in rows {
+                keys.push(row.map_err(db("read drift"))?);
+            }
+        }
+        Ok(keys)
+    }
+
+    async fn drift_fingerprints(
+        &mut self,
+        fingerprints: &[(&str, &str)],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut select = self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM drift_deliveries WHERE provider = ?1 AND fingerprint = ?2",
+            )
+            .map_err(db("read drift fingerprints"))?;
+        let mut seen = Vec::new();
+        for (provider, fingerprint) in fingerprints {
+            if select
+                .exists(params![provider, fingerprint])
+                .map_err(db("read drift fingerprints"))?
+            {
+                seen.push(((*provider).to_owned(), (*fingerprint).to_owned()));
+            }
+        }
+        Ok(seen)
+    }
+
+    async fn record_drift(
+        &mut self,
+        rows: &[DriftRow],
+        fingerprints: &[(&str, &str, i64)],
+    ) -> Result<(), StoreError> {
+        let mut upsert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO drift(provider, kind, key, deliveries, first_seen, last_seen,
+                                   sample_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(provider, kind, key) DO UPDATE
+                 SET deliveries = drift.deliveries + excluded.deliveries,
+                     last_seen = excluded.last_seen",
+            )
+            .map_err(db("store drift"))?;
+        for row in rows {
+            upsert
+                .execute(params![
+                    row.provider,
+                    row.kind,
+                    row.key,
+                    row.deliveries,
+                    time_text(row.first_seen),
+                    time_text(row.last_seen),
+                    row.sample_seq
+                ])
+                .map_err(db("store drift"))?;
+        }
+        let mut insert = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO drift_deliveries(provider, fingerprint, delivery_seq)
+                 VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            )
+            .map_err(db("store drift fingerprints"))?;
+        for (provider, fingerprint, seq) in fingerprints {
+            insert
+                .execute(params![provider, fingerprint, seq])
+                .map_err(db("store drift fingerprints"))?;
+        }
+        Ok(())
+    }
+
     async fn saved_cursor(&mut self, name: &str) -> Result<Option<i64>, StoreError> {
         self.conn
             .prepare_cached("SELECT position FROM cursors WHERE name = ?1")
@@ -1184,6 +1293,28 @@ impl ReadDriver for SqliteReader {
         .await
     }
 
+    async fn drift(&self, provider: Option<String>) -> Result<Vec<DriftRow>, StoreError> {
+        self.read("read drift", move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT provider, kind, key, deliveries, first_seen, last_seen, sample_seq
+                 FROM drift WHERE ?1 IS NULL OR provider = ?1",
+            )?;
+            let rows = select.query_map([provider], |r| {
+                Ok(DriftRow {
+                    provider: r.get(0)?,
+                    kind: r.get(1)?,
+                    key: r.get(2)?,
+                    deliveries: r.get(3)?,
+                    first_seen: parse_time(&r.get::<_, String>(4)?),
+                    last_seen: parse_time(&r.get::<_, String>(5)?),
+                    sample_seq: r.get(6)?,
+                })
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {
         let name = name.to_owned();
         self.read("read a cursor", move |conn| {
@@ -1425,6 +1556,7 @@ mod tests {
             crate::project::outcome_rows(
                 Provider::Sendcloud,
                 Ok(vec![Output::Event(carried)]),
+                None,
                 &shipfeed_core::identity::Identity::default(),
             )
         };
@@ -1594,6 +1726,6 @@ mod tests {
             .conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 8);
+        assert_eq!(version, MIGRATIONS.last().unwrap().version);
     }
 }

@@ -159,6 +159,7 @@ async fn raised_once_at_the_threshold_and_cleared_once_by_the_next_event(db: &Te
             FeedItem::Alert(_) => "alert",
             FeedItem::AlertCleared(_) => "alert_cleared",
             FeedItem::Retraction(_) => "retraction",
+            FeedItem::Drift(_) => "drift",
         })
         .collect();
     assert_eq!(

@@ -92,6 +92,7 @@ async fn items_after(store: &Store, after: i64) -> Vec<(String, String, String)>
             FeedItem::AlertCleared(item) => {
                 ("alert_cleared".to_owned(), item.shipment_key, item.alert_id)
             }
+            FeedItem::Drift(item) => ("drift".to_owned(), item.kind.to_string(), item.key),
         })
         .collect()
 }

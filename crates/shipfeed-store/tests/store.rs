@@ -84,6 +84,7 @@ async fn items_after(store: &Store, after: i64) -> Vec<(String, String)> {
             ),
             FeedItem::Alert(item) => ("alert".to_owned(), item.alert.alert_id),
             FeedItem::AlertCleared(item) => ("alert_cleared".to_owned(), item.alert_id),
+            FeedItem::Drift(item) => ("drift".to_owned(), format!("{} {}", item.kind, item.key)),
         })
         .collect()
 }
@@ -399,6 +400,7 @@ async fn commit_then_read_back(store: Store) {
             FeedItem::Retraction(_) => "retraction",
             FeedItem::Alert(_) => "alert",
             FeedItem::AlertCleared(_) => "alert_cleared",
+            FeedItem::Drift(_) => "drift",
         })
         .collect();
     assert_eq!(kinds, ["event", "shipment_state"].repeat(3));
@@ -1346,7 +1348,11 @@ mod replicas {
             .iter()
             .map(|row| row.get(0))
             .collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6], "each migration applied once");
+        assert_eq!(
+            versions,
+            [1, 2, 3, 4, 5, 6, 7],
+            "each migration applied once"
+        );
         let tables: BTreeSet<String> = client
             .query(
                 "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -1362,6 +1368,8 @@ mod replicas {
             "aliases",
             "cursors",
             "deliveries",
+            "drift",
+            "drift_deliveries",
             "event_revisions",
             "events",
             "feed",

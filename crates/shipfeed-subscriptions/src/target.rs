@@ -121,7 +121,8 @@ impl Nats {
 /// The subject and the `Nats-Msg-Id` of a feed item: events go to
 /// `shipfeed.events.<provider>.<status>`, retractions to `shipfeed.events.retraction`, state
 /// changes to `shipfeed.events.shipment_state.<status>`, alerts to
-/// `shipfeed.events.alert.<status>` and their clearing to `shipfeed.events.alert_cleared`. The id is the same every time the
+/// `shipfeed.events.alert.<status>` and their clearing to `shipfeed.events.alert_cleared`,
+/// drift to `shipfeed.events.drift.<provider>.<kind>`. The id is the same every time the
 /// same item is published (JetStream drops a repeat within its duplicate window) and differs
 /// between revisions of an event (a correction is never dropped as a repeat).
 fn nats_address(item: &FeedItem) -> (String, String) {
@@ -155,6 +156,15 @@ fn nats_address(item: &FeedItem) -> (String, String) {
         FeedItem::AlertCleared(item) => (
             format!("{NATS_SUBJECT_PREFIX}.alert_cleared"),
             format!("cleared:{}", item.alert_id),
+        ),
+        // The key comes from a payload: neither in the subject nor in a header.
+        FeedItem::Drift(item) => (
+            format!(
+                "{NATS_SUBJECT_PREFIX}.drift.{}.{}",
+                item.provider.as_str(),
+                item.kind.as_str()
+            ),
+            format!("drift:{}", item.seq),
         ),
     }
 }

@@ -57,6 +57,37 @@ pub fn load(body: &Path) -> (RawDelivery, bool) {
     (delivery, signed)
 }
 
+/// Every field path `adapter` notes as unknown ([`Adapter::parse_noting`]) in the valid
+/// fixtures (`captured/` and `generated/`) of `provider_dir` (`"sendcloud"`), sorted: what a
+/// provider's documented paths leave as contract drift.
+///
+/// # Panics
+/// When a fixture directory cannot be read (a test setup error).
+pub fn unknown_fields(adapter: &dyn Adapter, provider_dir: &str) -> Vec<String> {
+    let mut paths = std::collections::BTreeSet::new();
+    for kind in ["captured", "generated"] {
+        let dir = fixtures_dir().join(provider_dir).join(kind);
+        let entries =
+            std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let (delivery, _) = load(&path);
+            let (_, drift) = shipfeed_core::drift::observe(adapter, &delivery);
+            paths.extend(
+                drift
+                    .observations()
+                    .iter()
+                    .filter(|o| o.kind == shipfeed_core::drift::DriftKind::UnknownField)
+                    .map(|o| o.key.clone()),
+            );
+        }
+    }
+    paths.into_iter().collect()
+}
+
 /// The JSON form of an error in snapshots: kind, provider, path and message.
 pub fn error_value(error: &Error) -> Value {
     json!({ "error": {

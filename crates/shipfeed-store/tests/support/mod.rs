@@ -58,6 +58,7 @@ pub async fn commit(
             delivery_seq,
             provider,
             outcome,
+            drift: None,
         })
         .collect();
     store.project(&test_lease(store).await, None, batch).await
@@ -74,6 +75,7 @@ pub async fn reproject(
         delivery_seq: seq,
         provider,
         outcome,
+        drift: None,
     };
     let mut done = store
         .reproject(&test_lease(store).await, vec![item])

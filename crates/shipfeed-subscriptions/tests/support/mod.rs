@@ -197,6 +197,7 @@ pub async fn add_events(store: &Store, count: usize) -> Vec<String> {
             delivery_seq,
             provider: Provider::Sendcloud,
             outcome,
+            drift: None,
         })
         .collect();
     let projected = store.project(&lease, None, batch).await.unwrap();
