@@ -385,6 +385,9 @@ pub(crate) trait ReadDriver: Send + Sync {
     /// Up to `limit` open alerts (JSON) with an id greater than `after`, by id.
     async fn open_alerts(&self, after: &str, limit: i64) -> Result<Vec<String>, StoreError>;
 
+    /// The JSON of the alert stored under `alert_id`, open or cleared.
+    async fn alert(&self, alert_id: &str) -> Result<Option<String>, StoreError>;
+
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
 }

@@ -28,6 +28,7 @@
 
 mod alerts;
 mod driver;
+mod filter;
 mod lease;
 mod migrate;
 #[cfg(feature = "postgres")]
@@ -52,6 +53,7 @@ pub use alerts::{
     alert_id, stalled_rule, Alert, AlertCleared, AlertItem, StalledRules, RAISE_LIMIT,
 };
 use driver::{ReadDriver, WriteDriver};
+pub use filter::{Context, Dimension, Filter, FilterError, FilterSpec, ItemType, Lookup};
 pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
 use write::{Done, Job, Work};
 
@@ -389,6 +391,23 @@ pub struct StatusChange {
     pub substatus: Option<String>,
     /// The event that set it.
     pub status_event_id: shipfeed_core::EventId,
+}
+
+/// The most feed items one [`Store::feed_page`] call reads past its cursor when a filter is
+/// set (more only when the page asked for is larger).
+pub const FILTER_SCAN_LIMIT: usize = 5_000;
+
+/// How many items [`Store::feed_page`] reads at a time.
+const FILTER_SCAN_CHUNK: usize = 500;
+
+/// A page of the feed read through a [`Filter`] ([`Store::feed_page`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeedPage {
+    /// The items the filter admits, in cursor order.
+    pub items: Vec<FeedItem>,
+    /// Where the next page starts: the `seq` of the last item read, admitted or not (the
+    /// `after` asked for when nothing was read).
+    pub next_cursor: i64,
 }
 
 /// A dead letter: an authentic delivery that could not be normalized.
@@ -892,6 +911,83 @@ impl Store {
     ) -> Result<Vec<FeedItem>, StoreError> {
         let rows = self.reader.events_after(after, sql_limit(limit)).await?;
         Ok(rows.into_iter().filter_map(feed_item).collect())
+    }
+
+    /// Up to `limit` items after `after` that `filter` admits, reading at most
+    /// [`FILTER_SCAN_LIMIT`] items (or `limit`, when larger) past `after`, so that a filter
+    /// matching little cannot make one call read the whole feed. The page's `next_cursor` is the
+    /// last item *read*, passed or not: a consumer resuming from it never reads a filtered-out
+    /// item again, and an empty page whose `next_cursor` moved means "more to scan".
+    ///
+    /// Revisions, retractions and cleared alerts that do not match by themselves pass when what
+    /// they follow up did (see [`Filter`]); deciding that reads the event's revisions (the
+    /// alert) from the store, for those items only.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn feed_page(
+        &self,
+        after: i64,
+        limit: usize,
+        filter: &Filter,
+    ) -> Result<FeedPage, StoreError> {
+        let limit = limit.max(1);
+        if filter.is_empty() {
+            let items = self.events_after(after, limit).await?;
+            let next_cursor = items.last().map_or(after, FeedItem::seq);
+            return Ok(FeedPage { items, next_cursor });
+        }
+        let budget = FILTER_SCAN_LIMIT.max(limit);
+        let chunk = FILTER_SCAN_CHUNK.max(limit);
+        let mut page = FeedPage {
+            items: Vec::new(),
+            next_cursor: after,
+        };
+        let mut scanned = 0;
+        while scanned < budget && page.items.len() < limit {
+            let want = chunk.min(budget - scanned);
+            let batch = self.events_after(page.next_cursor, want).await?;
+            let Some(last) = batch.last().map(FeedItem::seq) else {
+                break;
+            };
+            let read = batch.len();
+            for item in batch {
+                page.next_cursor = item.seq();
+                if self.admits(filter, &item).await? {
+                    page.items.push(item);
+                    if page.items.len() == limit {
+                        return Ok(page);
+                    }
+                }
+            }
+            page.next_cursor = last;
+            scanned += read;
+            if read < want {
+                break; // the feed's end (or rows this build cannot read, left for next time)
+            }
+        }
+        Ok(page)
+    }
+
+    /// Whether `filter` admits `item`, reading what it needs to decide.
+    async fn admits(&self, filter: &Filter, item: &FeedItem) -> Result<bool, StoreError> {
+        let context = match filter.lookup(item) {
+            None => Context::None,
+            Some(Lookup::Revisions(event_id)) => Context::Revisions(
+                self.revisions(event_id)
+                    .await?
+                    .into_iter()
+                    .map(|(revision, _, event)| (revision, event))
+                    .collect(),
+            ),
+            Some(Lookup::Alert(alert_id)) => Context::Alert(
+                self.reader
+                    .alert(alert_id)
+                    .await?
+                    .and_then(|body| parse_stored(&body, "alert")),
+            ),
+        };
+        Ok(filter.matches(item, &context))
     }
 
     /// Every stored version of an event, oldest first: `(revision, delivery_seq, event)`.

@@ -1647,6 +1647,21 @@ impl ReadDriver for PgReader {
         )
     }
 
+    async fn alert(&self, alert_id: &str) -> Result<Option<String>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached("SELECT body FROM alerts WHERE alert_id = $1")
+            .await
+            .map_err(pg("prepare a statement"))?;
+        let row = client
+            .query_opt(&select, &[&no_nul(alert_id)])
+            .await
+            .map_err(pg("read an alert"))?;
+        row.map(|row| row.try_get(0))
+            .transpose()
+            .map_err(pg("read an alert"))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client

@@ -1340,6 +1340,16 @@ impl ReadDriver for SqliteReader {
         .await
     }
 
+    async fn alert(&self, alert_id: &str) -> Result<Option<String>, StoreError> {
+        let alert_id = alert_id.to_owned();
+        self.read("read an alert", move |conn| {
+            conn.prepare_cached("SELECT body FROM alerts WHERE alert_id = ?1")?
+                .query_row([alert_id], |row| row.get(0))
+                .optional()
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.read("ping", |conn| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
