@@ -349,10 +349,9 @@ impl Filter {
             return None;
         }
         match item {
-            FeedItem::Event(item) if item.revision > 1 => {
-                (!self.admits_event(item.revision, &item.event))
-                    .then_some(Lookup::Revisions(item.event.event_id.as_str()))
-            }
+            FeedItem::Event(item) if item.revision > 1 => (!self
+                .admits_event(item.revision, &item.event))
+            .then_some(Lookup::Revisions(item.event.event_id.as_str())),
             FeedItem::Retraction(retraction) => Some(Lookup::Revisions(&retraction.event_id)),
             FeedItem::AlertCleared(cleared) => Some(Lookup::Alert(&cleared.alert_id)),
             _ => None,
@@ -369,9 +368,9 @@ impl Filter {
             FeedItem::Event(item) => {
                 self.admits_event(item.revision, &item.event)
                     || (item.revision > 1
-                        && context.earlier(item.revision).any(|(revision, event)| {
-                            self.admits_event(revision, event)
-                        }))
+                        && context
+                            .earlier(item.revision)
+                            .any(|(revision, event)| self.admits_event(revision, event)))
             }
             FeedItem::Retraction(retraction) => context
                 .earlier(retraction.revision.saturating_add(1))
@@ -491,4 +490,388 @@ impl<'a> Facets<'a> {
 fn provider_of(event_id: &str) -> Option<Provider> {
     let (name, _) = event_id.split_once(':')?;
     Provider::ALL.into_iter().find(|p| p.as_str() == name)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use shipfeed_core::{EventId, RawStatus, ShipmentRef, ShipmentState};
+
+    use super::*;
+    use crate::alerts::{AlertCleared, AlertItem};
+    use crate::{DriftItem, EventItem, Retraction, ShipmentStateChange};
+
+    fn filter(query: &str) -> Filter {
+        let pairs: Vec<(&str, &str)> = query
+            .split('&')
+            .filter(|pair| !pair.is_empty())
+            .map(|pair| pair.split_once('=').unwrap())
+            .collect();
+        Filter::from_query(pairs).unwrap()
+    }
+
+    fn event(provider: Provider, status: Option<Status>, carrier: Option<&str>) -> TrackingEvent {
+        TrackingEvent {
+            event_id: EventId::from_provider(provider, "e1"),
+            provider,
+            status,
+            substatus: None,
+            raw: RawStatus::default(),
+            occurred_at: DateTime::<Utc>::UNIX_EPOCH,
+            time_zone_known: true,
+            recorded_at: None,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+            shipment: ShipmentRef {
+                carrier: carrier.map(str::to_owned),
+                tracking_number: Some("3SABC".to_owned()),
+                ..ShipmentRef::default()
+            },
+            location: None,
+            estimated_delivery: None,
+            message: None,
+            delivery_id: None,
+            trigger: true,
+        }
+    }
+
+    fn delivered() -> TrackingEvent {
+        event(Provider::Sendcloud, Some(Status::Delivered), Some("postnl"))
+    }
+
+    fn event_item(revision: i64, event: TrackingEvent) -> FeedItem {
+        FeedItem::Event(EventItem {
+            seq: 1,
+            revision,
+            event,
+        })
+    }
+
+    fn state(status: Status, by: &EventId) -> ShipmentState {
+        ShipmentState {
+            status,
+            substatus: None,
+            terminal: false,
+            status_event_id: by.clone(),
+            status_occurred_at: DateTime::<Utc>::UNIX_EPOCH,
+            last_event_id: by.clone(),
+            last_occurred_at: DateTime::<Utc>::UNIX_EPOCH,
+            estimated_delivery: None,
+            event_count: 1,
+        }
+    }
+
+    fn alert(status: Status, carrier: &str) -> Alert {
+        Alert {
+            alert_id: "alert:1".to_owned(),
+            rule: format!("stalled.{}", status.as_str()),
+            status,
+            since: DateTime::<Utc>::UNIX_EPOCH,
+            max_quiet_seconds: 3600,
+            last_event_id: EventId::from_provider(Provider::Shipup, "9"),
+            shipment_key: format!("{carrier}:3SABC"),
+            shipment: ShipmentRef {
+                carrier: Some(carrier.to_owned()),
+                ..ShipmentRef::default()
+            },
+            raised_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    /// Whether `filter` admits `item` with `context`, checking that `lookup` asks for what
+    /// the context answers (or for nothing).
+    fn passes(filter: &Filter, item: &FeedItem, context: &Context) -> bool {
+        if let (None, Context::Revisions(_) | Context::Alert(_)) = (filter.lookup(item), context) {
+            // Nothing asked: the item decides alone.
+            return filter.matches(item, &Context::None);
+        }
+        filter.matches(item, context)
+    }
+
+    #[test]
+    fn an_empty_filter_admits_everything_and_looks_nothing_up() {
+        let all = Filter::default();
+        assert!(all.is_empty());
+        let retraction = FeedItem::Retraction(Retraction {
+            seq: 1,
+            event_id: "sendcloud:e1".into(),
+            revision: 1,
+            shipment_key: "postnl:3SABC".into(),
+            delivery_seq: 1,
+        });
+        assert_eq!(all.lookup(&retraction), None);
+        assert!(all.matches(&retraction, &Context::None));
+        assert!(all.matches(&event_item(1, delivered()), &Context::None));
+    }
+
+    #[test]
+    fn events_match_on_provider_status_carrier_and_type() {
+        let item = event_item(1, delivered());
+        for (query, expected) in [
+            ("provider=sendcloud", true),
+            ("provider=shipup,happycolis", false),
+            ("status=delivered", true),
+            ("status=out_for_delivery,attempt_failed", false),
+            ("carrier=postnl", true),
+            ("carrier=PostNL", true), // compared as slugs
+            ("carrier=dhl", false),
+            ("type=event", true),
+            ("type=revision", false),
+            ("type=shipment_state,alert", false),
+            (
+                "provider=sendcloud&status=delivered&carrier=postnl&type=event",
+                true,
+            ),
+            ("provider=sendcloud&status=in_transit", false),
+        ] {
+            assert_eq!(
+                filter(query).matches(&item, &Context::None),
+                expected,
+                "{query}"
+            );
+            assert_eq!(filter(query).lookup(&item), None, "revision 1: {query}");
+        }
+        // No status, no carrier: a filter on either excludes it.
+        let bare = event_item(1, event(Provider::Sendcloud, None, None));
+        assert!(!filter("status=delivered").matches(&bare, &Context::None));
+        assert!(!filter("carrier=postnl").matches(&bare, &Context::None));
+        assert!(filter("provider=sendcloud").matches(&bare, &Context::None));
+    }
+
+    #[test]
+    fn a_revision_reaches_whoever_an_earlier_revision_reached() {
+        // Revision 1 said delivered; the fix (revision 2) says attempt_failed.
+        let mut fixed = delivered();
+        fixed.status = Some(Status::AttemptFailed);
+        let item = event_item(2, fixed.clone());
+        let history = Context::Revisions(vec![(1, delivered()), (2, fixed.clone())]);
+
+        let delivered_only = filter("status=delivered");
+        assert_eq!(
+            delivered_only.lookup(&item),
+            Some(Lookup::Revisions("sendcloud:e1"))
+        );
+        assert!(delivered_only.matches(&item, &history), "it got revision 1");
+        assert!(
+            !delivered_only.matches(&item, &Context::Revisions(vec![(2, fixed.clone())])),
+            "only the revision itself is stored: nothing was received before"
+        );
+        // A revision matching by itself needs no history.
+        let failed = filter("status=attempt_failed");
+        assert_eq!(failed.lookup(&item), None);
+        assert!(failed.matches(&item, &Context::None));
+        // Never a later revision: revision 2 is not passed because of revision 3.
+        let mut third = delivered();
+        third.status = Some(Status::Delivered);
+        let later_only = Context::Revisions(vec![(2, fixed.clone()), (3, third)]);
+        assert!(!delivered_only.matches(&item, &later_only));
+        // Type: `event` takes every revision, `revision` only corrections.
+        assert!(passes(&filter("type=event"), &item, &history));
+        assert!(passes(&filter("type=revision"), &item, &history));
+        assert!(!filter("type=revision").matches(&event_item(1, delivered()), &Context::None));
+        // A client of corrections only received revision 2; revision 3 follows it.
+        let third_item = event_item(3, delivered());
+        let all_three = Context::Revisions(vec![(1, delivered()), (2, fixed), (3, delivered())]);
+        assert!(passes(&filter("type=revision"), &third_item, &all_three));
+        // Nobody with another interest: the carrier never matched.
+        assert!(!passes(&filter("carrier=dhl"), &item, &history));
+    }
+
+    #[test]
+    fn a_retraction_matches_through_the_revisions_of_its_event() {
+        let retraction = FeedItem::Retraction(Retraction {
+            seq: 9,
+            event_id: "sendcloud:e1".into(),
+            revision: 2,
+            shipment_key: "postnl:3SABC".into(),
+            delivery_seq: 1,
+        });
+        let mut fixed = delivered();
+        fixed.status = Some(Status::Exception);
+        let history = Context::Revisions(vec![(1, delivered()), (2, fixed)]);
+        for (query, expected) in [
+            ("status=delivered", true),   // received revision 1
+            ("status=exception", true),   // received revision 2
+            ("status=in_transit", false), // never received it
+            ("type=retraction", true),    // wants retractions
+            ("type=retraction&carrier=postnl", true),
+            ("type=retraction&carrier=dhl", false), // of other carriers' events only
+            ("type=shipment_state", false),         // received no event
+            ("type=revision", true),                // received revision 2
+            ("type=retraction&status=in_transit", false),
+        ] {
+            let filter = filter(query);
+            assert_eq!(
+                filter.lookup(&retraction),
+                Some(Lookup::Revisions("sendcloud:e1"))
+            );
+            assert_eq!(filter.matches(&retraction, &history), expected, "{query}");
+        }
+        // Revisions after the one withdrawn do not count (none exist; be strict anyway).
+        let later = Context::Revisions(vec![(3, delivered())]);
+        assert!(!filter("status=delivered").matches(&retraction, &later));
+    }
+
+    #[test]
+    fn a_shipment_state_matches_on_its_new_status_carrier_and_the_provider_that_set_it() {
+        let by = EventId::from_provider(Provider::HappyColis, "7");
+        let change = |state: Option<ShipmentState>| {
+            FeedItem::ShipmentState(ShipmentStateChange {
+                seq: 3,
+                shipment_key: "colissimo:6A1".into(),
+                shipment: Some(ShipmentRef {
+                    carrier: Some("colissimo".into()),
+                    ..ShipmentRef::default()
+                }),
+                previous: None,
+                state,
+            })
+        };
+        let item = change(Some(state(Status::OutForDelivery, &by)));
+        for (query, expected) in [
+            ("status=out_for_delivery", true),
+            ("status=delivered", false),
+            ("carrier=colissimo", true),
+            ("carrier=dhl", false),
+            ("provider=happycolis", true),
+            ("provider=sendcloud", false),
+            ("type=shipment_state", true),
+            ("type=event", false),
+        ] {
+            let filter = filter(query);
+            assert_eq!(filter.lookup(&item), None);
+            assert_eq!(filter.matches(&item, &Context::None), expected, "{query}");
+        }
+        // No event left: no status, no provider.
+        let emptied = change(None);
+        assert!(!filter("status=delivered").matches(&emptied, &Context::None));
+        assert!(!filter("provider=happycolis").matches(&emptied, &Context::None));
+        assert!(filter("carrier=colissimo").matches(&emptied, &Context::None));
+    }
+
+    #[test]
+    fn alerts_and_their_clearing_match_alike() {
+        let raised = alert(Status::InTransit, "dhl");
+        let item = FeedItem::Alert(AlertItem {
+            seq: 4,
+            alert: raised.clone(),
+        });
+        let cleared = FeedItem::AlertCleared(AlertCleared {
+            seq: 5,
+            alert_id: raised.alert_id.clone(),
+            rule: raised.rule.clone(),
+            shipment_key: raised.shipment_key.clone(),
+            cleared_by: Some(EventId::from_provider(Provider::Sendcloud, "8")),
+            status: Some(Status::Delivered),
+            delivery_seq: 2,
+        });
+        let found = Context::Alert(Some(raised));
+        for (query, alert_passes, cleared_passes) in [
+            ("status=in_transit", true, true),
+            ("status=delivered", false, false), // judged as its alert, not the new status
+            ("carrier=dhl", true, true),
+            ("carrier=postnl", false, false),
+            ("provider=shipup", true, true),
+            ("provider=sendcloud", false, false),
+            ("type=alert", true, true), // the clearing of an alert received
+            ("type=alert_cleared", false, true), // clearings only
+            ("type=alert_cleared&carrier=postnl", false, false),
+            ("type=event", false, false),
+        ] {
+            let filter = filter(query);
+            assert_eq!(filter.lookup(&item), None);
+            assert_eq!(
+                filter.matches(&item, &Context::None),
+                alert_passes,
+                "{query}"
+            );
+            assert_eq!(filter.lookup(&cleared), Some(Lookup::Alert("alert:1")));
+            assert_eq!(filter.matches(&cleared, &found), cleared_passes, "{query}");
+        }
+        // An alert the store does not have: the type alone decides.
+        let missing = Context::Alert(None);
+        assert!(filter("type=alert_cleared").matches(&cleared, &missing));
+        assert!(!filter("status=in_transit").matches(&cleared, &missing));
+    }
+
+    #[test]
+    fn drift_has_only_a_provider() {
+        let item = FeedItem::Drift(DriftItem {
+            seq: 6,
+            provider: Provider::SevenSenders,
+            kind: shipfeed_core::drift::DriftKind::ALL[0],
+            key: "parcel.co2".into(),
+            delivery_seq: 3,
+            first_seen: DateTime::<Utc>::UNIX_EPOCH,
+        });
+        for (query, expected) in [
+            ("provider=sevensenders", true),
+            ("provider=shipup", false),
+            ("type=drift", true),
+            ("type=alert", false),
+            ("status=unknown", false),
+            ("carrier=dhl", false),
+        ] {
+            assert_eq!(
+                filter(query).matches(&item, &Context::None),
+                expected,
+                "{query}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_values_of_closed_sets_are_refused_with_what_is_allowed() {
+        for (query, message) in [
+            (
+                "status=shipped",
+                "unknown status `shipped`; allowed: unknown, pre_transit, in_transit, \
+                 out_for_delivery, available_for_pickup, attempt_failed, exception, delivered, \
+                 return_to_sender, returned, failure, cancelled, expired",
+            ),
+            (
+                "provider=dhl",
+                "unknown provider `dhl`; allowed: sendcloud, sevensenders, happycolis, shipup",
+            ),
+            (
+                "type=events",
+                "unknown type `events`; allowed: event, revision, retraction, shipment_state, \
+                 alert, alert_cleared, drift",
+            ),
+            ("status=delivered,", "unknown status ``"),
+            ("carrier=%20", "empty carrier"),
+            ("provider=Sendcloud", "unknown provider `Sendcloud`"),
+        ] {
+            let (key, value) = query.split_once('=').unwrap();
+            let value = value.replace("%20", " ");
+            let error = Filter::from_query([(key, value.as_str())]).unwrap_err();
+            assert!(error.to_string().starts_with(message), "{query}: {error}");
+        }
+        // Not the filter's: left alone.
+        assert!(Filter::from_query([("after", "x"), ("limit", "y")])
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn a_spec_is_checked_like_a_query() {
+        let spec = FilterSpec {
+            statuses: vec!["delivered".into()],
+            carriers: vec!["DHL".into()],
+            types: vec!["event".into()],
+            ..FilterSpec::default()
+        };
+        let from_spec = Filter::try_from(spec).unwrap();
+        assert_eq!(from_spec, filter("status=delivered&carrier=dhl&type=event"));
+        let error: Result<Filter, _> = serde_json::from_str(r#"{"statuses": ["gone"]}"#);
+        assert!(error
+            .unwrap_err()
+            .to_string()
+            .contains("unknown status `gone`"));
+        let error: Result<Filter, _> = serde_json::from_str(r#"{"status": ["delivered"]}"#);
+        assert!(error
+            .unwrap_err()
+            .to_string()
+            .contains("unknown field `status`"));
+    }
 }
