@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
+use shipfeed_store::Filter;
 
 use crate::Error;
 
@@ -50,6 +51,13 @@ pub struct SubscriptionConfig {
     /// once: afterwards the subscription resumes from its saved cursor.
     #[serde(default)]
     pub start: Start,
+    /// Which feed items it delivers (default: all): `filter = { statuses = [...], providers =
+    /// [...], carriers = [...], types = [...] }`, checked when the configuration is read (an
+    /// unknown status, provider or type is an error naming the allowed ones). Its cursor moves
+    /// past the items left out. See [`Filter`] for what each item type matches, and for the
+    /// revisions and retractions that reach it although they no longer match.
+    #[serde(default)]
+    pub filter: Filter,
 }
 
 /// The kind of a subscription's target, as written in its `kind` key.
@@ -212,13 +220,15 @@ pub(crate) fn redacted(url: &str) -> String {
     }
 }
 
-/// A checked subscription: its name, target, start, and the names of its cursor and lease.
+/// A checked subscription: its name, target, start, filter, and the names of its cursor and
+/// lease.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Subscription {
     name: String,
     target: Target,
     start: Start,
     cursor: String,
+    filter: Filter,
 }
 
 impl Subscription {
@@ -234,7 +244,21 @@ impl Subscription {
             target,
             start,
             cursor: format!("{PREFIX}{name}"),
+            filter: Filter::default(),
         })
+    }
+
+    /// The same subscription delivering only the items `filter` admits (its cursor still moves
+    /// past the others).
+    #[must_use]
+    pub fn with_filter(mut self, filter: Filter) -> Self {
+        self.filter = filter;
+        self
+    }
+
+    /// Which feed items it delivers (empty: all).
+    pub fn filter(&self) -> &Filter {
+        &self.filter
     }
 
     /// The subscription of the top-level `sink` setting (`None` for `"none"`), as the service
@@ -260,6 +284,7 @@ impl Subscription {
             target,
             start: Start::Beginning,
             cursor,
+            filter: Filter::default(),
         })
     }
 
@@ -322,7 +347,7 @@ impl SubscriptionConfig {
         if self.path.is_some() && self.kind != Kind::File {
             return Err(extra("path", "file"));
         }
-        Subscription::new(name, target, self.start)
+        Ok(Subscription::new(name, target, self.start)?.with_filter(self.filter.clone()))
     }
 }
 
@@ -454,6 +479,43 @@ mod tests {
             ("kind = 'stdout'", "missing field `name`"),
         ] {
             let error = table(text).unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_filter_is_read_and_checked_with_the_table() {
+        let plain = checked("name = 'a'\nkind = 'stdout'").unwrap();
+        assert!(plain.filter().is_empty(), "no filter: every item");
+        for text in [
+            "filter = { statuses = ['delivered', 'out_for_delivery'], carriers = ['DHL'] }",
+            "[filter]\nstatuses = ['delivered', 'out_for_delivery']\ncarriers = ['dhl']",
+        ] {
+            let subscription =
+                checked(&format!("name = 'a'\nkind = 'file'\npath = '/tmp/a'\n{text}")).unwrap();
+            let expected = shipfeed_store::Filter::from_query([
+                ("status", "out_for_delivery,delivered"),
+                ("carrier", "dhl"),
+            ])
+            .unwrap();
+            assert_eq!(subscription.filter(), &expected, "{text}");
+        }
+        for (text, says) in [
+            (
+                "filter = { statuses = ['shipped'] }",
+                "unknown status `shipped`; allowed: unknown, pre_transit",
+            ),
+            (
+                "filter = { providers = ['dhl'] }",
+                "unknown provider `dhl`; allowed: sendcloud, sevensenders, happycolis, shipup",
+            ),
+            (
+                "filter = { types = ['events'] }",
+                "unknown type `events`; allowed: event, revision, retraction",
+            ),
+            ("filter = { status = ['delivered'] }", "unknown field `status`"),
+        ] {
+            let error = table(&format!("name = 'a'\nkind = 'stdout'\n{text}")).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
         }
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 use shipfeed_core::error_chain;
-use shipfeed_store::{Clock, FeedItem, Lease, LeaseHolder, Store, StoreError, SystemClock};
+use shipfeed_store::{Clock, Lease, LeaseHolder, Store, StoreError, SystemClock};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
@@ -316,33 +316,40 @@ impl Driver {
             }
             current.saved = current.position;
         }
-        let items = match self
+        // Read through the subscription's filter: the page may hold fewer items than it read
+        // (none, even), and its `next_cursor` is past everything read, so the cursor never
+        // stops on items the filter leaves out.
+        let page = match self
             .store
-            .events_after(current.position, self.batch_size)
+            .feed_page(current.position, self.batch_size, self.subscription.filter())
             .await
         {
-            Ok(items) => items,
+            Ok(page) => page,
             Err(error) => {
                 tracing::warn!(subscription = %self.subscription.name(), error = %error_chain(&error), "cannot read the feed; retrying");
                 return Step::Failed;
             }
         };
-        let Some(last) = items.last().map(FeedItem::seq) else {
+        let last = page.next_cursor;
+        if last <= current.position {
             let position = current.position;
             self.observe_lag(Some(position)).await;
             return Step::Idle;
-        };
-        if let Err(error) = self.target.deliver(&items).await {
-            let position = current.position;
-            self.observe_lag(Some(position)).await;
-            self.series.failures.inc();
-            tracing::error!(
-                subscription = %self.subscription.name(),
-                after = position,
-                error = %error_chain(error.as_ref()),
-                "cannot deliver a batch; retrying it"
-            );
-            return Step::Failed;
+        }
+        let items = page.items;
+        if !items.is_empty() {
+            if let Err(error) = self.target.deliver(&items).await {
+                let position = current.position;
+                self.observe_lag(Some(position)).await;
+                self.series.failures.inc();
+                tracing::error!(
+                    subscription = %self.subscription.name(),
+                    after = position,
+                    error = %error_chain(error.as_ref()),
+                    "cannot deliver a batch; retrying it"
+                );
+                return Step::Failed;
+            }
         }
         self.series.delivered.inc_by(items.len() as u64);
         current.position = last;
