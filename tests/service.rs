@@ -54,6 +54,7 @@ on_both_stores!(
     one_parcel_is_one_timeline_whatever_the_provider_or_spelling,
     a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert,
     drift_counts_each_distinct_delivery_once,
+    the_pull_feed_filters_and_a_revision_reaches_whoever_got_the_first,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -1359,4 +1360,207 @@ async fn drift_counts_each_distinct_delivery_once(backend: Backend) {
             && line.split_whitespace().nth(3) == Some("2")),
         "{table}"
     );
+}
+
+/// `GET /v1/events` with a query, checked against the feed item schema: `(items, next_cursor)`.
+async fn filtered(http: &reqwest::Client, base: &str, query: &str) -> (Vec<Value>, i64) {
+    let (status, page) = get(http, &format!("{base}/v1/events?{query}")).await;
+    assert_eq!(status, 200, "{query}: {page}");
+    let schema = Schema::feed_item();
+    let items = page["events"].as_array().unwrap().clone();
+    for item in &items {
+        schema.assert_valid(item);
+    }
+    (items, page["next_cursor"].as_i64().unwrap())
+}
+
+/// `(type, status)` of feed items: an event's status, a shipment state's new status.
+fn kinds(items: &[Value]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|item| {
+            let status = match item["type"].as_str().unwrap() {
+                "shipment_state" => item["state"]["status"].as_str(),
+                _ => item["status"].as_str(),
+            };
+            (
+                item["type"].as_str().unwrap().to_owned(),
+                status.unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect()
+}
+
+async fn the_pull_feed_filters_and_a_revision_reaches_whoever_got_the_first(backend: Backend) {
+    let store = TestStore::new(backend);
+    let mut server = Server::start(&store, "").await;
+    let http = client();
+    // Four parcels, each an event and then its shipment's state in the feed.
+    let statuses = [
+        (901, (92, "Driver en route")),
+        (902, (11, "Delivered")),
+        (903, (8, "Delivery attempt failed")),
+        (904, (12, "Awaiting customer pickup")),
+    ];
+    let mut delivered_seq = 0;
+    for (n, (parcel, status)) in statuses.into_iter().enumerate() {
+        let at = 1_712_188_288_908 + i64::try_from(n).unwrap() * 60_000;
+        let (code, answer) =
+            post_projected(&http, &server.base, &sendcloud_status(parcel, status, at)).await;
+        assert_eq!(code, 200, "{answer}");
+        if parcel == 902 {
+            delivered_seq = answer["delivery_seq"].as_i64().unwrap();
+        }
+    }
+    let all = feed_items(&http, &server.base).await;
+    assert_eq!(all.len(), 8, "{all:?}");
+    let end = all.last().unwrap()["seq"].as_i64().unwrap();
+    let base = server.base.clone();
+
+    // Status (comma-separated or repeated) and type.
+    let notifications = [("event", "out_for_delivery"), ("event", "delivered")];
+    for query in [
+        "after=0&status=out_for_delivery,delivered&type=event",
+        "status=out_for_delivery&status=delivered&type=event",
+    ] {
+        let (items, next) = filtered(&http, &base, query).await;
+        assert_eq!(kinds(&items), pairs(&notifications), "{query}");
+        assert_eq!(
+            next, end,
+            "{query}: the cursor moves past what was left out"
+        );
+    }
+    let (items, _) = filtered(
+        &http,
+        &base,
+        "type=shipment_state&status=available_for_pickup",
+    )
+    .await;
+    assert_eq!(
+        kinds(&items),
+        pairs(&[("shipment_state", "available_for_pickup")])
+    );
+    // Provider and carrier (a slug, compared whatever its spelling).
+    let carrier = all[0]["shipment"]["carrier"].as_str().unwrap().to_owned();
+    let (items, next) =
+        filtered(&http, &base, &format!("carrier={}", carrier.to_uppercase())).await;
+    assert_eq!((items.len(), next), (8, end));
+    let (items, _) = filtered(&http, &base, "provider=sendcloud&type=event").await;
+    assert_eq!(items.len(), 4);
+    for query in ["provider=shipup", "carrier=tiny_courier"] {
+        let (items, next) = filtered(&http, &base, query).await;
+        assert_eq!(
+            (items.len(), next),
+            (0, end),
+            "{query}: an empty page, past everything"
+        );
+        let (items, next) = filtered(&http, &base, &format!("{query}&after={end}")).await;
+        assert_eq!((items.len(), next), (0, end), "{query}: nothing more");
+    }
+    // Paging: a full page stops at its last item; the next skips what does not match.
+    let (first, next) = filtered(&http, &base, "type=event&limit=1").await;
+    assert_eq!(kinds(&first), pairs(&[("event", "out_for_delivery")]));
+    assert_eq!(next, first[0]["seq"].as_i64().unwrap());
+    let (second, _) = filtered(&http, &base, &format!("type=event&limit=1&after={next}")).await;
+    assert_eq!(kinds(&second), pairs(&[("event", "delivered")]));
+
+    // Closed sets: an unknown value is a 400 naming it and what is allowed.
+    for (query, says, allowed) in [
+        (
+            "status=shipped",
+            "unknown status `shipped`",
+            "out_for_delivery",
+        ),
+        (
+            "status=delivered&type=events",
+            "unknown type `events`",
+            "shipment_state",
+        ),
+        ("provider=ups", "unknown provider `ups`", "sevensenders"),
+    ] {
+        let (status, answer) = get(&http, &format!("{base}/v1/events?{query}")).await;
+        assert_eq!(status, 400, "{query}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains(says), "{answer}");
+        assert!(
+            answer["allowed"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(allowed)),
+            "{answer}"
+        );
+    }
+
+    // A mapping fix: 902 was not delivered, its attempt failed (revision 2), as a replay with
+    // a corrected mapping would record it.
+    server.stop();
+    let stored = shipfeed_store::open(&store.url).await.unwrap();
+    let event_id = all
+        .iter()
+        .find(|item| item["type"] == "event" && item["status"] == "delivered")
+        .unwrap()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, _, mut fixed) = stored.revisions(&event_id).await.unwrap().remove(0);
+    fixed.status = Some(shipfeed::Status::AttemptFailed);
+    let now = chrono::Utc::now();
+    let lease = stored
+        .take_over_lease(PROJECTOR, "fix", now, chrono::TimeDelta::minutes(1))
+        .await
+        .unwrap();
+    let revised = stored
+        .reproject(
+            &lease,
+            vec![Normalized {
+                delivery_seq: delivered_seq,
+                provider: Provider::Sendcloud,
+                outcome: Ok(vec![shipfeed::Output::Event(fixed)]),
+                drift: None,
+            }],
+        )
+        .await
+        .unwrap();
+    assert_eq!(revised[0].revised, [event_id.clone()], "{revised:?}");
+    stored
+        .release_lease(PROJECTOR, lease.epoch, now)
+        .await
+        .unwrap();
+    drop(stored);
+    let server = server.restart().await;
+    let base = server.base.clone();
+
+    // A client of `delivered` got revision 1: it gets revision 2, though that no longer
+    // matches; the new shipment state (attempt_failed) it does not.
+    let (items, _) = filtered(&http, &base, &format!("after={end}&status=delivered")).await;
+    assert_eq!(kinds(&items), pairs(&[("event", "attempt_failed")]));
+    assert_eq!(
+        (items[0]["event_id"].as_str(), items[0]["revision"].as_i64()),
+        (Some(event_id.as_str()), Some(2))
+    );
+    // A client of `attempt_failed` gets both; one of `out_for_delivery` neither.
+    let (items, _) = filtered(&http, &base, &format!("after={end}&status=attempt_failed")).await;
+    assert_eq!(
+        kinds(&items),
+        pairs(&[
+            ("event", "attempt_failed"),
+            ("shipment_state", "attempt_failed")
+        ])
+    );
+    let (items, next) = filtered(
+        &http,
+        &base,
+        &format!("after={end}&status=out_for_delivery"),
+    )
+    .await;
+    assert!(items.is_empty(), "{items:?}");
+    assert!(next > end);
+    // Corrections only.
+    let (items, _) = filtered(&http, &base, "type=revision").await;
+    assert_eq!(kinds(&items), pairs(&[("event", "attempt_failed")]));
 }

@@ -51,6 +51,7 @@
 
 pub mod config;
 mod error;
+mod feed_query;
 mod inbox;
 mod jwks;
 mod metrics;
@@ -608,15 +609,23 @@ fn unavailable(error: impl std::fmt::Display) -> Response {
     error_response(StatusCode::SERVICE_UNAVAILABLE, error)
 }
 
-async fn events(State(service): State<Arc<Service>>, Query(page): Query<Page>) -> Response {
+/// `GET /v1/events`: a page of the feed through the query's filter; `next_cursor` is past
+/// every item read, admitted or not (see `Store::feed_page`).
+async fn events(
+    State(service): State<Arc<Service>>,
+    Query(pairs): Query<Vec<(String, String)>>,
+) -> Response {
+    let query = match feed_query::FeedQuery::parse(&pairs) {
+        Ok(query) => query,
+        Err(refused) => return refused,
+    };
     match service
         .store()
-        .events_after(page.after, page.limit.clamp(1, 1000))
+        .feed_page(query.after, query.limit, &query.filter)
         .await
     {
-        Ok(items) => {
-            let next = items.last().map_or(page.after, FeedItem::seq);
-            Json(json!({"events": items, "next_cursor": next})).into_response()
+        Ok(page) => {
+            Json(json!({"events": page.items, "next_cursor": page.next_cursor})).into_response()
         }
         Err(error) => unavailable(error),
     }

@@ -491,8 +491,10 @@ mod tests {
             "filter = { statuses = ['delivered', 'out_for_delivery'], carriers = ['DHL'] }",
             "[filter]\nstatuses = ['delivered', 'out_for_delivery']\ncarriers = ['dhl']",
         ] {
-            let subscription =
-                checked(&format!("name = 'a'\nkind = 'file'\npath = '/tmp/a'\n{text}")).unwrap();
+            let subscription = checked(&format!(
+                "name = 'a'\nkind = 'file'\npath = '/tmp/a'\n{text}"
+            ))
+            .unwrap();
             let expected = shipfeed_store::Filter::from_query([
                 ("status", "out_for_delivery,delivered"),
                 ("carrier", "dhl"),
@@ -513,7 +515,10 @@ mod tests {
                 "filter = { types = ['events'] }",
                 "unknown type `events`; allowed: event, revision, retraction",
             ),
-            ("filter = { status = ['delivered'] }", "unknown field `status`"),
+            (
+                "filter = { status = ['delivered'] }",
+                "unknown field `status`",
+            ),
         ] {
             let error = table(&format!("name = 'a'\nkind = 'stdout'\n{text}")).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");

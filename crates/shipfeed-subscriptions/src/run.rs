@@ -321,7 +321,11 @@ impl Driver {
         // stops on items the filter leaves out.
         let page = match self
             .store
-            .feed_page(current.position, self.batch_size, self.subscription.filter())
+            .feed_page(
+                current.position,
+                self.batch_size,
+                self.subscription.filter(),
+            )
             .await
         {
             Ok(page) => page,

@@ -42,6 +42,7 @@ on_both_stores!(
     a_restarted_subscription_resumes_from_its_cursor,
     a_failing_delivery_is_retried_and_skips_nothing,
     a_holder_whose_lease_ran_out_resumes_from_the_cursor_its_successor_saved,
+    a_filtered_subscription_writes_only_what_matches_and_its_cursor_moves_past_the_rest,
 );
 
 fn file_subscription(name: &str, path: &Path, start: Start) -> Subscription {
@@ -56,6 +57,78 @@ async fn wait_for_whole_feed(store: &Store, cursor: &str, path: &Path) {
     wait_for_cursor(store, cursor, end).await;
     // The file is synced before the cursor is saved: it is complete now.
     assert_eq!(lines(path), expected, "{} against the feed", path.display());
+}
+
+/// Every complete line of a target file, as `(seq, type)`.
+fn typed_lines(path: &Path) -> Vec<(i64, String)> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let item: serde_json::Value = serde_json::from_str(line).unwrap();
+            (
+                item["seq"].as_i64().unwrap(),
+                item["type"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn a_filtered_subscription_writes_only_what_matches_and_its_cursor_moves_past_the_rest(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    add_events(&store, 3).await; // each: an event (delivered, postnl), then its shipment_state
+    let filtered =
+        |query: &[(&str, &str)]| shipfeed_store::Filter::from_query(query.iter().copied()).unwrap();
+    let paths = [
+        db.file("events.jsonl"),
+        db.file("states.jsonl"),
+        db.file("nothing.jsonl"),
+    ];
+    let subscriptions = [
+        file_subscription("events", &paths[0], Start::Beginning)
+            .with_filter(filtered(&[("type", "event"), ("status", "delivered")])),
+        file_subscription("states", &paths[1], Start::Beginning).with_filter(filtered(&[
+            ("type", "shipment_state"),
+            ("carrier", "PostNL"),
+        ])),
+        file_subscription("nothing", &paths[2], Start::Beginning)
+            .with_filter(filtered(&[("carrier", "dhl")])),
+    ];
+    let replica = Replica::start(store.clone(), "replica-1", clock(), &subscriptions).await;
+    add_events(&store, 2).await;
+    replica.notify();
+    let end = store.feed_end().await.unwrap();
+    for name in ["events", "states", "nothing"] {
+        // The last item is a shipment state: the cursor of `events` still reaches it.
+        wait_for_cursor(&store, &format!("subscription:{name}"), end).await;
+    }
+    let all: Vec<(i64, String)> = store
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let value = serde_json::to_value(item).unwrap();
+            (item.seq(), value["type"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    assert_eq!(all.len(), 10, "five events, five states: {all:?}");
+    let of_type = |kind: &str| -> Vec<(i64, String)> {
+        all.iter().filter(|(_, t)| t == kind).cloned().collect()
+    };
+    assert_eq!(typed_lines(&paths[0]), of_type("event"));
+    assert_eq!(lines(&paths[0]), feed(&store).await, "the events, in order");
+    assert_eq!(typed_lines(&paths[1]), of_type("shipment_state"));
+    assert_eq!(
+        typed_lines(&paths[2]),
+        [],
+        "nothing matches: nothing written"
+    );
+    let delivered = "shipfeed_subscription_delivered_total{subscription=\"nothing\"}";
+    assert_eq!(replica.metric(delivered).unwrap_or(0), 0);
+    replica.stop().await;
 }
 
 async fn two_subscriptions_each_receive_every_item_once_in_order(backend: Backend) {
