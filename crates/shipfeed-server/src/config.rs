@@ -877,6 +877,7 @@ mod tests {
             name = "audit"
             kind = "file"
             path = "/var/lib/shipfeed/audit.jsonl"
+            filter = { statuses = ["delivered"], types = ["event"] }
             "#,
         )
         .unwrap();
@@ -912,6 +913,17 @@ mod tests {
         let error = Config::load(Some(&path)).unwrap_err().to_string();
         assert!(
             error.contains("subscription `a`: kind \"file\" needs `path`"),
+            "{error}"
+        );
+        // A filter is checked when the file is read: an unknown status stops the start.
+        std::fs::write(
+            &path,
+            "[[subscription]]\nname = 'a'\nkind = 'stdout'\nfilter = { statuses = ['shipped'] }\n",
+        )
+        .unwrap();
+        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(
+            error.contains("unknown status `shipped`; allowed: unknown, pre_transit"),
             "{error}"
         );
         let _ = std::fs::remove_file(path);

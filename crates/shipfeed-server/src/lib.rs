@@ -75,7 +75,7 @@ use shipfeed::auth::{self, jwt::JwtVerifier, jwt::KeySet, jwt::KeySource};
 use shipfeed::registry::{self, Settings};
 use shipfeed::{Adapter, Credentials, ErrorKind, Headers, Provider, RawDelivery};
 use shipfeed_projector::{Adapters, ProjectionObserver, Projector, ProjectorOptions};
-use shipfeed_store::{Arrival, Clock, FeedItem, Projection, Store, SystemClock};
+use shipfeed_store::{Arrival, Clock, Projection, Store, SystemClock};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
