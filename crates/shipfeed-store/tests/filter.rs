@@ -6,8 +6,10 @@
 mod support;
 
 use shipfeed::{Output, Provider, Status};
-use shipfeed_store::{FeedItem, Filter, Store, FILTER_SCAN_LIMIT};
-use support::{commit, event, ingest_events, reproject};
+use shipfeed_store::{
+    Clock, FeedItem, Filter, ManualClock, StalledRules, Store, FILTER_SCAN_LIMIT,
+};
+use support::{at, commit, event, ingest_events, reproject, test_lease};
 
 macro_rules! on_both_stores {
     ($($scenario:ident),* $(,)?) => {
@@ -37,6 +39,7 @@ macro_rules! on_both_stores {
 on_both_stores!(
     a_filter_matching_nothing_reads_a_bounded_stretch_per_call,
     a_retraction_reaches_whoever_got_the_event,
+    a_cleared_alert_reaches_whoever_got_the_alert,
 );
 
 fn filter(query: &[(&str, &str)]) -> Filter {
@@ -159,5 +162,75 @@ async fn a_retraction_reaches_whoever_got_the_event(store: Store) {
     ] {
         let page = store.feed_page(end, 100, &filter(query)).await.unwrap();
         assert_eq!(kinds(&page.items), expected, "{query:?}");
+    }
+}
+
+async fn a_cleared_alert_reaches_whoever_got_the_alert(store: Store) {
+    let mut quiet = event(
+        "CLEAR1",
+        "1",
+        "2024-06-01T10:00:00Z",
+        Some(Status::InTransit),
+    );
+    quiet.shipment.carrier = Some("dhl".to_owned());
+    commit(&store, vec![ingest_events(std::slice::from_ref(&quiet))])
+        .await
+        .unwrap();
+    let clock = ManualClock::new(at("2024-06-04T10:00:00Z")); // 72 hours later: stalled
+    let raised = store
+        .raise_stalled(
+            &test_lease(&store).await,
+            clock.now(),
+            &StalledRules::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raised.len(), 1);
+    let mut next = event(
+        "CLEAR1",
+        "2",
+        "2024-06-04T11:00:00Z",
+        Some(Status::Delivered),
+    );
+    next.shipment.carrier = Some("dhl".to_owned());
+    commit(&store, vec![ingest_events(std::slice::from_ref(&next))])
+        .await
+        .unwrap();
+
+    for (query, expected) in [
+        (
+            &[("status", "in_transit"), ("type", "alert,alert_cleared")][..],
+            &["alert", "alert_cleared"][..],
+        ),
+        (&[("type", "alert")][..], &["alert", "alert_cleared"][..]),
+        (
+            &[("carrier", "DHL"), ("type", "alert_cleared")][..],
+            &["alert_cleared"][..],
+        ),
+        (
+            &[("provider", "sendcloud"), ("type", "alert_cleared")][..],
+            &["alert_cleared"][..],
+        ),
+        // Judged as its alert: the stalled status, not the status it moved to.
+        (
+            &[("status", "delivered"), ("type", "alert,alert_cleared")][..],
+            &[][..],
+        ),
+        (
+            &[("carrier", "postnl"), ("type", "alert_cleared")][..],
+            &[][..],
+        ),
+    ] {
+        let page = store.feed_page(0, 100, &filter(query)).await.unwrap();
+        let kinds: Vec<&str> = page
+            .items
+            .iter()
+            .map(|item| match item {
+                FeedItem::Alert(_) => "alert",
+                FeedItem::AlertCleared(_) => "alert_cleared",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(kinds, expected, "{query:?}");
     }
 }

@@ -18,6 +18,11 @@
 //!
 //! A failed delivery is retried, with backoff, from the same item: nothing is ever skipped.
 //!
+//! A subscription with a [`Filter`](shipfeed_store::Filter) (`filter = { ... }` in its table)
+//! reads the feed through it ([`Store::feed_page`](shipfeed_store::Store::feed_page)): it
+//! delivers the items the filter admits, plus the revisions and retractions of events it
+//! admitted before, and saves its cursor past the items left out.
+//!
 //! # At-least-once
 //!
 //! The cursor is saved *after* the batch is delivered, so a crash (or a lost lease) between
