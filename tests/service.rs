@@ -1526,7 +1526,11 @@ async fn the_pull_feed_filters_and_a_revision_reaches_whoever_got_the_first(back
         )
         .await
         .unwrap();
-    assert_eq!(revised[0].revised, [event_id.clone()], "{revised:?}");
+    assert_eq!(
+        revised[0].revised,
+        std::slice::from_ref(&event_id),
+        "{revised:?}"
+    );
     stored
         .release_lease(PROJECTOR, lease.epoch, now)
         .await

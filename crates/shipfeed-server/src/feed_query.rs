@@ -27,7 +27,7 @@ pub(crate) struct FeedQuery {
 impl FeedQuery {
     /// Reads the decoded query pairs. Parameters it does not know are left alone, as the feed
     /// always did; a value it cannot use is an error, never ignored.
-    pub(crate) fn parse(pairs: &[(String, String)]) -> Result<Self, Response> {
+    pub(crate) fn parse(pairs: &[(String, String)]) -> Result<Self, Refused> {
         let mut after = 0;
         let mut limit = DEFAULT_LIMIT;
         for (key, value) in pairs {
@@ -47,9 +47,9 @@ impl FeedQuery {
     }
 }
 
-fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Response> {
+fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Refused> {
     value.parse().map_err(|_| {
-        bad_request(json!({
+        Refused(json!({
             "error": format!("`{key}` must be a whole number (0 or more), not `{value}`"),
             "parameter": key,
             "value": value,
@@ -59,7 +59,7 @@ fn number<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, Response> {
 
 /// The 400 for a filter value: the message, and the parameter, the value and what is allowed
 /// (`allowed` absent for carriers, which are open), for clients that show them.
-fn refused(error: &FilterError) -> Response {
+fn refused(error: &FilterError) -> Refused {
     let mut body = json!({
         "error": error.to_string(),
         "parameter": error.dimension.as_str(),
@@ -69,11 +69,17 @@ fn refused(error: &FilterError) -> Response {
     if !allowed.is_empty() {
         body["allowed"] = json!(allowed);
     }
-    bad_request(body)
+    Refused(body)
 }
 
-fn bad_request(body: serde_json::Value) -> Response {
-    (StatusCode::BAD_REQUEST, Json(body)).into_response()
+/// A query the feed cannot answer: a 400 with this JSON body.
+#[derive(Debug)]
+pub(crate) struct Refused(serde_json::Value);
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (StatusCode::BAD_REQUEST, Json(self.0)).into_response()
+    }
 }
 
 #[cfg(test)]
@@ -117,7 +123,7 @@ mod tests {
             &[("after", "-x")][..],
             &[("limit", "ten")][..],
         ] {
-            let response = FeedQuery::parse(&pairs(query)).unwrap_err();
+            let response = FeedQuery::parse(&pairs(query)).unwrap_err().into_response();
             assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query:?}");
         }
     }

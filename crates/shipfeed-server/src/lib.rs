@@ -617,7 +617,7 @@ async fn events(
 ) -> Response {
     let query = match feed_query::FeedQuery::parse(&pairs) {
         Ok(query) => query,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     match service
         .store()

@@ -427,8 +427,9 @@ pub enum Context {
     None,
     /// The stored revisions of the item's event: `(revision, event)`, in any order.
     Revisions(Vec<(i64, TrackingEvent)>),
-    /// The item's alert, `None` when the store does not have it.
-    Alert(Option<Alert>),
+    /// The item's alert, `None` when the store does not have it (boxed: an alert is large,
+    /// and most contexts are not one).
+    Alert(Option<Box<Alert>>),
 }
 
 impl Context {
@@ -765,7 +766,7 @@ mod tests {
             status: Some(Status::Delivered),
             delivery_seq: 2,
         });
-        let found = Context::Alert(Some(raised));
+        let found = Context::Alert(Some(Box::new(raised)));
         for (query, alert_passes, cleared_passes) in [
             ("status=in_transit", true, true),
             ("status=delivered", false, false), // judged as its alert, not the new status

@@ -984,7 +984,8 @@ impl Store {
                 self.reader
                     .alert(alert_id)
                     .await?
-                    .and_then(|body| parse_stored(&body, "alert")),
+                    .and_then(|body| parse_stored(&body, "alert"))
+                    .map(Box::new),
             ),
         };
         Ok(filter.matches(item, &context))
