@@ -921,7 +921,8 @@ mod tests {
             "[[subscription]]\nname = 'a'\nkind = 'stdout'\nfilter = { statuses = ['shipped'] }\n",
         )
         .unwrap();
-        let error = Config::load(Some(&path)).unwrap_err().to_string();
+        // As `shipfeed serve` reports it: the error and its causes.
+        let error = shipfeed::error_chain(&Config::load(Some(&path)).unwrap_err());
         assert!(
             error.contains("unknown status `shipped`; allowed: unknown, pre_transit"),
             "{error}"
