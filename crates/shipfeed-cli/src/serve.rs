@@ -161,8 +161,14 @@ async fn serve(config: Config) -> Result<()> {
         );
     }
     for subscription in service.subscriptions() {
+        let filter = subscription.filter();
+        let only = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(", only {filter}")
+        };
         eprintln!(
-            "    `{}`: {} (cursor `{}`)",
+            "    `{}`: {} (cursor `{}`{only})",
             subscription.name(),
             subscription.target(),
             subscription.cursor()

@@ -5,40 +5,7 @@
 //! parsed and checked once ([`Filter::from_query`], or serde through [`FilterSpec`]), and
 //! applied by [`Store::feed_page`](crate::Store::feed_page).
 //!
-//! # What an item matches
-//!
-//! A filter has four dimensions: `providers`, `statuses`, `carriers` and `types`. An empty
-//! dimension admits everything; a set one admits an item only when the item has a value in
-//! that dimension and the value is listed. An item passes when every dimension admits it.
-//! What each item type brings to each dimension:
-//!
-//! | item | type | provider | status | carrier |
-//! |---|---|---|---|---|
-//! | event, revision 1 | `event` | the event's | the event's (none for an event without a status) | its shipment's |
-//! | event, revision > 1 | `revision`, and `event` admits it too | the event's | the event's | its shipment's |
-//! | `retraction` | `retraction` | as any stored revision of the event withdrawn (up to the one withdrawn) | same | same |
-//! | `shipment_state` | `shipment_state` | the provider of the event that set the new status | the new status (none when no event is left) | the shipment's |
-//! | `alert` | `alert` | the provider of the shipment's last event | the stalled status | the shipment's |
-//! | `alert_cleared` | `alert_cleared` | as its alert | as its alert (the stalled status) | as its alert |
-//! | `drift` | `drift` | the provider's | none | none |
-//!
-//! # Follow-ups reach whoever got the original
-//!
-//! A correction must reach every consumer that received what it corrects, even when the
-//! correction itself no longer matches (a fix remapped `delivered` to `attempt_failed`: a
-//! consumer of `delivered` must learn that its `delivered` was wrong). So:
-//!
-//! - an **event revision** R > 1 also passes when any earlier revision (1..R) of the event
-//!   passes as an event item;
-//! - a **retraction** of revision R also passes when any revision 1..=R passes as an event
-//!   item;
-//! - an **`alert_cleared`** also passes when its alert passes.
-//!
-//! Whether an earlier revision passed is decided by the filter now, against what the store
-//! keeps (`event_revisions`), so no record of what was delivered is needed and the pull feed
-//! gets the same rule per request. A consumer that changes its filter is judged by the new
-//! one: corrections of events it received under the old filter only reach it if the new one
-//! admits some revision of them.
+//! [`Filter`] says what each item type matches.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -212,8 +179,42 @@ pub struct FilterSpec {
     pub types: Vec<String>,
 }
 
-/// Which feed items a consumer wants (see the [module documentation](self) for what each item
-/// type matches). The default, empty filter admits everything.
+/// Which feed items a consumer wants. The default, empty filter admits everything.
+///
+/// # What an item matches
+///
+/// A filter has four dimensions: `providers`, `statuses`, `carriers` and `types`. An empty
+/// dimension admits everything; a set one admits an item only when the item has a value in
+/// that dimension and the value is listed. An item passes when every dimension admits it.
+/// What each item type brings to each dimension:
+///
+/// | item | type | provider | status | carrier |
+/// |---|---|---|---|---|
+/// | event, revision 1 | `event` | the event's | the event's (none for an event without a status) | its shipment's |
+/// | event, revision > 1 | `revision`, and `event` admits it too | the event's | the event's | its shipment's |
+/// | `retraction` | `retraction` | as any stored revision of the event withdrawn (up to the one withdrawn) | same | same |
+/// | `shipment_state` | `shipment_state` | the provider of the event that set the new status | the new status (none when no event is left) | the shipment's |
+/// | `alert` | `alert` | the provider of the shipment's last event | the stalled status | the shipment's |
+/// | `alert_cleared` | `alert_cleared` | as its alert | as its alert (the stalled status) | as its alert |
+/// | `drift` | `drift` | the provider's | none | none |
+///
+/// # Follow-ups reach whoever got the original
+///
+/// A correction must reach every consumer that received what it corrects, even when the
+/// correction itself no longer matches (a fix remapped `delivered` to `attempt_failed`: a
+/// consumer of `delivered` must learn that its `delivered` was wrong). So:
+///
+/// - an **event revision** R > 1 also passes when any earlier revision (1..R) of the event
+///   passes as an event item;
+/// - a **retraction** of revision R also passes when any revision 1..=R passes as an event
+///   item;
+/// - an **`alert_cleared`** also passes when its alert passes.
+///
+/// Whether an earlier revision passed is decided by the filter now, against what the store
+/// keeps (`event_revisions`), so no record of what was delivered is needed and the pull feed
+/// gets the same rule per request. A consumer that changes its filter is judged by the new
+/// one: corrections of events it received under the old filter only reach it if the new one
+/// admits some revision of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(try_from = "FilterSpec")]
 pub struct Filter {
@@ -407,6 +408,36 @@ impl Filter {
                 ..Facets::bare(ItemType::Drift)
             }),
         }
+    }
+}
+
+/// The filter as the query that makes it (`status=delivered,out_for_delivery&type=event`;
+/// empty for the empty filter), for banners and logs.
+impl fmt::Display for Filter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let types: Vec<&str> = self.types.iter().map(|t| t.as_str()).collect();
+        let carriers: Vec<&str> = self.carriers.iter().map(String::as_str).collect();
+        let dimensions = [
+            (
+                Dimension::Provider,
+                self.providers.iter().copied().collect::<Vec<_>>(),
+            ),
+            (Dimension::Status, self.statuses.iter().copied().collect()),
+            (Dimension::Carrier, carriers),
+            (Dimension::Type, types),
+        ];
+        let mut first = true;
+        for (dimension, values) in dimensions {
+            if values.is_empty() {
+                continue;
+            }
+            if !first {
+                f.write_str("&")?;
+            }
+            first = false;
+            write!(f, "{}={}", dimension.as_str(), values.join(","))?;
+        }
+        Ok(())
     }
 }
 
@@ -852,6 +883,20 @@ mod tests {
         assert!(Filter::from_query([("after", "x"), ("limit", "y")])
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_filter_shows_as_the_query_that_makes_it() {
+        let shown = filter("type=event&carrier=DHL&status=delivered,attempt_failed").to_string();
+        assert_eq!(
+            shown,
+            "status=attempt_failed,delivered&carrier=dhl&type=event"
+        );
+        assert_eq!(
+            filter(&shown),
+            filter("status=delivered,attempt_failed&carrier=dhl&type=event")
+        );
+        assert_eq!(Filter::default().to_string(), "");
     }
 
     #[test]
