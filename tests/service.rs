@@ -1430,8 +1430,9 @@ fn serve_embedded(dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_refuses_a_non_loopback_address_without_an_api_token() {
     let store = TestStore::new(Backend::Sqlite);
-    let dir = store.dir.clone();
-    let db = dir.join("embedded.db").display().to_string();
+    let db = Server::scratch_file(&store, "embedded.db");
+    let dir = db.parent().unwrap().to_owned();
+    let db = db.display().to_string();
     let mut refused = serve_embedded(
         &dir,
         &[("SHIPFEED_LISTEN", "0.0.0.0:0"), ("SHIPFEED_STORE", &db)],

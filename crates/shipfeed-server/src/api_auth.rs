@@ -523,7 +523,12 @@ mod tests {
         map
     }
 
-    fn file_token(dir: &std::path::Path, name: &str, value: &str, scopes: &[Scope]) -> ApiTokenConfig {
+    fn file_token(
+        dir: &std::path::Path,
+        name: &str,
+        value: &str,
+        scopes: &[Scope],
+    ) -> ApiTokenConfig {
         let path = dir.join(name);
         std::fs::write(&path, format!("{value}\n")).unwrap();
         ApiTokenConfig {
@@ -561,8 +566,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let auth = ApiAuth::new(
             &[
-                file_token(dir.path(), "reader", "read-token-0123456789", &[Scope::Read]),
-                file_token(dir.path(), "operator", "admin-token-0123456789", &[Scope::Admin]),
+                file_token(
+                    dir.path(),
+                    "reader",
+                    "read-token-0123456789",
+                    &[Scope::Read],
+                ),
+                file_token(
+                    dir.path(),
+                    "operator",
+                    "admin-token-0123456789",
+                    &[Scope::Admin],
+                ),
             ],
             &ApiConfig::default(),
         )
@@ -595,16 +610,30 @@ mod tests {
 
     #[test]
     fn without_tables_the_api_is_open_but_only_on_loopback() {
-        let open = ApiAuth::new(&[], &ApiConfig { protect_metrics: true }).unwrap();
+        let open = ApiAuth::new(
+            &[],
+            &ApiConfig {
+                protect_metrics: true,
+            },
+        )
+        .unwrap();
         assert!(!open.enforced());
         assert!(!open.protects_metrics());
         assert_eq!(open.authorize(&headers(&[]), Scope::Admin), Ok(None));
-        for loopback in ["127.0.0.1:8080", "[::1]:8080", "127.0.0.2:0", "[::ffff:127.0.0.1]:80"] {
+        for loopback in [
+            "127.0.0.1:8080",
+            "[::1]:8080",
+            "127.0.0.2:0",
+            "[::ffff:127.0.0.1]:80",
+        ] {
             open.check_listen(loopback.parse().unwrap())
                 .unwrap_or_else(|e| panic!("{loopback}: {e}"));
         }
         for exposed in ["0.0.0.0:8080", "[::]:8080", "10.1.2.3:8080"] {
-            let error = open.check_listen(exposed.parse().unwrap()).unwrap_err().to_string();
+            let error = open
+                .check_listen(exposed.parse().unwrap())
+                .unwrap_err()
+                .to_string();
             assert!(error.contains("[[api_token]]"), "{error}");
             assert!(error.contains(EMBEDDED_TOKEN_ENV), "{error}");
         }
@@ -613,8 +642,8 @@ mod tests {
     #[test]
     fn a_configured_token_that_is_unset_closes_the_api() {
         let var = "SHIPFEED_TEST_API_AUTH_NEVER_SET";
-        let auth = ApiAuth::new(&[table("ci", var, &[Scope::Admin])], &ApiConfig::default())
-            .unwrap();
+        let auth =
+            ApiAuth::new(&[table("ci", var, &[Scope::Admin])], &ApiConfig::default()).unwrap();
         assert!(auth.enforced());
         assert_eq!(auth.unset(), ["ci".to_owned()]);
         assert_eq!(
@@ -645,14 +674,20 @@ mod tests {
             (vec![table("none", "X", &[])], "give it a scope"),
             (vec![table(" ", "X", &[Scope::Read])], "blank name"),
             (
-                vec![table("twice", "A", &[Scope::Read]), table("twice", "B", &[Scope::Read])],
+                vec![
+                    table("twice", "A", &[Scope::Read]),
+                    table("twice", "B", &[Scope::Read]),
+                ],
                 "configured twice",
             ),
         ] {
             let error = check_config(&tables).unwrap_err().to_string();
             assert!(error.contains(why), "{why}: {error}");
         }
-        for (value, why) in [("short-token", "at least 16"), ("has a space inside it", "white space")] {
+        for (value, why) in [
+            ("short-token", "at least 16"),
+            ("has a space inside it", "white space"),
+        ] {
             let error = ApiAuth::new(
                 &[file_token(dir.path(), "weak", value, &[Scope::Read])],
                 &ApiConfig::default(),
@@ -672,7 +707,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(error.contains("`one`") && !error.contains(shared), "{error}");
+        assert!(
+            error.contains("`one`") && !error.contains(shared),
+            "{error}"
+        );
         let missing = ApiTokenConfig {
             token_env: None,
             token_file: Some(dir.path().join("absent")),
@@ -690,11 +728,17 @@ mod tests {
             (Rejection::Missing, 401, None),
             (Rejection::Malformed, 401, Some("invalid_request")),
             (Rejection::UnknownToken, 401, Some("invalid_token")),
-            (Rejection::InsufficientScope(Scope::Admin), 403, Some("insufficient_scope")),
+            (
+                Rejection::InsufficientScope(Scope::Admin),
+                403,
+                Some("insufficient_scope"),
+            ),
         ] {
             let response = rejection.into_response();
             assert_eq!(response.status().as_u16(), status);
-            let challenge = response.headers()[header::WWW_AUTHENTICATE].to_str().unwrap();
+            let challenge = response.headers()[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap();
             assert!(challenge.starts_with("Bearer "), "{challenge}");
             if let Some(error) = error {
                 assert!(challenge.contains(error), "{challenge}");

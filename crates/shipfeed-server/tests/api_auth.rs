@@ -79,7 +79,9 @@ async fn start(tokens: impl FnOnce(&Path) -> String) -> Running {
     let store = shipfeed_store::open(&config.store).await.unwrap();
     let service = Service::new(&config, store).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    service.check_listen(listener.local_addr().unwrap()).unwrap();
+    service
+        .check_listen(listener.local_addr().unwrap())
+        .unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let router = service.router(config.body_limit_bytes);
     tokio::spawn(async move { axum::serve(listener, router).await });
@@ -148,13 +150,16 @@ async fn projected(base: &str, seq: i64, token: Option<&str>) -> Value {
 /// (each answering 200 when allowed) and the admin route (the dead letter's body).
 async fn data(running: &Running, token: Option<&str>) -> (Vec<String>, String) {
     let base = &running.base;
-    let fixture = shipfeed_testkit::fixtures_dir()
-        .join("sendcloud/generated/v2-status-00011-delivered.json");
+    let fixture =
+        shipfeed_testkit::fixtures_dir().join("sendcloud/generated/v2-status-00011-delivered.json");
     let delivery = shipfeed_testkit::load(&fixture).0;
     let answer = post_delivery(base, "sendcloud", &delivery).await;
     let seq = answer["delivery_seq"].as_i64().unwrap();
     let status = projected(base, seq, token).await;
-    let event_id = status["projection"]["events"][0].as_str().unwrap().to_owned();
+    let event_id = status["projection"]["events"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     // Stored under an endpoint no longer configured: the projector makes it a dead letter.
     let dead = running
         .service
@@ -196,7 +201,10 @@ async fn read_and_admin_tokens_open_their_routes_and_nothing_else() {
         let refusals = [
             (None, None),
             (Some(format!("Bearer {READ_TOKEN}x")), Some("invalid_token")),
-            (Some("Bearer not-a-configured-token".to_owned()), Some("invalid_token")),
+            (
+                Some("Bearer not-a-configured-token".to_owned()),
+                Some("invalid_token"),
+            ),
             (Some(format!("Basic {READ_TOKEN}")), Some("invalid_request")),
             (Some(READ_TOKEN.to_owned()), Some("invalid_request")),
         ];
@@ -232,11 +240,12 @@ async fn read_and_admin_tokens_open_their_routes_and_nothing_else() {
         "this token lacks the `admin` scope"
     );
     let (_, _, raw) = get_with(&admin_route, Some(ADMIN_TOKEN)).await;
-    let fixture = shipfeed_testkit::fixtures_dir()
-        .join("sendcloud/generated/v2-status-00011-delivered.json");
+    let fixture =
+        shipfeed_testkit::fixtures_dir().join("sendcloud/generated/v2-status-00011-delivered.json");
     assert_eq!(raw.as_bytes(), shipfeed_testkit::load(&fixture).0.body);
     // A delivery that is not a dead letter has no body here.
-    let (status, _, _) = get_with(&format!("{base}/v1/dead-letters/1/body"), Some(ADMIN_TOKEN)).await;
+    let (status, _, _) =
+        get_with(&format!("{base}/v1/dead-letters/1/body"), Some(ADMIN_TOKEN)).await;
     assert_eq!(status, 404);
 
     // Whatever is not a safe method needs `admin`, whichever group its route is in.
