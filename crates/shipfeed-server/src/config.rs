@@ -1048,6 +1048,10 @@ mod tests {
             let config = Config::load(Some(&path))
                 .unwrap_or_else(|e| panic!("{}\n{block}", shipfeed::error_chain(&e)));
             assert!(!config.endpoints.is_empty());
+            // An example reachable from the network shows how its API is protected.
+            if !config.listen.ip().is_loopback() {
+                assert!(!config.api_tokens.is_empty(), "{block}");
+            }
         }
     }
 
