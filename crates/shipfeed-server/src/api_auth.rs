@@ -10,7 +10,7 @@
 //! ([`ApiAuth::check_listen`]): the embedded default on 127.0.0.1 stays zero-configuration,
 //! and `shipfeed serve` refuses to expose an open API to the network.
 //!
-//! The check is one middleware ([`require`]) layered over route groups by the router, so a
+//! The check is one middleware (`require`) layered over route groups by the router, so a
 //! route is protected by the group it is added to, never by code of its own.
 
 use std::net::SocketAddr;
