@@ -1360,3 +1360,138 @@ async fn drift_counts_each_distinct_delivery_once(backend: Backend) {
         "{table}"
     );
 }
+
+/// `[[api_token]]` from the environment, through the real binary: the API needs it, the
+/// webhooks and health checks do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_from_the_environment_protects_the_api_and_not_the_webhooks() {
+    let store = TestStore::new(Backend::Sqlite);
+    let server = Server::start(
+        &store,
+        &format!(
+            "[[api_token]]\nname = \"e2e\"\ntoken_env = \"{}\"\nscopes = [\"read\"]",
+            support::API_TOKEN.0
+        ),
+    )
+    .await;
+    let http = client();
+    let delivery = fixture_delivery(
+        "sendcloud",
+        "sendcloud/generated/v2-status-00011-delivered.json",
+    );
+    let (status, answer) = post(&http, &server.base, &delivery).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let events = format!("{}/v1/events", server.base);
+    let (status, body) = get(&http, &events).await;
+    assert_eq!(status, 401, "{body}");
+    let response = http
+        .get(&events)
+        .bearer_auth(support::API_TOKEN.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // A read token cannot reach a dead letter's raw body.
+    let response = http
+        .get(format!("{}/v1/dead-letters/1/body", server.base))
+        .bearer_auth(support::API_TOKEN.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _) = get(&http, &format!("{}{path}", server.base)).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let log = server.log_text();
+    assert!(
+        log.contains("`e2e` (read)") && !log.contains(support::API_TOKEN.1),
+        "the banner names the token, never shows it:\n{log}"
+    );
+}
+
+/// `shipfeed serve` without a configuration, from `dir`, with `env`; returns the child.
+fn serve_embedded(dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(support::binary())
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("SHIPFEED_CONFIG")
+        .env_remove("SHIPFEED_API_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Fail closed: no token, not on loopback, no start; the embedded default's token variable is
+/// the fix the message names, and with it the same address serves a protected API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_non_loopback_address_without_an_api_token() {
+    let store = TestStore::new(Backend::Sqlite);
+    let db = Server::scratch_file(&store, "embedded.db");
+    let dir = db.parent().unwrap().to_owned();
+    let db = db.display().to_string();
+    let mut refused = serve_embedded(
+        &dir,
+        &[("SHIPFEED_LISTEN", "0.0.0.0:0"), ("SHIPFEED_STORE", &db)],
+    );
+    // It stops by itself before binding; a server that started would never exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("serve started on 0.0.0.0 without an API token");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("without an API token")
+            && stderr.contains("[[api_token]]")
+            && stderr.contains("SHIPFEED_API_TOKEN"),
+        "{stderr}"
+    );
+
+    let port = support::free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let token = "embedded-token-not-a-secret-0001";
+    let mut served = serve_embedded(
+        &dir,
+        &[
+            ("SHIPFEED_LISTEN", &listen),
+            ("SHIPFEED_STORE", &db),
+            ("SHIPFEED_API_TOKEN", token),
+        ],
+    );
+    let http = client();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(served.try_wait().unwrap().is_none(), "serve exited");
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _) = get(&http, &format!("{base}/v1/events")).await;
+    assert_eq!(status, 401);
+    let response = http
+        .get(format!("{base}/v1/dead-letters/1/body"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    // The embedded token is an admin token: past the check, there is no such dead letter.
+    assert_eq!(response.status().as_u16(), 404);
+    let _ = served.kill();
+    let _ = served.wait();
+}
