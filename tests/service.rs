@@ -604,10 +604,10 @@ fn tempfile_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Runs `shipfeed replay` and returns its JSON summary.
-fn replay(server: &Server, args: &[&str]) -> Value {
+/// Runs `shipfeed <command> --config <the server's config> <args>`; its stdout.
+fn shipfeed_command(server: &Server, command: &str, args: &[&str]) -> String {
     let output = Command::new(support::binary())
-        .arg("replay")
+        .arg(command)
         .arg("--config")
         .arg(server.config_path())
         .args(args)
@@ -615,10 +615,15 @@ fn replay(server: &Server, args: &[&str]) -> Value {
         .unwrap();
     assert!(
         output.status.success(),
-        "replay failed: {}",
+        "{command} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap()
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `shipfeed replay` and returns its JSON summary.
+fn replay(server: &Server, args: &[&str]) -> Value {
+    serde_json::from_str(&shipfeed_command(server, "replay", args)).unwrap()
 }
 
 async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_a_fix(
@@ -1268,23 +1273,6 @@ async fn drift_counts(
         .collect()
 }
 
-/// Runs `shipfeed drift` with `args` against the server's store; its stdout.
-fn drift_command(server: &Server, args: &[&str]) -> String {
-    let output = Command::new(support::binary())
-        .arg("drift")
-        .arg("--config")
-        .arg(server.config_path())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "drift failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// A new field and an unknown code, delivered, retried with the same bytes, then sent in a
 /// second distinct delivery: counted once per distinct delivery, on `GET /v1/drift`, in the
 /// metrics, by `shipfeed drift`, and once in the feed; replay counts nothing again.
@@ -1350,9 +1338,10 @@ async fn drift_counts_each_distinct_delivery_once(backend: Backend) {
 
     // The CLI reads the same report from the store.
     let (_, served) = get(&http, &format!("{}/v1/drift", server.base)).await;
-    let printed: Value = serde_json::from_str(&drift_command(&server, &["--json"])).unwrap();
+    let printed: Value =
+        serde_json::from_str(&shipfeed_command(&server, "drift", &["--json"])).unwrap();
     assert_eq!(printed, served);
-    let table = drift_command(&server, &["--provider", "sendcloud"]);
+    let table = shipfeed_command(&server, "drift", &["--provider", "sendcloud"]);
     assert!(
         table.lines().any(|line| line.starts_with("sendcloud")
             && line.contains("parcel.co2_grams")
