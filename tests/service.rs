@@ -605,10 +605,10 @@ fn tempfile_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Runs `shipfeed replay` and returns its JSON summary.
-fn replay(server: &Server, args: &[&str]) -> Value {
+/// Runs `shipfeed <command> --config <the server's config> <args>`; its stdout.
+fn shipfeed_command(server: &Server, command: &str, args: &[&str]) -> String {
     let output = Command::new(support::binary())
-        .arg("replay")
+        .arg(command)
         .arg("--config")
         .arg(server.config_path())
         .args(args)
@@ -616,10 +616,15 @@ fn replay(server: &Server, args: &[&str]) -> Value {
         .unwrap();
     assert!(
         output.status.success(),
-        "replay failed: {}",
+        "{command} failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).unwrap()
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `shipfeed replay` and returns its JSON summary.
+fn replay(server: &Server, args: &[&str]) -> Value {
+    serde_json::from_str(&shipfeed_command(server, "replay", args)).unwrap()
 }
 
 async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_a_fix(
@@ -1269,23 +1274,6 @@ async fn drift_counts(
         .collect()
 }
 
-/// Runs `shipfeed drift` with `args` against the server's store; its stdout.
-fn drift_command(server: &Server, args: &[&str]) -> String {
-    let output = Command::new(support::binary())
-        .arg("drift")
-        .arg("--config")
-        .arg(server.config_path())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "drift failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
 /// A new field and an unknown code, delivered, retried with the same bytes, then sent in a
 /// second distinct delivery: counted once per distinct delivery, on `GET /v1/drift`, in the
 /// metrics, by `shipfeed drift`, and once in the feed; replay counts nothing again.
@@ -1351,9 +1339,10 @@ async fn drift_counts_each_distinct_delivery_once(backend: Backend) {
 
     // The CLI reads the same report from the store.
     let (_, served) = get(&http, &format!("{}/v1/drift", server.base)).await;
-    let printed: Value = serde_json::from_str(&drift_command(&server, &["--json"])).unwrap();
+    let printed: Value =
+        serde_json::from_str(&shipfeed_command(&server, "drift", &["--json"])).unwrap();
     assert_eq!(printed, served);
-    let table = drift_command(&server, &["--provider", "sendcloud"]);
+    let table = shipfeed_command(&server, "drift", &["--provider", "sendcloud"]);
     assert!(
         table.lines().any(|line| line.starts_with("sendcloud")
             && line.contains("parcel.co2_grams")
@@ -1567,4 +1556,139 @@ async fn the_pull_feed_filters_and_a_revision_reaches_whoever_got_the_first(back
     // Corrections only.
     let (items, _) = filtered(&http, &base, "type=revision").await;
     assert_eq!(kinds(&items), pairs(&[("event", "attempt_failed")]));
+}
+
+/// `[[api_token]]` from the environment, through the real binary: the API needs it, the
+/// webhooks and health checks do not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_token_from_the_environment_protects_the_api_and_not_the_webhooks() {
+    let store = TestStore::new(Backend::Sqlite);
+    let server = Server::start(
+        &store,
+        &format!(
+            "[[api_token]]\nname = \"e2e\"\ntoken_env = \"{}\"\nscopes = [\"read\"]",
+            support::API_TOKEN.0
+        ),
+    )
+    .await;
+    let http = client();
+    let delivery = fixture_delivery(
+        "sendcloud",
+        "sendcloud/generated/v2-status-00011-delivered.json",
+    );
+    let (status, answer) = post(&http, &server.base, &delivery).await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    let events = format!("{}/v1/events", server.base);
+    let (status, body) = get(&http, &events).await;
+    assert_eq!(status, 401, "{body}");
+    let response = http
+        .get(&events)
+        .bearer_auth(support::API_TOKEN.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    // A read token cannot reach a dead letter's raw body.
+    let response = http
+        .get(format!("{}/v1/dead-letters/1/body", server.base))
+        .bearer_auth(support::API_TOKEN.1)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 403);
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _) = get(&http, &format!("{}{path}", server.base)).await;
+        assert_eq!(status, 200, "{path}");
+    }
+    let log = server.log_text();
+    assert!(
+        log.contains("`e2e` (read)") && !log.contains(support::API_TOKEN.1),
+        "the banner names the token, never shows it:\n{log}"
+    );
+}
+
+/// `shipfeed serve` without a configuration, from `dir`, with `env`; returns the child.
+fn serve_embedded(dir: &std::path::Path, env: &[(&str, &str)]) -> std::process::Child {
+    Command::new(support::binary())
+        .arg("serve")
+        .current_dir(dir)
+        .env_remove("SHIPFEED_CONFIG")
+        .env_remove("SHIPFEED_API_TOKEN")
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Fail closed: no token, not on loopback, no start; the embedded default's token variable is
+/// the fix the message names, and with it the same address serves a protected API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_non_loopback_address_without_an_api_token() {
+    let store = TestStore::new(Backend::Sqlite);
+    let db = Server::scratch_file(&store, "embedded.db");
+    let dir = db.parent().unwrap().to_owned();
+    let db = db.display().to_string();
+    let mut refused = serve_embedded(
+        &dir,
+        &[("SHIPFEED_LISTEN", "0.0.0.0:0"), ("SHIPFEED_STORE", &db)],
+    );
+    // It stops by itself before binding; a server that started would never exit.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            panic!("serve started on 0.0.0.0 without an API token");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut refused.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("without an API token")
+            && stderr.contains("[[api_token]]")
+            && stderr.contains("SHIPFEED_API_TOKEN"),
+        "{stderr}"
+    );
+
+    let port = support::free_port();
+    let listen = format!("0.0.0.0:{port}");
+    let token = "embedded-token-not-a-secret-0001";
+    let mut served = serve_embedded(
+        &dir,
+        &[
+            ("SHIPFEED_LISTEN", &listen),
+            ("SHIPFEED_STORE", &db),
+            ("SHIPFEED_API_TOKEN", token),
+        ],
+    );
+    let http = client();
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        assert!(served.try_wait().unwrap().is_none(), "serve exited");
+        let ready = http.get(format!("{base}/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not ready in 60 s");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (status, _) = get(&http, &format!("{base}/v1/events")).await;
+    assert_eq!(status, 401);
+    let response = http
+        .get(format!("{base}/v1/dead-letters/1/body"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    // The embedded token is an admin token: past the check, there is no such dead letter.
+    assert_eq!(response.status().as_u16(), 404);
+    let _ = served.kill();
+    let _ = served.wait();
 }

@@ -121,7 +121,8 @@ impl Drop for TestStore {
     }
 }
 
-fn free_port() -> u16 {
+/// A port nothing listens on now.
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -149,6 +150,10 @@ pub const SECRETS: [(&str, &str); 3] = [
     ("SHIPFEED_HAPPYCOLIS_SECRET", FIXTURE_SECRET),
     ("SHIPFEED_SHIPUP_SECRET", FIXTURE_SECRET),
 ];
+
+/// An API token every server under test has in its environment; a test that wants the API
+/// protected configures it (`[[api_token]] token_env = "SHIPFEED_E2E_API_TOKEN"`).
+pub const API_TOKEN: (&str, &str) = ("SHIPFEED_E2E_API_TOKEN", "e2e-api-token-not-a-secret-0001");
 
 /// The projector lease of the servers under test: short, so that a restart after `kill -9`
 /// takes over soon.
@@ -204,6 +209,7 @@ basic_user = "shipup"
             .args(["serve", "--config"])
             .arg(&config)
             .envs(SECRETS)
+            .env(API_TOKEN.0, API_TOKEN.1)
             .env("SHIPFEED_SEVENSENDERS_API_KEY", "7s-e2e-key")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

@@ -130,6 +130,8 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
 
 async fn serve(config: Config) -> Result<()> {
     let service = open_service(&config).await?;
+    // Before binding: an open API is never reachable from the network, not even briefly.
+    service.check_listen(config.listen)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listen on {}", config.listen))?;
@@ -147,6 +149,7 @@ async fn serve(config: Config) -> Result<()> {
         );
     }
     eprintln!("  feed: http://{address}/v1/events   shipments: http://{address}/v1/shipments/<tracking>   metrics: http://{address}/metrics");
+    eprintln!("  API: {}", api_access(service.api_auth()));
     if config.sqs_sources.is_empty() {
         eprintln!("  Seven Senders: set SHIPFEED_SEVENSENDERS_QUEUE_URL (and _API_KEY) or add an [[sqs_source]] to pull its queue");
     }
@@ -230,6 +233,29 @@ fn readiness(endpoint: &EndpointConfig) -> Result<String> {
         })
         .collect();
     Ok(format!("secrets in rotation, {}", listed.join(", ")))
+}
+
+/// Who may read the API, for the banner: the tokens' names and scopes, never a token.
+fn api_access(auth: &shipfeed_server::ApiAuth) -> String {
+    if !auth.enforced() {
+        return "open, no token needed (loopback only; add an [[api_token]] to require one)"
+            .to_owned();
+    }
+    let mut tokens: Vec<String> = auth
+        .tokens()
+        .into_iter()
+        .map(|(name, scopes)| {
+            let scopes: Vec<&str> = scopes.iter().map(|scope| scope.as_str()).collect();
+            format!("`{name}` ({})", scopes.join(", "))
+        })
+        .collect();
+    tokens.extend(auth.unset().iter().map(|name| format!("`{name}` NOT SET")));
+    let metrics = if auth.protects_metrics() {
+        ", /metrics too"
+    } else {
+        ""
+    };
+    format!("bearer tokens {}{metrics}", tokens.join(", "))
 }
 
 /// The store location for the banner, without a password.

@@ -11,6 +11,7 @@ use shipfeed::{CredentialKind, Credentials, Provider, Secret};
 use shipfeed_sqs::{QueueRef, SqsConfig, SqsCredentials};
 use shipfeed_subscriptions::{Subscription, SubscriptionConfig};
 
+use crate::api_auth::{self, ApiConfig, ApiTokenConfig, Scope};
 use crate::ServiceError;
 
 /// The whole configuration.
@@ -65,6 +66,13 @@ pub struct Config {
     /// Stalled-shipment alerts (`[alerts]`).
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// Bearer tokens of the API (`[[api_token]]`): with any, `/v1/*` needs one. Without any,
+    /// the API is open, which `serve` allows on a loopback address only.
+    #[serde(default, rename = "api_token")]
+    pub api_tokens: Vec<ApiTokenConfig>,
+    /// How the API is protected beyond `/v1` (`[api]`).
+    #[serde(default)]
+    pub api: ApiConfig,
 }
 
 /// Stalled-shipment alerts: how often the rules are evaluated, and the rules.
@@ -410,7 +418,8 @@ impl Config {
     /// one endpoint per webhook provider whose secret comes from `SHIPFEED_<PROVIDER>_SECRET`
     /// (Shipup: the Basic password of user `shipup`), and the Seven Senders queue when
     /// `SHIPFEED_SEVENSENDERS_QUEUE_URL` is set (API key from `SHIPFEED_SEVENSENDERS_API_KEY`,
-    /// endpoint from `SHIPFEED_SEVENSENDERS_ENDPOINT_URL`).
+    /// endpoint from `SHIPFEED_SEVENSENDERS_ENDPOINT_URL`), and an `admin` API token when
+    /// `SHIPFEED_API_TOKEN` is set (without it the API is open, on loopback only).
     pub fn embedded() -> Self {
         let endpoint = |provider: Provider, basic_user: Option<&str>| EndpointConfig {
             name: provider.as_str().to_owned(),
@@ -459,6 +468,20 @@ impl Config {
             projector: ProjectorConfig::default(),
             identity: IdentityConfig::default(),
             alerts: AlertsConfig::default(),
+            // Only when set, as the SQS source above: a table whose variable is unset would
+            // close the API of the zero-configuration default.
+            api_tokens: std::env::var(api_auth::EMBEDDED_TOKEN_ENV)
+                .ok()
+                .filter(|token| !token.is_empty())
+                .map(|_| ApiTokenConfig {
+                    name: "default".to_owned(),
+                    token_env: Some(api_auth::EMBEDDED_TOKEN_ENV.to_owned()),
+                    token_file: None,
+                    scopes: vec![Scope::Admin],
+                })
+                .into_iter()
+                .collect(),
+            api: ApiConfig::default(),
         }
     }
 
@@ -469,8 +492,9 @@ impl Config {
     /// [`ServiceError::Read`] or [`ServiceError::Parse`] for an unreadable file or invalid
     /// TOML, [`ServiceError::Setting`] for a bad override, [`ServiceError::Config`] for
     /// duplicate endpoint names, an endpoint whose settings contradict each other (see
-    /// [`EndpointConfig::check`]), an SQS source without exactly one queue or a lease of no
-    /// time, [`ServiceError::Subscription`] for invalid subscriptions.
+    /// [`EndpointConfig::check`]), an SQS source without exactly one queue, a lease of no
+    /// time or an `[[api_token]]` table that does not check ([`api_auth::check_config`]),
+    /// [`ServiceError::Subscription`] for invalid subscriptions.
     pub fn load(path: Option<&Path>) -> Result<Self, ServiceError> {
         let mut config = match path {
             Some(path) => {
@@ -519,6 +543,7 @@ impl Config {
             }
         }
         config.lease_ttl()?;
+        api_auth::check_config(&config.api_tokens)?;
         config.alerts.options()?;
         config.subscriptions()?;
         Ok(config)
@@ -1036,6 +1061,10 @@ mod tests {
             let config = Config::load(Some(&path))
                 .unwrap_or_else(|e| panic!("{}\n{block}", shipfeed::error_chain(&e)));
             assert!(!config.endpoints.is_empty());
+            // An example reachable from the network shows how its API is protected.
+            if !config.listen.ip().is_loopback() {
+                assert!(!config.api_tokens.is_empty(), "{block}");
+            }
         }
     }
 

@@ -17,6 +17,12 @@
 //!   send stop the service at startup ([`Service::new`]); an endpoint that still cannot check
 //!   deliveries answers 500, stores nothing and logs why. Every status follows from the
 //!   error's kind in one place, [`http_status`].
+//! - **API authentication** ([`api_auth`]): `/v1/*` (and `/metrics` with `[api]
+//!   protect_metrics`) needs `Authorization: Bearer <token>` of an `[[api_token]]` with the
+//!   route's scope (`read`; `admin` for dead letters' raw bodies and anything that changes
+//!   state): 401 without a known token, 403 without the scope. With no token configured the
+//!   API is open, and [`Service::check_listen`] allows that on a loopback address only.
+//!   Webhooks, `/healthz` and `/readyz` need none.
 //! - **JWT endpoints**: their key sets are fetched in the background
 //!   ([`Service::start_key_refresh`]), never while a request waits.
 //! - **Projector** ([`shipfeed_projector`], [`Service::start_projector`]): normalizes what the
@@ -49,6 +55,7 @@
 //! events reach the feed, none twice, on both stores.
 #![forbid(unsafe_code)]
 
+pub mod api_auth;
 pub mod config;
 mod error;
 mod feed_query;
@@ -66,7 +73,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -79,6 +86,7 @@ use shipfeed_store::{Arrival, Clock, Projection, Store, SystemClock};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+pub use api_auth::{ApiAuth, ApiConfig, ApiTokenConfig, Scope};
 pub use config::{
     Config, EndpointConfig, JwtConfig, KeyLocation, ProjectorConfig, SqsSourceConfig,
 };
@@ -190,6 +198,8 @@ pub struct Service {
     key_sets: Vec<KeyRefresh>,
     /// The client those refreshes fetch with (when there are any).
     key_client: Option<reqwest::Client>,
+    /// The API's bearer tokens (digests only) and whether they are enforced.
+    api_auth: Arc<ApiAuth>,
 }
 
 impl Service {
@@ -202,8 +212,10 @@ impl Service {
     /// cannot be read; [`ServiceError::Read`] for a secret file that cannot be read,
     /// [`ServiceError::Config`] for endpoint settings that contradict each other,
     /// [`ServiceError::Setting`] for an SQS source with an unknown time zone,
-    /// [`ServiceError::Subscription`] for invalid subscriptions.
+    /// [`ServiceError::Subscription`] for invalid subscriptions; for the API's tokens, see
+    /// [`ApiAuth::new`].
     pub fn new(config: &Config, store: Store) -> Result<Arc<Self>, ServiceError> {
+        let api_auth = Arc::new(ApiAuth::new(&config.api_tokens, &config.api)?);
         let mut endpoints = HashMap::new();
         let mut key_sets = Vec::new();
         for endpoint in &config.endpoints {
@@ -317,6 +329,7 @@ impl Service {
             subscriptions,
             key_sets,
             key_client,
+            api_auth,
         }))
     }
 
@@ -404,10 +417,33 @@ impl Service {
         &self.inbox
     }
 
-    /// The HTTP routes.
+    /// The API's tokens and whether they are enforced.
+    pub fn api_auth(&self) -> &ApiAuth {
+        &self.api_auth
+    }
+
+    /// Refuses to serve the API open (no API token set) on anything but a loopback address;
+    /// `shipfeed serve` calls it before it binds `listen`.
+    ///
+    /// # Errors
+    /// [`ServiceError::Config`] saying how to fix it (see [`ApiAuth::check_listen`]).
+    pub fn check_listen(&self, listen: std::net::SocketAddr) -> Result<(), ServiceError> {
+        self.api_auth.check_listen(listen)
+    }
+
+    /// The token check of a route group that needs `scope`.
+    fn guard(&self, scope: Scope) -> api_auth::Guard {
+        api_auth::Guard::new(
+            Arc::clone(&self.api_auth),
+            scope,
+            self.observer.metrics.clone(),
+        )
+    }
+
+    /// The HTTP routes. `/v1/*` is in two groups, each behind the token check with its
+    /// scope; a route joins the group whose scope it needs.
     pub fn router(self: &Arc<Self>, body_limit_bytes: usize) -> Router {
-        Router::new()
-            .route("/webhooks/{endpoint}", post(receive))
+        let read = Router::new()
             .route("/v1/events", get(events))
             .route("/v1/shipments/{tracking}", get(shipments_by_tracking))
             .route(
@@ -419,9 +455,22 @@ impl Service {
             .route("/v1/deliveries/{seq}", get(delivery))
             .route("/v1/events/{event_id}/revisions", get(revisions))
             .route("/v1/drift", get(drift))
+            // A path under /v1 that names nothing is a 404 after the token check, so
+            // that probing without a token learns nothing.
+            .route("/v1/{*rest}", any(no_route));
+        let admin = Router::new().route("/v1/dead-letters/{seq}/body", get(dead_letter_body));
+        let metrics_route = if self.api_auth.protects_metrics() {
+            api_auth::protect_route(get(metrics), self.guard(Scope::Read))
+        } else {
+            get(metrics)
+        };
+        Router::new()
+            .route("/webhooks/{endpoint}", post(receive))
+            .merge(api_auth::protect(read, self.guard(Scope::Read)))
+            .merge(api_auth::protect(admin, self.guard(Scope::Admin)))
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(ready))
-            .route("/metrics", get(metrics))
+            .route("/metrics", metrics_route)
             .layer(DefaultBodyLimit::max(body_limit_bytes))
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -742,6 +791,37 @@ async fn drift(State(service): State<Arc<Service>>, Query(query): Query<DriftQue
         Ok(report) => Json(report).into_response(),
         Err(error) => unavailable(error),
     }
+}
+
+/// The raw body of a dead letter, exactly as it arrived (`admin` scope: it is the provider's
+/// payload, with whatever personal data it carries). Its headers are not served: they hold
+/// the provider's credentials.
+async fn dead_letter_body(State(service): State<Arc<Service>>, Path(seq): Path<i64>) -> Response {
+    let found = service
+        .store()
+        .deliveries(seq.saturating_sub(1), 1, true)
+        .await;
+    match found {
+        Ok(deliveries) => match deliveries.into_iter().find(|stored| stored.seq == seq) {
+            Some(stored) => (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream"),
+                    (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                ],
+                stored.delivery.body,
+            )
+                .into_response(),
+            None => error_response(
+                StatusCode::NOT_FOUND,
+                format!("no dead letter with sequence number {seq}"),
+            ),
+        },
+        Err(error) => unavailable(error),
+    }
+}
+
+async fn no_route() -> Response {
+    error_response(StatusCode::NOT_FOUND, "no such route")
 }
 
 async fn ready(State(service): State<Arc<Service>>) -> Response {

@@ -74,6 +74,11 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointLabels {
     endpoint: String,
 }
@@ -149,6 +154,7 @@ pub(crate) struct Metrics {
     jwks_refreshes: Family<RefreshLabels, Counter>,
     jwks_keys: Family<EndpointLabels, Gauge>,
     alerts_raised: Counter,
+    api_rejected: Family<ReasonLabels, Counter>,
 }
 
 impl Metrics {
@@ -172,6 +178,7 @@ impl Metrics {
             jwks_refreshes: Family::default(),
             jwks_keys: Family::default(),
             alerts_raised: Counter::default(),
+            api_rejected: Family::default(),
         };
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the encoder appends it.
@@ -260,6 +267,11 @@ impl Metrics {
             "Stalled-shipment alerts raised by this replica's projector",
             metrics.alerts_raised.clone(),
         );
+        registry.register(
+            "shipfeed_api_rejected",
+            "Requests to the API refused for want of a valid bearer token, by reason (missing, malformed, unknown_token, insufficient_scope)",
+            metrics.api_rejected.clone(),
+        );
         registry.register_collector(Box::new(ProcessMetrics));
         (metrics, registry)
     }
@@ -307,6 +319,13 @@ impl Metrics {
                 endpoint: endpoint.to_owned(),
             })
             .set(i64::try_from(keys).unwrap_or(i64::MAX));
+    }
+
+    /// Counts an API request refused for `reason` (a [`Rejection`](crate::api_auth::Rejection)'s).
+    pub(crate) fn api_rejected(&self, reason: &'static str) {
+        self.api_rejected
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
     }
 
     pub(crate) fn duplicates(&self, provider: Provider, count: u64) {
@@ -522,8 +541,13 @@ mod tests {
         metrics.delivery("shipup", Provider::Shipup, Outcome::Probe);
         metrics.jwks_refresh("shipup-jwt", Refresh::RateLimited);
         metrics.jwks_keys("shipup-jwt", 2);
+        metrics.api_rejected("insufficient_scope");
         let text = render(&registry);
         let series = [
+            (
+                r#"shipfeed_api_rejected_total{reason="insufficient_scope"}"#,
+                1.0,
+            ),
             (
                 r#"shipfeed_deliveries_total{endpoint="sendcloud-eu",provider="sendcloud",outcome="accepted"}"#,
                 2.0,

@@ -6,6 +6,7 @@
 //! never skips, without a server (see `store.rs`).
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod support;
 
 use chrono::TimeDelta;
@@ -16,32 +17,8 @@ use shipfeed_store::{
 };
 use support::{at, commit, event, ingest_events, test_lease, TestStore};
 
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::sqlite().await;
-                    crate::$scenario(&db).await;
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::postgres().await;
-                    crate::$scenario(&db).await;
-                }
-            )*
-        }
-    };
-}
-
 on_both_stores!(
+    test_store:
     raised_once_at_the_threshold_and_cleared_once_by_the_next_event,
     a_terminal_shipment_is_never_stalled,
     a_carrier_override_is_respected,

@@ -4,6 +4,7 @@
 //! key. The PostgreSQL half fails, never skips, without a server (see `store.rs`).
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod support;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -14,31 +15,6 @@ use shipfeed_store::{
     Arrival, DeliveryDrift, DriftEntry, DriftItem, FeedItem, Normalized, Store, DRIFT_KEYS_PER_KIND,
 };
 use support::test_lease;
-
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::sqlite().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::postgres().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     a_new_field_and_code_count_once_per_distinct_delivery,

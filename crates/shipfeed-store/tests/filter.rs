@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod support;
 
 use shipfeed::{Output, Provider, Status};
@@ -10,31 +11,6 @@ use shipfeed_store::{
     Clock, FeedItem, Filter, ManualClock, StalledRules, Store, FILTER_SCAN_LIMIT,
 };
 use support::{at, commit, event, ingest_events, reproject, test_lease};
-
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::sqlite().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::postgres().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     a_filter_matching_nothing_reads_a_bounded_stretch_per_call,

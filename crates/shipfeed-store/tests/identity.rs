@@ -5,36 +5,12 @@
 //! server (see `store.rs`).
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod support;
 
 use shipfeed::{Provider, ShipmentRef, Status, TrackingEvent};
 use shipfeed_store::{FeedItem, Store};
 use support::{commit, event, ingest_events};
-
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::sqlite().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::postgres().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
 
 on_both_stores!(
     an_announced_parcel_joins_its_label_in_one_timeline,

@@ -6,6 +6,7 @@
 //! server is down. Each test works in a schema of its own.
 #![allow(clippy::unwrap_used)]
 
+#[macro_use]
 mod support;
 
 use std::collections::BTreeSet;
@@ -17,33 +18,7 @@ use support::{
     commit, event, events_of, fixture, ingest_error, ingest_events, reproject, whole_feed, Ingest,
 };
 
-/// Runs every scenario listed against a fresh SQLite store and a fresh PostgreSQL store.
-macro_rules! conformance {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::sqlite().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-
-        #[cfg(feature = "postgres")]
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let db = crate::support::postgres().await;
-                    crate::$scenario(db.store.clone()).await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+on_both_stores!(
     commit_then_read_back,
     same_delivery_ten_times_stores_its_events_once,
     arrival_order_never_changes_the_state,

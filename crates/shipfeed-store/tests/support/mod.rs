@@ -1,6 +1,6 @@
 //! Test support: a fresh store of either kind, and deliveries built from real fixtures or
 //! from hand-written events.
-#![allow(dead_code, unreachable_pub, clippy::unwrap_used)] // test code: panics are the failure reports
+#![allow(dead_code, unused_macros, unreachable_pub, clippy::unwrap_used)] // test code: panics are the failure reports
 
 use std::path::Path;
 
@@ -11,6 +11,40 @@ use shipfeed::{
     Status, TrackingEvent,
 };
 use shipfeed_store::{Arrival, EventItem, FeedItem, Normalized, Projection, Store, PROJECTOR};
+
+/// Runs every scenario listed against a fresh SQLite store and a fresh PostgreSQL store (the
+/// PostgreSQL half only with the `postgres` feature, and then it fails, never skips, without a
+/// server). A scenario takes the `Store`, or with `test_store:` first the whole `TestStore`.
+macro_rules! on_both_stores {
+    (test_store: $($scenario:ident),* $(,)?) => {
+        on_both_stores!(@with |db| &db; $($scenario),*);
+    };
+    ($($scenario:ident),* $(,)?) => {
+        on_both_stores!(@with |db| db.store.clone(); $($scenario),*);
+    };
+    (@with |$db:ident| $arg:expr; $($scenario:ident),*) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let $db = crate::support::sqlite().await;
+                    crate::$scenario($arg).await;
+                }
+            )*
+        }
+
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let $db = crate::support::postgres().await;
+                    crate::$scenario($arg).await;
+                }
+            )*
+        }
+    };
+}
 
 /// A delivery and what its adapter made of it: what the service's inbox stores and what its
 /// projector then records.

@@ -1,0 +1,350 @@
+//! The API's bearer tokens over real HTTP, on a service in-process on a free port with a real
+//! SQLite store: which requests are refused (401 or 403, with a Bearer challenge and a JSON
+//! error), which pass, what stays open (webhooks, health, and `/metrics` unless protected),
+//! and the start refused on a non-loopback address without a token.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use shipfeed::{Provider, RawDelivery};
+use shipfeed_server::{Config, Service};
+use shipfeed_store::Arrival;
+use shipfeed_testkit::FIXTURE_SECRET;
+
+const READ_TOKEN: &str = "read-token-for-the-tests-0001";
+const ADMIN_TOKEN: &str = "admin-token-for-the-tests-0002";
+
+struct Running {
+    base: String,
+    service: Arc<Service>,
+    _dir: tempfile::TempDir,
+    /// Dropped with the test: the projector stops.
+    _stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// The configuration with a Sendcloud endpoint (the fixtures' secret) and `tokens` (TOML
+/// that may refer to files in the directory) appended.
+fn config(dir: &Path, tokens: &str) -> Config {
+    let secret = dir.join("secret");
+    std::fs::write(&secret, format!("{FIXTURE_SECRET}\n")).unwrap();
+    let path = dir.join("shipfeed.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"store = "{store}"
+sink = "none"
+[[endpoint]]
+name = "sendcloud"
+provider = "sendcloud"
+secret_file = "{secret}"
+{tokens}
+"#,
+            store = dir.join("shipfeed.db").display(),
+            secret = secret.display(),
+        ),
+    )
+    .unwrap();
+    Config::load(Some(&path)).unwrap()
+}
+
+/// Two tokens, both from files: `support` reads, `operator` administers.
+fn two_tokens(dir: &Path, api: &str) -> String {
+    for (name, token) in [("read", READ_TOKEN), ("admin", ADMIN_TOKEN)] {
+        std::fs::write(dir.join(name), format!("{token}\n")).unwrap();
+    }
+    format!(
+        r#"{api}
+[[api_token]]
+name = "support"
+token_file = "{read}"
+scopes = ["read"]
+[[api_token]]
+name = "operator"
+token_file = "{admin}"
+scopes = ["admin"]
+"#,
+        read = dir.join("read").display(),
+        admin = dir.join("admin").display(),
+    )
+}
+
+async fn start(tokens: impl FnOnce(&Path) -> String) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = tokens(dir.path());
+    let config = config(dir.path(), &extra);
+    let store = shipfeed_store::open(&config.store).await.unwrap();
+    let service = Service::new(&config, store).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    service
+        .check_listen(listener.local_addr().unwrap())
+        .unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let router = service.router(config.body_limit_bytes);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    service.start_projector(&stopping);
+    Running {
+        base,
+        service,
+        _dir: dir,
+        _stop: stop,
+    }
+}
+
+/// The status, the `WWW-Authenticate` header and the body of a request with `token` (or
+/// none) as a bearer token.
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    authorization: Option<&str>,
+) -> (u16, Option<String>, String) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(value) = authorization {
+        request = request.header("Authorization", value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let challenge = response
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, challenge, response.text().await.unwrap())
+}
+
+async fn get_with(url: &str, token: Option<&str>) -> (u16, Option<String>, String) {
+    let authorization = token.map(|t| format!("Bearer {t}"));
+    call(reqwest::Method::GET, url, authorization.as_deref()).await
+}
+
+async fn post_delivery(base: &str, endpoint: &str, delivery: &RawDelivery) -> Value {
+    let mut request = reqwest::Client::new()
+        .post(format!("{base}/webhooks/{endpoint}"))
+        .body(delivery.body.clone());
+    for (name, value) in delivery.headers.iter() {
+        request = request.header(name, value);
+    }
+    let response = request.send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    response.json().await.unwrap()
+}
+
+/// Waits until delivery `seq` is projected (asking with `token`).
+async fn projected(base: &str, seq: i64, token: Option<&str>) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, text) = get_with(&format!("{base}/v1/deliveries/{seq}"), token).await;
+        let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status["projected"] == json!(true) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "delivery {seq}: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A delivered Sendcloud parcel (`MR5798718423`) and a dead letter; returns every read route
+/// (each answering 200 when allowed) and the admin route (the dead letter's body).
+async fn data(running: &Running, token: Option<&str>) -> (Vec<String>, String) {
+    let base = &running.base;
+    let fixture =
+        shipfeed_testkit::fixtures_dir().join("sendcloud/generated/v2-status-00011-delivered.json");
+    let delivery = shipfeed_testkit::load(&fixture).0;
+    let answer = post_delivery(base, "sendcloud", &delivery).await;
+    let seq = answer["delivery_seq"].as_i64().unwrap();
+    let status = projected(base, seq, token).await;
+    let event_id = status["projection"]["events"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Stored under an endpoint no longer configured: the projector makes it a dead letter.
+    let dead = running
+        .service
+        .store()
+        .append(vec![Arrival {
+            endpoint: "gone".into(),
+            provider: Provider::Sendcloud,
+            delivery: delivery.clone(),
+        }])
+        .await
+        .unwrap()[0];
+    projected(base, dead, token).await;
+    let read = [
+        "/v1/events?after=0&limit=10".to_owned(),
+        "/v1/shipments/MR5798718423".to_owned(),
+        "/v1/shipments/mondial_relay/MR5798718423".to_owned(),
+        "/v1/dead-letters".to_owned(),
+        "/v1/alerts".to_owned(),
+        format!("/v1/deliveries/{seq}"),
+        format!("/v1/events/{event_id}/revisions"),
+        "/v1/drift".to_owned(),
+    ]
+    .into_iter()
+    .map(|path| format!("{base}{path}"))
+    .collect();
+    (read, format!("{base}/v1/dead-letters/{dead}/body"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_and_admin_tokens_open_their_routes_and_nothing_else() {
+    let running = start(|dir| two_tokens(dir, "")).await;
+    let base = running.base.clone();
+    // The webhook needs no API token (only its provider's signature).
+    let (read_routes, admin_route) = data(&running, Some(ADMIN_TOKEN)).await;
+
+    for url in read_routes.iter().chain([&admin_route]) {
+        // No token, a wrong one, one of another scheme, or two: 401 with a Bearer challenge
+        // and the API's JSON error.
+        let refusals = [
+            (None, None),
+            (Some(format!("Bearer {READ_TOKEN}x")), Some("invalid_token")),
+            (
+                Some("Bearer not-a-configured-token".to_owned()),
+                Some("invalid_token"),
+            ),
+            (Some(format!("Basic {READ_TOKEN}")), Some("invalid_request")),
+            (Some(READ_TOKEN.to_owned()), Some("invalid_request")),
+        ];
+        for (authorization, error) in refusals {
+            let (status, challenge, body) =
+                call(reqwest::Method::GET, url, authorization.as_deref()).await;
+            assert_eq!(status, 401, "{url} with {authorization:?}: {body}");
+            let challenge = challenge.unwrap();
+            assert!(challenge.starts_with("Bearer "), "{challenge}");
+            if let Some(error) = error {
+                assert!(challenge.contains(error), "{challenge}");
+            }
+            let body: Value = serde_json::from_str(&body).unwrap();
+            assert!(body["error"].is_string(), "{body}");
+            // The answer never echoes what was presented.
+            assert!(!body.to_string().contains(READ_TOKEN), "{body}");
+        }
+        // The admin token opens everything.
+        let (status, _, body) = get_with(url, Some(ADMIN_TOKEN)).await;
+        assert_eq!(status, 200, "{url}: {body}");
+    }
+    for url in &read_routes {
+        let (status, challenge, body) = get_with(url, Some(READ_TOKEN)).await;
+        assert_eq!(status, 200, "{url}: {body}");
+        assert_eq!(challenge, None);
+    }
+    // The dead letter's raw body needs `admin`: 403 for a read token, naming the scope.
+    let (status, challenge, body) = get_with(&admin_route, Some(READ_TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(challenge.unwrap().contains("scope=\"admin\""));
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["error"],
+        "this token lacks the `admin` scope"
+    );
+    let (_, _, raw) = get_with(&admin_route, Some(ADMIN_TOKEN)).await;
+    let fixture =
+        shipfeed_testkit::fixtures_dir().join("sendcloud/generated/v2-status-00011-delivered.json");
+    assert_eq!(raw.as_bytes(), shipfeed_testkit::load(&fixture).0.body);
+    // A delivery that is not a dead letter has no body here.
+    let (status, _, _) =
+        get_with(&format!("{base}/v1/dead-letters/1/body"), Some(ADMIN_TOKEN)).await;
+    assert_eq!(status, 404);
+
+    // Whatever is not a safe method needs `admin`, whichever group its route is in.
+    let (status, _, body) = call(
+        reqwest::Method::POST,
+        &format!("{base}/v1/events"),
+        Some(&format!("Bearer {READ_TOKEN}")),
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    // Unknown paths under /v1 answer 404 only to a token holder.
+    let (status, _, _) = get_with(&format!("{base}/v1/nothing/here"), None).await;
+    assert_eq!(status, 401);
+    let (status, _, _) = get_with(&format!("{base}/v1/nothing/here"), Some(READ_TOKEN)).await;
+    assert_eq!(status, 404);
+
+    // Health, readiness and (unprotected by default) metrics need no token.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        let (status, _, body) = get_with(&format!("{base}{path}"), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let (_, _, metrics) = get_with(&format!("{base}/metrics"), None).await;
+    for (reason, least) in [
+        ("missing", 9),
+        ("malformed", 18),
+        ("unknown_token", 18),
+        ("insufficient_scope", 2),
+    ] {
+        let series = format!("shipfeed_api_rejected_total{{reason=\"{reason}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&series)?.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(count >= least, "{reason}: {count}\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_a_read_token_only_when_protected() {
+    let running = start(|dir| two_tokens(dir, "[api]\nprotect_metrics = true")).await;
+    let url = format!("{}/metrics", running.base);
+    let (status, challenge, _) = get_with(&url, None).await;
+    assert_eq!(status, 401);
+    assert!(challenge.unwrap().starts_with("Bearer"));
+    let (status, _, _) = get_with(&url, Some("wrong-token-of-some-length")).await;
+    assert_eq!(status, 401);
+    for token in [READ_TOKEN, ADMIN_TOKEN] {
+        let (status, _, body) = get_with(&url, Some(token)).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("shipfeed_api_rejected_total"), "{body}");
+    }
+    // Health stays open.
+    let (status, _, _) = get_with(&format!("{}/healthz", running.base), None).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tokens_the_api_is_open_on_loopback_and_refused_elsewhere() {
+    let running = start(|_| "[api]\nprotect_metrics = true".to_owned()).await;
+    assert!(!running.service.api_auth().enforced());
+    for path in ["/v1/events", "/v1/dead-letters", "/v1/drift", "/metrics"] {
+        let (status, challenge, body) = get_with(&format!("{}{path}", running.base), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(challenge, None);
+    }
+    for loopback in ["127.0.0.1:8080", "[::1]:8080"] {
+        running
+            .service
+            .check_listen(loopback.parse().unwrap())
+            .unwrap();
+    }
+    for exposed in ["0.0.0.0:8080", "[::]:8080", "192.0.2.7:8080"] {
+        let error = running
+            .service
+            .check_listen(exposed.parse().unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("without an API token") && error.contains("[[api_token]]"),
+            "{error}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_token_any_address_may_be_listened_on() {
+    let running = start(|dir| two_tokens(dir, "")).await;
+    for address in ["0.0.0.0:8080", "[::]:8080", "127.0.0.1:8080"] {
+        running
+            .service
+            .check_listen(address.parse().unwrap())
+            .unwrap();
+    }
+    let names: Vec<String> = running
+        .service
+        .api_auth()
+        .tokens()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(names, ["support", "operator"]);
+}
