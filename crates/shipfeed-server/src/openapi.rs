@@ -400,7 +400,7 @@ fn limit_param() -> ParameterBuilder {
     query_param(
         "limit",
         "How many items at most: 1 to 1000 (values out of that range are clamped).",
-        integer(KnownFormat::UInt64)
+        integer(KnownFormat::Int64)
             .minimum(Some(0))
             .default(Some(json!(100))),
     )
