@@ -93,8 +93,8 @@ pub use config::{
 pub use error::{BoxError, ServiceError};
 pub use inbox::{Inbox, InboxError, InboxObserver};
 use metrics::{Metrics, Outcome};
-use openapi::{Access, Route, Verb};
 pub use openapi::BEARER_AUTH;
+use openapi::{Access, Route, Verb};
 pub use shipfeed_projector::{ReplayFilter, ReplaySummary};
 pub use shipfeed_subscriptions::{NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use sqs::StoreInbox;
@@ -484,18 +484,60 @@ fn routes() -> Vec<Route<Arc<Service>>> {
     use Scope::{Admin, Read};
     use Verb::{Get, Post};
     vec![
-        Route::new(Post, "/webhooks/{endpoint}", Provider, receive, describe::webhook),
+        Route::new(
+            Post,
+            "/webhooks/{endpoint}",
+            Provider,
+            receive,
+            describe::webhook,
+        ),
         Route::new(Get, "/healthz", Open, healthz, describe::healthz),
         Route::new(Get, "/readyz", Open, ready, describe::readyz),
         Route::new(Get, "/metrics", Metrics, metrics, describe::metrics),
         Route::new(Get, "/openapi.json", Open, openapi_json, describe::openapi),
         Route::new(Get, "/v1/events", Token(Read), events, describe::events),
-        Route::new(Get, "/v1/events/{event_id}/revisions", Token(Read), revisions, describe::revisions),
-        Route::new(Get, "/v1/shipments/{tracking}", Token(Read), shipments_by_tracking, describe::shipments_by_tracking),
-        Route::new(Get, "/v1/shipments/{carrier}/{tracking}", Token(Read), shipments_by_carrier, describe::shipments_by_carrier),
-        Route::new(Get, "/v1/deliveries/{seq}", Token(Read), delivery, describe::delivery),
-        Route::new(Get, "/v1/dead-letters", Token(Read), dead_letters, describe::dead_letters),
-        Route::new(Get, "/v1/dead-letters/{seq}/body", Token(Admin), dead_letter_body, describe::dead_letter_body),
+        Route::new(
+            Get,
+            "/v1/events/{event_id}/revisions",
+            Token(Read),
+            revisions,
+            describe::revisions,
+        ),
+        Route::new(
+            Get,
+            "/v1/shipments/{tracking}",
+            Token(Read),
+            shipments_by_tracking,
+            describe::shipments_by_tracking,
+        ),
+        Route::new(
+            Get,
+            "/v1/shipments/{carrier}/{tracking}",
+            Token(Read),
+            shipments_by_carrier,
+            describe::shipments_by_carrier,
+        ),
+        Route::new(
+            Get,
+            "/v1/deliveries/{seq}",
+            Token(Read),
+            delivery,
+            describe::delivery,
+        ),
+        Route::new(
+            Get,
+            "/v1/dead-letters",
+            Token(Read),
+            dead_letters,
+            describe::dead_letters,
+        ),
+        Route::new(
+            Get,
+            "/v1/dead-letters/{seq}/body",
+            Token(Admin),
+            dead_letter_body,
+            describe::dead_letter_body,
+        ),
         Route::new(Get, "/v1/alerts", Token(Read), alerts, describe::alerts),
         Route::new(Get, "/v1/drift", Token(Read), drift, describe::drift),
     ]
@@ -538,7 +580,10 @@ async fn openapi_json() -> Response {
             .into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot generate the OpenAPI document");
-            error_response(StatusCode::INTERNAL_SERVER_ERROR, "cannot generate the OpenAPI document")
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot generate the OpenAPI document",
+            )
         }
     }
 }

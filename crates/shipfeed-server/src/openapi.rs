@@ -28,9 +28,7 @@ use utoipa::openapi::path::{
 };
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
-use utoipa::openapi::security::{
-    HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
-};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
 use utoipa::openapi::tag::TagBuilder;
 use utoipa::openapi::{
     ComponentsBuilder, InfoBuilder, OpenApiBuilder, PathsBuilder, Ref, RefOr, Required, Schema,
@@ -134,7 +132,10 @@ impl<S: Clone + Send + Sync + 'static> Route<S> {
                 // Either no token (the default) or a read token (`protect_metrics`).
                 .security(SecurityRequirement::default())
                 .security(SecurityRequirement::new(BEARER_AUTH, ["read"]))
-                .response("401", error("No valid bearer token (only with `protect_metrics`).")),
+                .response(
+                    "401",
+                    error("No valid bearer token (only with `protect_metrics`)."),
+                ),
             Access::Token(scope) => operation
                 .security(SecurityRequirement::new(BEARER_AUTH, [scope.as_str()]))
                 .response(
@@ -167,7 +168,10 @@ pub(crate) fn document<S: Clone + Send + Sync + 'static>(
     let mut paths = PathsBuilder::new();
     for route in routes {
         let operation = route.operation().build();
-        paths = paths.path(route.path, PathItem::new(route.verb.http_method(), operation));
+        paths = paths.path(
+            route.path,
+            PathItem::new(route.verb.http_method(), operation),
+        );
     }
     let components = ComponentsBuilder::new()
         .security_scheme(
@@ -186,13 +190,24 @@ pub(crate) fn document<S: Clone + Send + Sync + 'static>(
         )
         .build();
     let tags = [
-        ("webhooks", "Deliveries from the providers (their own authentication)."),
+        (
+            "webhooks",
+            "Deliveries from the providers (their own authentication).",
+        ),
         ("feed", "The canonical feed and what it holds."),
-        ("operations", "The pipeline's state: deliveries, dead letters, drift, alerts."),
+        (
+            "operations",
+            "The pipeline's state: deliveries, dead letters, drift, alerts.",
+        ),
         ("service", "Health, readiness, metrics and this document."),
     ]
     .into_iter()
-    .map(|(name, description)| TagBuilder::new().name(name).description(Some(description)).build());
+    .map(|(name, description)| {
+        TagBuilder::new()
+            .name(name)
+            .description(Some(description))
+            .build()
+    });
     let openapi = OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
@@ -358,9 +373,8 @@ fn unavailable() -> ResponseBuilder {
 }
 
 fn bad_query() -> ResponseBuilder {
-    ResponseBuilder::new().description(
-        "A query parameter is not of its type (axum's plain-text rejection).",
-    )
+    ResponseBuilder::new()
+        .description("A query parameter is not of its type (axum's plain-text rejection).")
 }
 
 fn integer(format: KnownFormat) -> ObjectBuilder {
@@ -492,7 +506,10 @@ pub(crate) mod describe {
             "Liveness",
             "Answers while the process serves HTTP.",
         )
-        .response("200", text_response("Alive.", "text/plain; charset=utf-8", "ok"))
+        .response(
+            "200",
+            text_response("Alive.", "text/plain; charset=utf-8", "ok"),
+        )
     }
 
     /// `GET /readyz`.
@@ -503,7 +520,10 @@ pub(crate) mod describe {
             "Readiness",
             "Answers `ready` when the store answers.",
         )
-        .response("200", text_response("Ready.", "text/plain; charset=utf-8", "ready"))
+        .response(
+            "200",
+            text_response("Ready.", "text/plain; charset=utf-8", "ready"),
+        )
         .response("503", error("The store does not answer."))
     }
 
@@ -622,7 +642,9 @@ pub(crate) mod describe {
              (events, duplicates, revisions, retractions, notices, dead letter). Needs a \
              `read` token.",
         )
-        .parameter(seq_param("The delivery's inbox `seq` (the webhook's `delivery_seq`)."))
+        .parameter(seq_param(
+            "The delivery's inbox `seq` (the webhook's `delivery_seq`).",
+        ))
         .response("200", json_response("The delivery.", "DeliveryStatus"))
         .response("400", bad_query())
         .response("404", error("No delivery with this sequence number."))
@@ -642,7 +664,10 @@ pub(crate) mod describe {
             "The cursor: dead letters of a greater `delivery_seq` (0: from the beginning).",
         ))
         .parameter(limit_param())
-        .response("200", json_response("A page of dead letters.", "DeadLettersPage"))
+        .response(
+            "200",
+            json_response("A page of dead letters.", "DeadLettersPage"),
+        )
         .response("400", bad_query())
         .response("503", unavailable())
     }

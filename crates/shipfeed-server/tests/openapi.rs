@@ -93,7 +93,12 @@ async fn call(method: reqwest::Method, url: &str, token: Option<&str>) -> (u16, 
 
 /// A validator for the schema of `path`'s `method` answer `status` in `document` (its
 /// references resolved in the document).
-fn response_validator(document: &Value, method: &str, path: &str, status: u16) -> jsonschema::Validator {
+fn response_validator(
+    document: &Value,
+    method: &str,
+    path: &str,
+    status: u16,
+) -> jsonschema::Validator {
     let pointer = format!(
         "/paths/{}/{method}/responses/{status}/content/application~1json/schema",
         path.replace('~', "~0").replace('/', "~1")
@@ -104,7 +109,9 @@ fn response_validator(document: &Value, method: &str, path: &str, status: u16) -
     );
     let mut root = document.clone();
     root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    root["$ref"] = json!(format!("#{pointer}"));
+    // A URI fragment: the braces of path templates percent-encoded.
+    let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
+    root["$ref"] = json!(format!("#{fragment}"));
     jsonschema::options()
         .should_validate_formats(true)
         .build(&root)
@@ -112,8 +119,8 @@ fn response_validator(document: &Value, method: &str, path: &str, status: u16) -
 }
 
 fn assert_matches(document: &Value, method: &str, path: &str, status: u16, body: &str) {
-    let value: Value =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
+    let value: Value = serde_json::from_str(body)
+        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
     let validator = response_validator(document, method, path, status);
     let errors: Vec<String> = validator
         .iter_errors(&value)
@@ -169,20 +176,30 @@ fn the_committed_document_is_the_generated_one_and_openapi_3_1() {
     let text = generated.as_str();
     for reference in text.split("\"$ref\": \"").skip(1) {
         let target = &reference[..reference.find('"').unwrap()];
-        let pointer = target.strip_prefix('#').unwrap_or_else(|| panic!("remote $ref {target}"));
-        assert!(document.pointer(pointer).is_some(), "dangling $ref {target}");
+        let pointer = target
+            .strip_prefix('#')
+            .unwrap_or_else(|| panic!("remote $ref {target}"));
+        assert!(
+            document.pointer(pointer).is_some(),
+            "dangling $ref {target}"
+        );
     }
 }
 
 #[test]
 fn the_document_lists_exactly_the_routes() {
-    let document: Value = serde_json::from_str(&shipfeed_server::openapi_document().unwrap()).unwrap();
+    let document: Value =
+        serde_json::from_str(&shipfeed_server::openapi_document().unwrap()).unwrap();
     let routes: BTreeSet<(String, String)> = shipfeed_server::api_routes()
         .into_iter()
         .map(|(method, path)| (method.to_owned(), path.to_owned()))
         .collect();
     assert_eq!(operations(&document), routes);
-    assert_eq!(routes.len(), shipfeed_server::api_routes().len(), "a route listed twice");
+    assert_eq!(
+        routes.len(),
+        shipfeed_server::api_routes().len(),
+        "a route listed twice"
+    );
     for expected in [
         ("POST", "/webhooks/{endpoint}"),
         ("GET", "/healthz"),
@@ -205,15 +222,25 @@ fn the_document_lists_exactly_the_routes() {
         let responses = operation["responses"].as_object().unwrap();
         assert!(responses.contains_key("200"), "{method} {path}: no 200");
         if path.starts_with("/v1/") {
-            let scope = if path.ends_with("/body") { "admin" } else { "read" };
+            let scope = if path.ends_with("/body") {
+                "admin"
+            } else {
+                "read"
+            };
             assert_eq!(
                 operation["security"],
                 json!([{"bearerAuth": [scope]}]),
                 "{method} {path}"
             );
-            assert!(responses.contains_key("401") && responses.contains_key("403"), "{path}");
+            assert!(
+                responses.contains_key("401") && responses.contains_key("403"),
+                "{path}"
+            );
             let description = operation["description"].as_str().unwrap();
-            assert!(description.contains(&format!("{scope}")) || description.contains("Admin"), "{path}: {description}");
+            assert!(
+                description.contains(&format!("{scope}")) || description.contains("Admin"),
+                "{path}: {description}"
+            );
         } else if path == "/metrics" {
             assert_eq!(operation["security"], json!([{}, {"bearerAuth": ["read"]}]));
         } else {
@@ -244,10 +271,15 @@ async fn every_route_of_the_document_is_served_with_its_method() {
         // Not the router's 404 for paths it does not have (empty outside /v1, "no such
         // route" inside), nor its 405 for a method the path does not take.
         assert!(
-            !(status == 404 && (body.is_empty() || body.contains("no such route"))) && status != 405,
+            !(status == 404 && (body.is_empty() || body.contains("no such route")))
+                && status != 405,
             "{method} {path}: {status} {body}"
         );
-        let other = if method == "GET" { reqwest::Method::POST } else { reqwest::Method::GET };
+        let other = if method == "GET" {
+            reqwest::Method::POST
+        } else {
+            reqwest::Method::GET
+        };
         let (status, body) = call(other.clone(), &url, None).await;
         assert_eq!(status, 405, "{other} {path}: {body}");
     }
@@ -259,9 +291,23 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
     let base = &running.base;
     let (status, served) = call(reqwest::Method::GET, &format!("{base}/openapi.json"), None).await;
     assert_eq!(status, 200, "{served}");
-    assert_eq!(served, committed(), "the served document is the committed one");
+    assert_eq!(
+        served,
+        committed(),
+        "the served document is the committed one"
+    );
     let document: Value = serde_json::from_str(&served).unwrap();
     let token = Some(READ_TOKEN);
+    // The validation is not vacuous: answers of another shape fail.
+    let events = response_validator(&document, "get", "/v1/events", 200);
+    assert!(events.is_valid(&json!({"events": [], "next_cursor": 0})));
+    for wrong in [
+        json!({"events": [{"seq": 1, "type": "nonsense"}], "next_cursor": 1}),
+        json!({"events": [], "next_cursor": "0"}),
+        json!({"next_cursor": 0}),
+    ] {
+        assert!(!events.is_valid(&wrong), "{wrong}");
+    }
 
     // A real signed delivery, and its answer.
     let fixture =
@@ -281,7 +327,12 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
         .as_i64()
         .unwrap();
     // Not authentic: 401, of the error schema.
-    let (status, body) = call(reqwest::Method::POST, &format!("{base}/webhooks/sendcloud"), None).await;
+    let (status, body) = call(
+        reqwest::Method::POST,
+        &format!("{base}/webhooks/sendcloud"),
+        None,
+    )
+    .await;
     assert_eq!(status, 401);
     assert_matches(&document, "post", "/webhooks/{endpoint}", 401, &body);
 
@@ -299,7 +350,12 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut status_body;
     loop {
-        let (_, text) = call(reqwest::Method::GET, &format!("{base}/v1/deliveries/{dead}"), token).await;
+        let (_, text) = call(
+            reqwest::Method::GET,
+            &format!("{base}/v1/deliveries/{dead}"),
+            token,
+        )
+        .await;
         status_body = text;
         let value: Value = serde_json::from_str(&status_body).unwrap_or(Value::Null);
         if value["projected"] == json!(true) {
@@ -308,22 +364,36 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
         assert!(Instant::now() < deadline, "delivery {dead}: {status_body}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (_, projected) = call(reqwest::Method::GET, &format!("{base}/v1/deliveries/{seq}"), token).await;
+    let (_, projected) = call(
+        reqwest::Method::GET,
+        &format!("{base}/v1/deliveries/{seq}"),
+        token,
+    )
+    .await;
     let projected: Value = serde_json::from_str(&projected).unwrap();
-    let event_id = projected["projection"]["events"][0].as_str().unwrap().to_owned();
+    let event_id = projected["projection"]["events"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
     for (template, url) in [
         ("/v1/events", "/v1/events?after=0&limit=10".to_owned()),
         ("/v1/deliveries/{seq}", format!("/v1/deliveries/{seq}")),
         ("/v1/deliveries/{seq}", format!("/v1/deliveries/{dead}")),
-        ("/v1/shipments/{tracking}", "/v1/shipments/MR5798718423".to_owned()),
+        (
+            "/v1/shipments/{tracking}",
+            "/v1/shipments/MR5798718423".to_owned(),
+        ),
         (
             "/v1/shipments/{carrier}/{tracking}",
             "/v1/shipments/mondial_relay/MR5798718423".to_owned(),
         ),
         ("/v1/dead-letters", "/v1/dead-letters".to_owned()),
         ("/v1/alerts", "/v1/alerts".to_owned()),
-        ("/v1/events/{event_id}/revisions", format!("/v1/events/{event_id}/revisions")),
+        (
+            "/v1/events/{event_id}/revisions",
+            format!("/v1/events/{event_id}/revisions"),
+        ),
         ("/v1/drift", "/v1/drift".to_owned()),
         ("/v1/drift", "/v1/drift?provider=sendcloud".to_owned()),
     ] {
@@ -338,7 +408,11 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
 
     // Errors: of the error schema, under the statuses the document gives.
     for (template, url, expected) in [
-        ("/v1/shipments/{tracking}", "/v1/shipments/NOSUCHPARCEL", 404),
+        (
+            "/v1/shipments/{tracking}",
+            "/v1/shipments/NOSUCHPARCEL",
+            404,
+        ),
         ("/v1/deliveries/{seq}", "/v1/deliveries/999999", 404),
         ("/v1/drift", "/v1/drift?provider=nosuch", 400),
     ] {

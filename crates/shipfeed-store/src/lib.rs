@@ -230,7 +230,9 @@ pub fn deprioritize_current_thread() {
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// What projecting one delivery produced; kept with the delivery (`GET /v1/deliveries/{seq}`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Projection {
     /// The delivery's inbox `seq`.
     pub delivery_seq: i64,
