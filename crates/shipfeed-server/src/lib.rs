@@ -478,66 +478,25 @@ impl Service {
 
 /// Every route of the HTTP API, once: [`Service::router`] serves these (and the catch-all
 /// 404 under `/v1`), and [`openapi_document`] describes these, so that neither can miss one.
+#[rustfmt::skip]
 fn routes() -> Vec<Route<Arc<Service>>> {
     use openapi::describe;
     use Access::{Metrics, Open, Provider, Token};
     use Scope::{Admin, Read};
     use Verb::{Get, Post};
     vec![
-        Route::new(
-            Post,
-            "/webhooks/{endpoint}",
-            Provider,
-            receive,
-            describe::webhook,
-        ),
+        Route::new(Post, "/webhooks/{endpoint}", Provider, receive, describe::webhook),
         Route::new(Get, "/healthz", Open, healthz, describe::healthz),
         Route::new(Get, "/readyz", Open, ready, describe::readyz),
         Route::new(Get, "/metrics", Metrics, metrics, describe::metrics),
         Route::new(Get, "/openapi.json", Open, openapi_json, describe::openapi),
         Route::new(Get, "/v1/events", Token(Read), events, describe::events),
-        Route::new(
-            Get,
-            "/v1/events/{event_id}/revisions",
-            Token(Read),
-            revisions,
-            describe::revisions,
-        ),
-        Route::new(
-            Get,
-            "/v1/shipments/{tracking}",
-            Token(Read),
-            shipments_by_tracking,
-            describe::shipments_by_tracking,
-        ),
-        Route::new(
-            Get,
-            "/v1/shipments/{carrier}/{tracking}",
-            Token(Read),
-            shipments_by_carrier,
-            describe::shipments_by_carrier,
-        ),
-        Route::new(
-            Get,
-            "/v1/deliveries/{seq}",
-            Token(Read),
-            delivery,
-            describe::delivery,
-        ),
-        Route::new(
-            Get,
-            "/v1/dead-letters",
-            Token(Read),
-            dead_letters,
-            describe::dead_letters,
-        ),
-        Route::new(
-            Get,
-            "/v1/dead-letters/{seq}/body",
-            Token(Admin),
-            dead_letter_body,
-            describe::dead_letter_body,
-        ),
+        Route::new(Get, "/v1/events/{event_id}/revisions", Token(Read), revisions, describe::revisions),
+        Route::new(Get, "/v1/shipments/{tracking}", Token(Read), shipments_by_tracking, describe::shipments_by_tracking),
+        Route::new(Get, "/v1/shipments/{carrier}/{tracking}", Token(Read), shipments_by_carrier, describe::shipments_by_carrier),
+        Route::new(Get, "/v1/deliveries/{seq}", Token(Read), delivery, describe::delivery),
+        Route::new(Get, "/v1/dead-letters", Token(Read), dead_letters, describe::dead_letters),
+        Route::new(Get, "/v1/dead-letters/{seq}/body", Token(Admin), dead_letter_body, describe::dead_letter_body),
         Route::new(Get, "/v1/alerts", Token(Read), alerts, describe::alerts),
         Route::new(Get, "/v1/drift", Token(Read), drift, describe::drift),
     ]
