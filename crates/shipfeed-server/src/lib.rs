@@ -62,18 +62,19 @@ mod feed_query;
 mod inbox;
 mod jwks;
 mod metrics;
+mod openapi;
 mod sqs;
 mod subscriptions;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get, post};
+use axum::routing::any;
 use axum::{Json, Router};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -93,6 +94,8 @@ pub use config::{
 pub use error::{BoxError, ServiceError};
 pub use inbox::{Inbox, InboxError, InboxObserver};
 use metrics::{Metrics, Outcome};
+pub use openapi::BEARER_AUTH;
+use openapi::{Access, Route, Verb};
 pub use shipfeed_projector::{ReplayFilter, ReplaySummary};
 pub use shipfeed_subscriptions::{NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use sqs::StoreInbox;
@@ -440,37 +443,30 @@ impl Service {
         )
     }
 
-    /// The HTTP routes. `/v1/*` is in two groups, each behind the token check with its
+    /// The HTTP routes: those of the route table (`routes`), each behind the token check
+    /// its access needs. `/v1/*` is in two groups, each behind the token check with its
     /// scope; a route joins the group whose scope it needs.
     pub fn router(self: &Arc<Self>, body_limit_bytes: usize) -> Router {
-        let read = Router::new()
-            .route("/v1/events", get(events))
-            .route("/v1/shipments/{tracking}", get(shipments_by_tracking))
-            .route(
-                "/v1/shipments/{carrier}/{tracking}",
-                get(shipments_by_carrier),
-            )
-            .route("/v1/dead-letters", get(dead_letters))
-            .route("/v1/alerts", get(alerts))
-            .route("/v1/deliveries/{seq}", get(delivery))
-            .route("/v1/events/{event_id}/revisions", get(revisions))
-            .route("/v1/drift", get(drift))
-            // A path under /v1 that names nothing is a 404 after the token check, so
-            // that probing without a token learns nothing.
-            .route("/v1/{*rest}", any(no_route));
-        let admin = Router::new().route("/v1/dead-letters/{seq}/body", get(dead_letter_body));
-        let metrics_route = if self.api_auth.protects_metrics() {
-            api_auth::protect_route(get(metrics), self.guard(Scope::Read))
-        } else {
-            get(metrics)
-        };
-        Router::new()
-            .route("/webhooks/{endpoint}", post(receive))
-            .merge(api_auth::protect(read, self.guard(Scope::Read)))
+        let mut open = Router::new();
+        let mut read = Router::new();
+        let mut admin = Router::new();
+        for route in routes() {
+            match route.access {
+                Access::Open | Access::Provider => open = open.route(route.path, route.handler),
+                Access::Metrics if self.api_auth.protects_metrics() => {
+                    let handler = api_auth::protect_route(route.handler, self.guard(Scope::Read));
+                    open = open.route(route.path, handler);
+                }
+                Access::Metrics => open = open.route(route.path, route.handler),
+                Access::Token(Scope::Read) => read = read.route(route.path, route.handler),
+                Access::Token(Scope::Admin) => admin = admin.route(route.path, route.handler),
+            }
+        }
+        // A path under /v1 that names nothing is a 404 after the token check, so that
+        // probing without a token learns nothing (not a route: the document leaves it out).
+        let read = read.route("/v1/{*rest}", any(no_route));
+        open.merge(api_auth::protect(read, self.guard(Scope::Read)))
             .merge(api_auth::protect(admin, self.guard(Scope::Admin)))
-            .route("/healthz", get(|| async { "ok" }))
-            .route("/readyz", get(ready))
-            .route("/metrics", metrics_route)
             .layer(DefaultBodyLimit::max(body_limit_bytes))
             .layer(tower_http::trace::TraceLayer::new_for_http())
             .layer(tower_http::timeout::TimeoutLayer::with_status_code(
@@ -479,6 +475,81 @@ impl Service {
             ))
             .with_state(Arc::clone(self))
     }
+}
+
+/// Every route of the HTTP API, once: [`Service::router`] serves these (and the catch-all
+/// 404 under `/v1`), and [`openapi_document`] describes these, so that neither can miss one.
+#[rustfmt::skip]
+fn routes() -> Vec<Route<Arc<Service>>> {
+    use openapi::describe;
+    use Access::{Metrics, Open, Provider, Token};
+    use Scope::{Admin, Read};
+    use Verb::{Get, Post};
+    vec![
+        Route::new(Post, "/webhooks/{endpoint}", Provider, receive, describe::webhook),
+        Route::new(Get, "/healthz", Open, healthz, describe::healthz),
+        Route::new(Get, "/readyz", Open, ready, describe::readyz),
+        Route::new(Get, "/metrics", Metrics, metrics, describe::metrics),
+        Route::new(Get, "/openapi.json", Open, openapi_json, describe::openapi),
+        Route::new(Get, "/v1/events", Token(Read), events, describe::events),
+        Route::new(Get, "/v1/events/{event_id}/revisions", Token(Read), revisions, describe::revisions),
+        Route::new(Get, "/v1/shipments/{tracking}", Token(Read), shipments_by_tracking, describe::shipments_by_tracking),
+        Route::new(Get, "/v1/shipments/{carrier}/{tracking}", Token(Read), shipments_by_carrier, describe::shipments_by_carrier),
+        Route::new(Get, "/v1/deliveries/{seq}", Token(Read), delivery, describe::delivery),
+        Route::new(Get, "/v1/dead-letters", Token(Read), dead_letters, describe::dead_letters),
+        Route::new(Get, "/v1/dead-letters/{seq}/body", Token(Admin), dead_letter_body, describe::dead_letter_body),
+        Route::new(Get, "/v1/alerts", Token(Read), alerts, describe::alerts),
+        Route::new(Get, "/v1/drift", Token(Read), drift, describe::drift),
+    ]
+}
+
+/// The OpenAPI 3.1 document of the HTTP API (`GET /openapi.json`; committed as
+/// `schema/openapi.json`, which `cargo xtask fixtures` keeps fresh), pretty-printed with a
+/// final newline. Its paths are the router's routes; its component schemas are generated
+/// from the types the API serves.
+///
+/// ```
+/// let document: serde_json::Value =
+///     serde_json::from_str(&shipfeed_server::openapi_document().unwrap()).unwrap();
+/// assert!(document["openapi"].as_str().unwrap().starts_with("3.1."));
+/// assert!(document["paths"]["/v1/events"]["get"].is_object());
+/// ```
+///
+/// # Errors
+/// When the document cannot be serialized (it always can).
+pub fn openapi_document() -> Result<String, serde_json::Error> {
+    openapi::document(&routes())
+}
+
+/// The `(method, path)` of every route of the HTTP API, as the router serves them and the
+/// OpenAPI document lists them (`GET`, `/v1/events`), in the route table's order.
+pub fn api_routes() -> Vec<(&'static str, &'static str)> {
+    routes()
+        .iter()
+        .map(|route| (route.verb.as_str(), route.path))
+        .collect()
+}
+
+async fn openapi_json() -> Response {
+    static DOCUMENT: OnceLock<Result<String, String>> = OnceLock::new();
+    match DOCUMENT.get_or_init(|| openapi_document().map_err(|e| e.to_string())) {
+        Ok(document) => (
+            [(header::CONTENT_TYPE, "application/json")],
+            document.clone(),
+        )
+            .into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot generate the OpenAPI document");
+            error_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "cannot generate the OpenAPI document",
+            )
+        }
+    }
+}
+
+async fn healthz() -> &'static str {
+    "ok"
 }
 
 /// A JWT endpoint's key set (a file is read now: a bad one stops the start) and its refresh

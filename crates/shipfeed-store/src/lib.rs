@@ -232,7 +232,9 @@ pub fn deprioritize_current_thread() {
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// What projecting one delivery produced; kept with the delivery (`GET /v1/deliveries/{seq}`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema,
+)]
 pub struct Projection {
     /// The delivery's inbox `seq`.
     pub delivery_seq: i64,
@@ -258,7 +260,7 @@ pub struct Projection {
 }
 
 /// Where a delivery is in the pipeline: stored in the inbox, and projected or not yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeliveryStatus {
     /// Its inbox `seq`.
     pub delivery_seq: i64,
@@ -411,7 +413,7 @@ pub struct FeedPage {
 }
 
 /// A dead letter: an authentic delivery that could not be normalized.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DeadLetter {
     /// Sequence number of the raw delivery.
     pub delivery_seq: i64,
@@ -441,7 +443,7 @@ pub struct StoredDelivery {
 }
 
 /// A shipment's current state and its timeline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct ShipmentView {
     /// `carrier:tracking_number` (or a provider-scoped key when either is missing).
     pub key: String,
