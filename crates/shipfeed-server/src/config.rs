@@ -1068,6 +1068,26 @@ mod tests {
         }
     }
 
+    /// Every TOML example of the consumer guide loads (and checks) as it is written.
+    #[test]
+    fn the_consumer_guide_examples_load() {
+        let guide = include_str!("../../../docs/consumers.md");
+        let blocks: Vec<&str> = guide
+            .split("```toml\n")
+            .skip(1)
+            .filter_map(|rest| rest.split("```").next())
+            .collect();
+        assert!(!blocks.is_empty(), "the guide shows no configuration");
+        let dir = tempfile::tempdir().unwrap();
+        for block in blocks {
+            let path = dir.path().join("guide.toml");
+            std::fs::write(&path, block).unwrap();
+            let config = Config::load(Some(&path))
+                .unwrap_or_else(|e| panic!("{}\n{block}", shipfeed::error_chain(&e)));
+            assert!(!config.subscriptions.is_empty(), "{block}");
+        }
+    }
+
     #[test]
     fn jwt_tables_are_checked_when_loaded() {
         let jwt = |extra: &str| {
