@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use shipfeed::{Provider, RawDelivery};
 use shipfeed_server::{Config, Service};
 use shipfeed_store::Arrival;
@@ -132,20 +133,6 @@ async fn post_delivery(base: &str, endpoint: &str, delivery: &RawDelivery) -> Va
     response.json().await.unwrap()
 }
 
-/// Waits until delivery `seq` is projected (asking with `token`).
-async fn projected(base: &str, seq: i64, token: Option<&str>) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, _, text) = get_with(&format!("{base}/v1/deliveries/{seq}"), token).await;
-        let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status["projected"] == json!(true) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "delivery {seq}: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// A delivered Sendcloud parcel (`MR5798718423`) and a dead letter; returns every read route
 /// (each answering 200 when allowed) and the admin route (the dead letter's body).
 async fn data(running: &Running, token: Option<&str>) -> (Vec<String>, String) {
@@ -155,7 +142,7 @@ async fn data(running: &Running, token: Option<&str>) -> (Vec<String>, String) {
     let delivery = shipfeed_testkit::load(&fixture).0;
     let answer = post_delivery(base, "sendcloud", &delivery).await;
     let seq = answer["delivery_seq"].as_i64().unwrap();
-    let status = projected(base, seq, token).await;
+    let status = support::projected(base, seq, token).await;
     let event_id = status["projection"]["events"][0]
         .as_str()
         .unwrap()
@@ -171,7 +158,7 @@ async fn data(running: &Running, token: Option<&str>) -> (Vec<String>, String) {
         }])
         .await
         .unwrap()[0];
-    projected(base, dead, token).await;
+    support::projected(base, dead, token).await;
     let read = [
         "/v1/events?after=0&limit=10".to_owned(),
         "/v1/shipments/MR5798718423".to_owned(),

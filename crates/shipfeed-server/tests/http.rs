@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,20 +81,6 @@ async fn serve(service: Arc<Service>, dir: tempfile::TempDir, body_limit_bytes: 
     }
 }
 
-/// Waits until delivery `seq` is projected; returns what `GET /v1/deliveries/{seq}` says.
-async fn projected(base: &str, seq: i64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, text) = get_text(&format!("{base}/v1/deliveries/{seq}")).await;
-        let status: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-        if status["projected"] == json!(true) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "delivery {seq}: {text}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The `delivery_seq` of an accepted delivery.
 fn accepted(answer: &Value) -> i64 {
     assert_eq!(answer["status"], "accepted", "{answer}");
@@ -144,7 +132,7 @@ async fn the_answer_to_a_verify_error_follows_its_kind_and_only_authentic_delive
     let (status, answer) = post(&running.base, "sendcloud", &delivered).await;
     assert_eq!(status, 200, "{answer}");
     let seq = accepted(&answer);
-    let status = projected(&running.base, seq).await;
+    let status = support::projected(&running.base, seq, None).await;
     assert_eq!(status["endpoint"], "sendcloud", "{status}");
     assert_eq!(status["projection"]["dead_letter"], Value::Null, "{status}");
     assert_eq!(
@@ -222,7 +210,7 @@ async fn feed_items_and_subscription_lines_have_the_published_shape() {
         assert_eq!(status, 200, "{name}: {answer}");
         last = accepted(&answer);
     }
-    projected(&running.base, last).await;
+    support::projected(&running.base, last, None).await;
     let (_, page) = get_text(&format!("{}/v1/events?after=0", running.base)).await;
     let page: Value = serde_json::from_str(&page).unwrap();
     let items = page["events"].as_array().unwrap();
@@ -294,7 +282,7 @@ async fn replay_skips_and_reports_deliveries_whose_endpoint_is_gone() {
         .await
         .unwrap();
     for seq in &seqs {
-        let status = projected(&running.base, *seq).await;
+        let status = support::projected(&running.base, *seq, None).await;
         assert!(
             status["projection"]["dead_letter"]
                 .as_str()
@@ -593,7 +581,7 @@ async fn jwt_endpoints_check_tokens_against_a_local_jwks_refreshed_in_the_backgr
     let (status, answer) = post(&running.base, "shipup-jwt", &bearer(&good)).await;
     assert_eq!(status, 200, "{answer}");
     let seq = accepted(&answer);
-    let projection = projected(&running.base, seq).await;
+    let projection = support::projected(&running.base, seq, None).await;
     assert!(
         !projection["projection"]["events"]
             .as_array()

@@ -5,9 +5,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use shipfeed::Provider;
@@ -352,23 +353,7 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
         }])
         .await
         .unwrap()[0];
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut status_body;
-    loop {
-        let (_, text) = call(
-            reqwest::Method::GET,
-            &format!("{base}/v1/deliveries/{dead}"),
-            token,
-        )
-        .await;
-        status_body = text;
-        let value: Value = serde_json::from_str(&status_body).unwrap_or(Value::Null);
-        if value["projected"] == json!(true) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "delivery {dead}: {status_body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    support::projected(base, dead, token).await;
     let (_, projected) = call(
         reqwest::Method::GET,
         &format!("{base}/v1/deliveries/{seq}"),
