@@ -77,6 +77,7 @@ pub(crate) struct ProjectionRow<'a> {
 pub(crate) struct StoredFeedRow {
     pub(crate) seq: i64,
     pub(crate) kind: String,
+    pub(crate) shipment_key: String,
     pub(crate) revision: Option<i64>,
     pub(crate) body: String,
 }
@@ -164,6 +165,35 @@ pub(crate) struct AlertRow<'a> {
     pub(crate) last_event_id: &'a str,
     /// The [`Alert`](crate::Alert) as JSON.
     pub(crate) body: &'a str,
+}
+
+/// A push message as stored (see [`PushMessage`](crate::PushMessage)).
+#[derive(Debug, Clone)]
+pub(crate) struct PushRow {
+    pub(crate) subscription: String,
+    pub(crate) seq: i64,
+    pub(crate) webhook_id: String,
+    /// The ordering keys as a JSON array.
+    pub(crate) ordering_keys: String,
+    pub(crate) state: String,
+    pub(crate) attempts: i64,
+    pub(crate) next_attempt_at: DateTime<Utc>,
+    pub(crate) first_failed_at: DateTime<Utc>,
+    pub(crate) last_status: Option<i64>,
+    pub(crate) last_error: Option<String>,
+    pub(crate) body: String,
+}
+
+/// A push subscription's state as stored (see
+/// [`SubscriptionControl`](crate::SubscriptionControl)).
+#[derive(Debug, Clone)]
+pub(crate) struct PushControlRow {
+    pub(crate) name: String,
+    pub(crate) status: String,
+    pub(crate) reason: Option<String>,
+    pub(crate) changed_at: Option<DateTime<Utc>>,
+    pub(crate) failing_since: Option<DateTime<Utc>>,
+    pub(crate) version: i64,
 }
 
 /// A stored raw delivery, read back.
@@ -335,6 +365,27 @@ pub(crate) trait WriteDriver: Send {
     /// Closes alerts: `(alert_id, the alert_cleared item's JSON)`.
     async fn clear_alerts(&mut self, rows: &[(&str, &str)]) -> Result<(), StoreError>;
 
+    /// Inserts or replaces push messages (each `(subscription, seq)` once).
+    async fn upsert_push(&mut self, rows: &[PushRow]) -> Result<(), StoreError>;
+
+    /// Removes a subscription's push messages.
+    async fn delete_push(&mut self, subscription: &str, seqs: &[i64]) -> Result<(), StoreError>;
+
+    /// Puts a subscription's exhausted messages first parked at or after `since` back to
+    /// pending, due at `now`, with no attempt made; returns how many.
+    async fn redeliver_push(
+        &mut self,
+        subscription: &str,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError>;
+
+    /// A push subscription's state, if ever stored.
+    async fn push_control(&mut self, name: &str) -> Result<Option<PushControlRow>, StoreError>;
+
+    /// Inserts or replaces a push subscription's state.
+    async fn put_push_control(&mut self, row: &PushControlRow) -> Result<(), StoreError>;
+
     /// Runs between two groups, outside any transaction (SQLite: the WAL catch-up).
     async fn after_group(&mut self) {}
 }
@@ -387,6 +438,19 @@ pub(crate) trait ReadDriver: Send + Sync {
 
     /// The JSON of the alert stored under `alert_id`, open or cleared.
     async fn alert(&self, alert_id: &str) -> Result<Option<String>, StoreError>;
+
+    /// Up to `limit` push messages of a subscription after feed `seq` `after`, by `seq`;
+    /// only those in `state` when given.
+    async fn push_messages(
+        &self,
+        subscription: &str,
+        state: Option<&'static str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PushRow>, StoreError>;
+
+    /// The stored state of every push subscription (only `name`'s when given).
+    async fn push_controls(&self, name: Option<&str>) -> Result<Vec<PushControlRow>, StoreError>;
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

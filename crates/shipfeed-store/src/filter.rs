@@ -575,6 +575,7 @@ mod tests {
         FeedItem::Event(EventItem {
             seq: 1,
             revision,
+            shipment_key: "postnl:3SABC".to_owned(),
             event,
         })
     }

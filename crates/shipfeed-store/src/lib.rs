@@ -34,6 +34,7 @@ mod migrate;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod project;
+mod push;
 mod sqlite;
 mod write;
 
@@ -55,6 +56,9 @@ pub use alerts::{
 use driver::{ReadDriver, WriteDriver};
 pub use filter::{Context, Dimension, Filter, FilterError, FilterSpec, ItemType, Lookup};
 pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
+pub use push::{
+    ControlAction, PushCommit, PushMessage, PushState, SubscriptionControl, SubscriptionStatus,
+};
 use write::{Done, Job, Work};
 
 /// The name of the projector's lease and of its cursor in the inbox.
@@ -330,6 +334,18 @@ impl FeedItem {
         }
     }
 
+    /// The shipment the item is about (none for drift, which is about a provider).
+    pub fn shipment_key(&self) -> Option<&str> {
+        match self {
+            FeedItem::Event(item) => Some(&item.shipment_key),
+            FeedItem::Retraction(item) => Some(&item.shipment_key),
+            FeedItem::ShipmentState(item) => Some(&item.shipment_key),
+            FeedItem::Alert(item) => Some(&item.alert.shipment_key),
+            FeedItem::AlertCleared(item) => Some(&item.shipment_key),
+            FeedItem::Drift(_) => None,
+        }
+    }
+
     /// The event, when the item is one.
     pub fn as_event(&self) -> Option<&TrackingEvent> {
         match self {
@@ -346,6 +362,9 @@ pub struct EventItem {
     pub seq: i64,
     /// 1, 2, ...: which version of the event this is.
     pub revision: i64,
+    /// The shipment it belongs to in this revision (see [`shipfeed_core::identity`]): what
+    /// orders it among the shipment's items.
+    pub shipment_key: String,
     /// The canonical event.
     #[serde(flatten)]
     pub event: TrackingEvent,
@@ -887,6 +906,120 @@ impl Store {
         }
     }
 
+    /// Writes one round of an HTTP push subscription's driver, holder of `lease`, in one
+    /// transaction: messages parked or delivered, its failing time, its disabling, and its
+    /// cursor (`cursor` names it).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when the lease was taken over (nothing is stored); any other
+    /// [`StoreError`] when nothing was stored.
+    pub async fn commit_push(
+        &self,
+        lease: &Lease,
+        subscription: &str,
+        cursor: &str,
+        round: PushCommit,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let work = Work::CommitPush {
+            lease: (lease.name.clone(), lease.epoch),
+            subscription: subscription.to_owned(),
+            cursor: cursor.to_owned(),
+            round,
+            now,
+        };
+        match self.submit(work).await? {
+            Done::SaveCursor => Ok(()),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// An operator's pause, resume (re-enable) or disabling of an HTTP push subscription, at
+    /// `now`: its state after the change. The replica driving it reads it at its next round.
+    ///
+    /// # Errors
+    /// [`StoreError`] when nothing was stored.
+    pub async fn control_subscription(
+        &self,
+        subscription: &str,
+        action: ControlAction,
+        now: DateTime<Utc>,
+    ) -> Result<SubscriptionControl, StoreError> {
+        let work = Work::ControlPush {
+            subscription: subscription.to_owned(),
+            action,
+            now,
+        };
+        match self.submit(work).await? {
+            Done::Control(control) => Ok(control),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// Puts the exhausted messages of an HTTP push subscription first parked at or after
+    /// `since` (all when `None`) back on schedule, due at `now`, each with the same
+    /// `webhook-id` as before; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`] when nothing was stored.
+    pub async fn redeliver(
+        &self,
+        subscription: &str,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let work = Work::Redeliver {
+            subscription: subscription.to_owned(),
+            since,
+            now,
+        };
+        match self.submit(work).await? {
+            Done::Redelivered(count) => Ok(count),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// The stored state of an HTTP push subscription (active at version 0 when never changed).
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn subscription_control(
+        &self,
+        subscription: &str,
+    ) -> Result<SubscriptionControl, StoreError> {
+        Ok(self
+            .reader
+            .push_controls(Some(subscription))
+            .await?
+            .into_iter()
+            .next()
+            .map_or_else(|| SubscriptionControl::new(subscription), push::control))
+    }
+
+    /// Up to `limit` messages an HTTP push subscription has parked (waiting for a retry, or
+    /// exhausted), after feed `seq` `after`, by `seq`; only those in `state` when given.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn push_messages(
+        &self,
+        subscription: &str,
+        state: Option<PushState>,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<PushMessage>, StoreError> {
+        let rows = self
+            .reader
+            .push_messages(
+                subscription,
+                state.map(PushState::as_str),
+                after,
+                sql_limit(limit),
+            )
+            .await?;
+        Ok(rows.into_iter().map(push::message).collect())
+    }
+
     /// Up to `limit` open alerts (raised, not cleared) whose id is greater than `after` (""
     /// for the first page), by id.
     ///
@@ -1245,6 +1378,7 @@ fn feed_item(row: driver::StoredFeedRow) -> Option<FeedItem> {
         "event" => Some(FeedItem::Event(EventItem {
             seq,
             revision: row.revision.unwrap_or(1),
+            shipment_key: row.shipment_key,
             event: parse_stored(&row.body, "event")?,
         })),
         "retraction" => Some(FeedItem::Retraction(Retraction {

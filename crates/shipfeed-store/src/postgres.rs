@@ -74,8 +74,8 @@ use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transacti
 
 use crate::driver::{
     AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
-    EventRow, FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery,
-    StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow, ReadDriver, ShipmentRow,
+    ShipmentRows, StalledQuery, StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -267,6 +267,34 @@ CREATE TABLE drift_deliveries (
     fingerprint  text NOT NULL,
     delivery_seq bigint NOT NULL,
     PRIMARY KEY (provider, fingerprint)
+);
+",
+    },
+    // HTTP push subscriptions (see the SQLite driver's migration 10).
+    Migration {
+        version: 8,
+        sql: "
+CREATE TABLE push_messages (
+    subscription    text NOT NULL,
+    seq             bigint NOT NULL,
+    webhook_id      text NOT NULL,
+    ordering_keys   text NOT NULL,
+    state           text NOT NULL,
+    attempts        bigint NOT NULL,
+    next_attempt_at timestamptz NOT NULL,
+    first_failed_at timestamptz NOT NULL,
+    last_status     bigint,
+    last_error      text,
+    body            text NOT NULL,
+    PRIMARY KEY (subscription, seq)
+);
+CREATE TABLE push_subscriptions (
+    name          text PRIMARY KEY,
+    status        text NOT NULL,
+    reason        text,
+    changed_at    timestamptz,
+    failing_since timestamptz,
+    version       bigint NOT NULL
 );
 ",
     },
@@ -1356,6 +1384,145 @@ impl WriteDriver for PgWriter {
             .map_err(pg("store a lease"))?;
         Ok(())
     }
+
+    async fn upsert_push(&mut self, rows: &[PushRow]) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (client, _) = self.open()?;
+        let upsert = client
+            .prepare(
+                "INSERT INTO push_messages(subscription, seq, webhook_id, ordering_keys, state,
+                     attempts, next_attempt_at, first_failed_at, last_status, last_error, body)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (subscription, seq) DO UPDATE SET webhook_id = excluded.webhook_id,
+                     ordering_keys = excluded.ordering_keys, state = excluded.state,
+                     attempts = excluded.attempts, next_attempt_at = excluded.next_attempt_at,
+                     first_failed_at = excluded.first_failed_at,
+                     last_status = excluded.last_status, last_error = excluded.last_error,
+                     body = excluded.body",
+            )
+            .await
+            .map_err(pg("prepare a statement"))?;
+        for row in rows {
+            client
+                .execute(
+                    &upsert,
+                    &[
+                        &no_nul(&row.subscription),
+                        &row.seq,
+                        &no_nul(&row.webhook_id),
+                        &no_nul(&row.ordering_keys),
+                        &row.state,
+                        &row.attempts,
+                        &row.next_attempt_at,
+                        &row.first_failed_at,
+                        &row.last_status,
+                        &row.last_error.as_deref().map(no_nul),
+                        &no_nul(&row.body),
+                    ],
+                )
+                .await
+                .map_err(pg("store a push message"))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_push(&mut self, subscription: &str, seqs: &[i64]) -> Result<(), StoreError> {
+        let (client, _) = self.open()?;
+        client
+            .execute(
+                "DELETE FROM push_messages WHERE subscription = $1 AND seq = ANY($2)",
+                &[&no_nul(subscription), &seqs],
+            )
+            .await
+            .map_err(pg("remove push messages"))?;
+        Ok(())
+    }
+
+    async fn redeliver_push(
+        &mut self,
+        subscription: &str,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let (client, _) = self.open()?;
+        client
+            .execute(
+                "UPDATE push_messages SET state = 'pending', attempts = 0, next_attempt_at = $3
+                 WHERE subscription = $1 AND state = 'exhausted' AND first_failed_at >= $2",
+                &[&no_nul(subscription), &since, &now],
+            )
+            .await
+            .map_err(pg("redeliver push messages"))
+    }
+
+    async fn push_control(&mut self, name: &str) -> Result<Option<PushControlRow>, StoreError> {
+        let (client, _) = self.open()?;
+        client
+            .query_opt(&format!("{PUSH_CONTROL} WHERE name = $1"), &[&no_nul(name)])
+            .await
+            .and_then(|row| row.as_ref().map(push_control_row).transpose())
+            .map_err(pg("read a push subscription's state"))
+    }
+
+    async fn put_push_control(&mut self, row: &PushControlRow) -> Result<(), StoreError> {
+        let (client, _) = self.open()?;
+        client
+            .execute(
+                "INSERT INTO push_subscriptions(name, status, reason, changed_at, failing_since,
+                     version) VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (name) DO UPDATE SET status = excluded.status,
+                     reason = excluded.reason, changed_at = excluded.changed_at,
+                     failing_since = excluded.failing_since, version = excluded.version",
+                &[
+                    &no_nul(&row.name),
+                    &row.status,
+                    &row.reason.as_deref().map(no_nul),
+                    &row.changed_at,
+                    &row.failing_since,
+                    &row.version,
+                ],
+            )
+            .await
+            .map_err(pg("store a push subscription's state"))?;
+        Ok(())
+    }
+}
+
+/// The columns of [`PushControlRow`], from `push_subscriptions`.
+const PUSH_CONTROL: &str =
+    "SELECT name, status, reason, changed_at, failing_since, version FROM push_subscriptions";
+
+/// The columns of [`PushRow`], from `push_messages`.
+const PUSH_MESSAGE: &str = "SELECT subscription, seq, webhook_id, ordering_keys, state, attempts,
+    next_attempt_at, first_failed_at, last_status, last_error, body FROM push_messages";
+
+fn push_control_row(row: &tokio_postgres::Row) -> Result<PushControlRow, tokio_postgres::Error> {
+    Ok(PushControlRow {
+        name: row.try_get(0)?,
+        status: row.try_get(1)?,
+        reason: row.try_get(2)?,
+        changed_at: row.try_get(3)?,
+        failing_since: row.try_get(4)?,
+        version: row.try_get(5)?,
+    })
+}
+
+fn push_row(row: &tokio_postgres::Row) -> Result<PushRow, tokio_postgres::Error> {
+    Ok(PushRow {
+        subscription: row.try_get(0)?,
+        seq: row.try_get(1)?,
+        webhook_id: row.try_get(2)?,
+        ordering_keys: row.try_get(3)?,
+        state: row.try_get(4)?,
+        attempts: row.try_get(5)?,
+        next_attempt_at: row.try_get(6)?,
+        first_failed_at: row.try_get(7)?,
+        last_status: row.try_get(8)?,
+        last_error: row.try_get(9)?,
+        body: row.try_get(10)?,
+    })
 }
 
 /// The first column of every row, as text.
@@ -1394,7 +1561,8 @@ impl ReadDriver for PgReader {
         let client = self.client().await?;
         let select = client
             .prepare_cached(
-                "SELECT seq, kind, revision, body FROM feed WHERE seq > $1 ORDER BY seq LIMIT $2",
+                "SELECT seq, kind, revision, body, shipment_key FROM feed WHERE seq > $1
+                 ORDER BY seq LIMIT $2",
             )
             .await
             .map_err(pg("prepare a statement"))?;
@@ -1409,6 +1577,7 @@ impl ReadDriver for PgReader {
                             kind: row.try_get(1)?,
                             revision: row.try_get(2)?,
                             body: row.try_get(3)?,
+                            shipment_key: row.try_get(4)?,
                         })
                     })
                     .collect()
@@ -1618,6 +1787,43 @@ impl ReadDriver for PgReader {
                     .collect()
             })
             .map_err(pg("read drift"))
+    }
+
+    async fn push_messages(
+        &self,
+        subscription: &str,
+        state: Option<&'static str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PushRow>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "{PUSH_MESSAGE} WHERE subscription = $1 AND ($2::text IS NULL OR state = $2)
+                 AND seq > $3 ORDER BY seq LIMIT $4"
+            ))
+            .await
+            .map_err(pg("prepare a statement"))?;
+        client
+            .query(&select, &[&no_nul(subscription), &state, &after, &limit])
+            .await
+            .and_then(|rows| rows.iter().map(push_row).collect())
+            .map_err(pg("read push messages"))
+    }
+
+    async fn push_controls(&self, name: Option<&str>) -> Result<Vec<PushControlRow>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "{PUSH_CONTROL} WHERE $1::text IS NULL OR name = $1 ORDER BY name"
+            ))
+            .await
+            .map_err(pg("prepare a statement"))?;
+        client
+            .query(&select, &[&name.map(no_nul)])
+            .await
+            .and_then(|rows| rows.iter().map(push_control_row).collect())
+            .map_err(pg("read push subscriptions' state"))
     }
 
     async fn cursor(&self, name: &str) -> Result<Option<i64>, StoreError> {

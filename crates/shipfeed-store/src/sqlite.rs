@@ -22,8 +22,8 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
     AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
-    EventRow, FeedRow, ProjectionRow, ReadDriver, ShipmentRow, ShipmentRows, StalledQuery,
-    StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow, ReadDriver, ShipmentRow,
+    ShipmentRows, StalledQuery, StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -262,6 +262,35 @@ CREATE TABLE drift_deliveries (
     fingerprint  TEXT NOT NULL,
     delivery_seq INTEGER NOT NULL,
     PRIMARY KEY (provider, fingerprint)
+);
+",
+    },
+    // HTTP push subscriptions: the messages waiting for a retry or exhausted (times in Unix
+    // milliseconds), and each subscription's state.
+    Migration {
+        version: 10,
+        sql: "
+CREATE TABLE push_messages (
+    subscription    TEXT NOT NULL,
+    seq             INTEGER NOT NULL,
+    webhook_id      TEXT NOT NULL,
+    ordering_keys   TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL,
+    next_attempt_at INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    body            TEXT NOT NULL,
+    PRIMARY KEY (subscription, seq)
+);
+CREATE TABLE push_subscriptions (
+    name          TEXT PRIMARY KEY,
+    status        TEXT NOT NULL,
+    reason        TEXT,
+    changed_at    INTEGER,
+    failing_since INTEGER,
+    version       INTEGER NOT NULL
 );
 ",
     },
@@ -1080,9 +1109,140 @@ impl WriteDriver for SqliteWriter {
         Ok(())
     }
 
+    async fn upsert_push(&mut self, rows: &[PushRow]) -> Result<(), StoreError> {
+        let mut upsert = self
+            .conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO push_messages(subscription, seq, webhook_id, ordering_keys,
+                     state, attempts, next_attempt_at, first_failed_at, last_status, last_error, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )
+            .map_err(db("store a push message"))?;
+        for row in rows {
+            upsert
+                .execute(params![
+                    row.subscription,
+                    row.seq,
+                    row.webhook_id,
+                    row.ordering_keys,
+                    row.state,
+                    row.attempts,
+                    row.next_attempt_at.timestamp_millis(),
+                    row.first_failed_at.timestamp_millis(),
+                    row.last_status,
+                    row.last_error,
+                    row.body,
+                ])
+                .map_err(db("store a push message"))?;
+        }
+        Ok(())
+    }
+
+    async fn delete_push(&mut self, subscription: &str, seqs: &[i64]) -> Result<(), StoreError> {
+        let mut delete = self
+            .conn
+            .prepare_cached("DELETE FROM push_messages WHERE subscription = ?1 AND seq = ?2")
+            .map_err(db("remove a push message"))?;
+        for seq in seqs {
+            delete
+                .execute(params![subscription, seq])
+                .map_err(db("remove a push message"))?;
+        }
+        Ok(())
+    }
+
+    async fn redeliver_push(
+        &mut self,
+        subscription: &str,
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE push_messages SET state = 'pending', attempts = 0, next_attempt_at = ?3
+                 WHERE subscription = ?1 AND state = 'exhausted' AND first_failed_at >= ?2",
+            )
+            .and_then(|mut update| {
+                update.execute(params![
+                    subscription,
+                    since.timestamp_millis(),
+                    now.timestamp_millis()
+                ])
+            })
+            .map_err(db("redeliver push messages"))?;
+        Ok(changed as u64)
+    }
+
+    async fn push_control(&mut self, name: &str) -> Result<Option<PushControlRow>, StoreError> {
+        self.conn
+            .prepare_cached(&format!("{PUSH_CONTROL} WHERE name = ?1"))
+            .and_then(|mut select| select.query_row([name], push_control_row).optional())
+            .map_err(db("read a push subscription's state"))
+    }
+
+    async fn put_push_control(&mut self, row: &PushControlRow) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO push_subscriptions(name, status, reason, changed_at,
+                     failing_since, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut put| {
+                put.execute(params![
+                    row.name,
+                    row.status,
+                    row.reason,
+                    row.changed_at.map(|t| t.timestamp_millis()),
+                    row.failing_since.map(|t| t.timestamp_millis()),
+                    row.version,
+                ])
+            })
+            .map_err(db("store a push subscription's state"))?;
+        Ok(())
+    }
+
     async fn after_group(&mut self) {
         finish_checkpoint(&self.conn, &self.checkpoint_copied);
     }
+}
+
+/// The columns of [`PushControlRow`], from `push_subscriptions`.
+const PUSH_CONTROL: &str =
+    "SELECT name, status, reason, changed_at, failing_since, version FROM push_subscriptions";
+
+/// The columns of [`PushRow`], from `push_messages`.
+const PUSH_MESSAGE: &str = "SELECT subscription, seq, webhook_id, ordering_keys, state, attempts,
+    next_attempt_at, first_failed_at, last_status, last_error, body FROM push_messages";
+
+fn millis(value: Option<i64>) -> Option<DateTime<Utc>> {
+    value.and_then(DateTime::from_timestamp_millis)
+}
+
+fn push_control_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PushControlRow> {
+    Ok(PushControlRow {
+        name: row.get(0)?,
+        status: row.get(1)?,
+        reason: row.get(2)?,
+        changed_at: millis(row.get(3)?),
+        failing_since: millis(row.get(4)?),
+        version: row.get(5)?,
+    })
+}
+
+fn push_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<PushRow> {
+    Ok(PushRow {
+        subscription: row.get(0)?,
+        seq: row.get(1)?,
+        webhook_id: row.get(2)?,
+        ordering_keys: row.get(3)?,
+        state: row.get(4)?,
+        attempts: row.get(5)?,
+        next_attempt_at: millis(row.get(6)?).unwrap_or_default(),
+        first_failed_at: millis(row.get(7)?).unwrap_or_default(),
+        last_status: row.get(8)?,
+        last_error: row.get(9)?,
+        body: row.get(10)?,
+    })
 }
 
 /// The columns of [`StoredEvent`], from `events`; `?2` is the hash prefix of this build.
@@ -1132,7 +1292,8 @@ impl ReadDriver for SqliteReader {
     async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<StoredFeedRow>, StoreError> {
         self.read("read the feed", move |conn| {
             let mut select = conn.prepare_cached(
-                "SELECT seq, kind, revision, body FROM feed WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                "SELECT seq, kind, revision, body, shipment_key FROM feed WHERE seq > ?1
+                 ORDER BY seq LIMIT ?2",
             )?;
             let rows = select.query_map(params![after, limit], |row| {
                 Ok(StoredFeedRow {
@@ -1140,6 +1301,7 @@ impl ReadDriver for SqliteReader {
                     kind: row.get(1)?,
                     revision: row.get(2)?,
                     body: row.get(3)?,
+                    shipment_key: row.get(4)?,
                 })
             })?;
             rows.collect()
@@ -1346,6 +1508,37 @@ impl ReadDriver for SqliteReader {
             conn.prepare_cached("SELECT body FROM alerts WHERE alert_id = ?1")?
                 .query_row([alert_id], |row| row.get(0))
                 .optional()
+        })
+        .await
+    }
+
+    async fn push_messages(
+        &self,
+        subscription: &str,
+        state: Option<&'static str>,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<PushRow>, StoreError> {
+        let subscription = subscription.to_owned();
+        self.read("read push messages", move |conn| {
+            let mut select = conn.prepare_cached(&format!(
+                "{PUSH_MESSAGE} WHERE subscription = ?1 AND (?2 IS NULL OR state = ?2) AND seq > ?3
+                 ORDER BY seq LIMIT ?4"
+            ))?;
+            let rows = select.query_map(params![subscription, state, after, limit], push_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn push_controls(&self, name: Option<&str>) -> Result<Vec<PushControlRow>, StoreError> {
+        let name = name.map(str::to_owned);
+        self.read("read push subscriptions' state", move |conn| {
+            let mut select = conn.prepare_cached(&format!(
+                "{PUSH_CONTROL} WHERE ?1 IS NULL OR name = ?1 ORDER BY name"
+            ))?;
+            let rows = select.query_map([name], push_control_row)?;
+            rows.collect()
         })
         .await
     }

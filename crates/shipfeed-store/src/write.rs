@@ -7,7 +7,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::driver::{DeliveryRow, WriteDriver};
 use crate::project::{self, Outcome};
-use crate::{alerts, lease, Alert, Arrival, Lease, Projection, StalledRules, StoreError};
+use crate::{
+    alerts, lease, push, Alert, Arrival, ControlAction, Lease, Projection, PushCommit,
+    StalledRules, StoreError, SubscriptionControl,
+};
 
 /// How many queued jobs one transaction takes at most.
 const MAX_GROUP: usize = 512;
@@ -51,6 +54,26 @@ pub(crate) enum Work {
         now: DateTime<Utc>,
         rules: StalledRules,
     },
+    /// A round of an HTTP push subscription, only while the lease (name, epoch) is held.
+    CommitPush {
+        lease: (String, i64),
+        subscription: String,
+        cursor: String,
+        round: PushCommit,
+        now: DateTime<Utc>,
+    },
+    /// An operator's change to an HTTP push subscription.
+    ControlPush {
+        subscription: String,
+        action: ControlAction,
+        now: DateTime<Utc>,
+    },
+    /// An operator's redelivery of exhausted push messages.
+    Redeliver {
+        subscription: String,
+        since: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    },
 }
 
 impl Work {
@@ -68,6 +91,8 @@ pub(crate) enum Done {
     Lease(Option<Lease>),
     Released,
     Alerts(Vec<Alert>),
+    Control(SubscriptionControl),
+    Redelivered(u64),
 }
 
 pub(crate) struct Job {
@@ -243,5 +268,30 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
             lease::check(driver, lease, *epoch).await?;
             Ok(Done::Alerts(alerts::raise(driver, rules, *now).await?))
         }
+        Work::CommitPush {
+            lease: (lease, epoch),
+            subscription,
+            cursor,
+            round,
+            now,
+        } => {
+            lease::check(driver, lease, *epoch).await?;
+            push::commit(driver, subscription, cursor, round, *now).await?;
+            Ok(Done::SaveCursor)
+        }
+        Work::ControlPush {
+            subscription,
+            action,
+            now,
+        } => Ok(Done::Control(
+            push::change(driver, subscription, action, *now).await?,
+        )),
+        Work::Redeliver {
+            subscription,
+            since,
+            now,
+        } => Ok(Done::Redelivered(
+            push::redeliver(driver, subscription, *since, *now).await?,
+        )),
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
@@ -41,9 +42,33 @@ pub struct SubscriptionConfig {
     pub name: String,
     /// Where the feed items go.
     pub kind: Kind,
-    /// The NATS server (kind `nats` only), e.g. `nats://127.0.0.1:4222`.
+    /// The NATS server (kind `nats`), e.g. `nats://127.0.0.1:4222`, or the URL feed items
+    /// are POSTed to (kind `http`).
     #[serde(default)]
     pub url: Option<String>,
+    /// Kind `http`: the environment variable holding the signing secret (`whsec_...`; several,
+    /// separated by spaces, while rotating: each request is signed with every one).
+    #[serde(default)]
+    pub secret_env: Option<String>,
+    /// Kind `http`: a file holding the signing secret(s), as `secret_env`.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// Kind `http`: how long one attempt may take (default `"15s"`).
+    #[serde(default)]
+    pub timeout: Option<String>,
+    /// Kind `http`: how many shipments are delivered to at once (default 16); one shipment's
+    /// items always go one after the other.
+    #[serde(default)]
+    pub concurrency: Option<usize>,
+    /// Kind `http`: the waits between a failed attempt and the next (default `["5s", "5m",
+    /// "30m", "2h", "5h", "10h", "10h"]`: eight attempts over about 27 hours). After the
+    /// last, the message is kept as exhausted, until redelivered.
+    #[serde(default)]
+    pub retry_schedule: Option<Vec<String>>,
+    /// Kind `http`: how long every attempt may fail before the subscription is disabled
+    /// (default `"5days"`).
+    #[serde(default)]
+    pub disable_after: Option<String>,
     /// The file JSON lines are appended to (kind `file` only).
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -70,6 +95,8 @@ pub enum Kind {
     File,
     /// NATS JetStream (`url`).
     Nats,
+    /// Signed HTTP POSTs (`url`, `secret_env` or `secret_file`), Standard Webhooks.
+    Http,
 }
 
 impl Kind {
@@ -78,6 +105,7 @@ impl Kind {
             Kind::Stdout => "stdout",
             Kind::File => "file",
             Kind::Nats => "nats",
+            Kind::Http => "http",
         }
     }
 }
@@ -144,6 +172,67 @@ pub enum Target {
     /// NATS JetStream at this URL: stream [`NATS_STREAM`](crate::NATS_STREAM), one message
     /// per item, acknowledged before the cursor moves.
     Nats(String),
+    /// Signed HTTP POSTs, one per item, retried per item on a schedule, in order per shipment.
+    Http(Box<HttpTarget>),
+}
+
+/// Where and how an HTTP push subscription POSTs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpTarget {
+    /// The subscriber's URL.
+    pub url: reqwest::Url,
+    /// The signing secrets (every request carries one signature per secret).
+    pub secrets: Vec<crate::Secret>,
+    /// How long one attempt may take.
+    pub timeout: Duration,
+    /// How many shipments are delivered to at once.
+    pub concurrency: usize,
+    /// The waits between a failed attempt and the next; after the last, the message is
+    /// exhausted.
+    pub retry_schedule: Vec<Duration>,
+    /// How long every attempt may fail before the subscription is disabled.
+    pub disable_after: Duration,
+}
+
+impl fmt::Debug for HttpTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTarget")
+            .field("url", &redacted(self.url.as_str()))
+            .field("secrets", &self.secrets.len())
+            .field("timeout", &self.timeout)
+            .field("concurrency", &self.concurrency)
+            .field("retry_schedule", &self.retry_schedule)
+            .field("disable_after", &self.disable_after)
+            .finish()
+    }
+}
+
+impl HttpTarget {
+    /// A target for `url` signing with `secrets`, with the defaults: 15 s per attempt, 16
+    /// shipments at once, Svix's schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h),
+    /// disabled after failing for 5 days.
+    pub fn new(url: reqwest::Url, secrets: Vec<crate::Secret>) -> Self {
+        const MINUTE: u64 = 60;
+        const HOUR: u64 = 60 * MINUTE;
+        HttpTarget {
+            url,
+            secrets,
+            timeout: Duration::from_secs(15),
+            concurrency: 16,
+            retry_schedule: [
+                5,
+                5 * MINUTE,
+                30 * MINUTE,
+                2 * HOUR,
+                5 * HOUR,
+                10 * HOUR,
+                10 * HOUR,
+            ]
+            .map(Duration::from_secs)
+            .to_vec(),
+            disable_after: Duration::from_secs(5 * 24 * HOUR),
+        }
+    }
 }
 
 impl Target {
@@ -174,12 +263,14 @@ impl Target {
 
     /// What two targets must not share: one stdout, one file, one NATS server (whose single
     /// stream would drop the second copy of every message as a duplicate).
-    fn exclusive_key(&self) -> String {
-        match self {
+    /// (Two subscriptions may POST to one receiver, each with its own filter.)
+    fn exclusive_key(&self) -> Option<String> {
+        Some(match self {
             Target::Stdout => "stdout".to_owned(),
             Target::File(path) => format!("file {}", path.display()),
             Target::Nats(url) => format!("NATS server {url}"),
-        }
+            Target::Http(_) => return None,
+        })
     }
 }
 
@@ -194,6 +285,13 @@ impl fmt::Display for Target {
                 redacted(url),
                 crate::NATS_STREAM,
                 crate::NATS_SUBJECT_PREFIX
+            ),
+            Target::Http(http) => write!(
+                f,
+                "signed HTTP POSTs to {} ({} at once, {} attempts)",
+                redacted(http.url.as_str()),
+                http.concurrency,
+                http.retry_schedule.len() + 1
             ),
         }
     }
@@ -278,6 +376,8 @@ impl Subscription {
             Target::Stdout => "stdout".to_owned(),
             Target::File(path) => format!("file:{}", path.display()),
             Target::Nats(_) => format!("nats:{}", crate::NATS_STREAM),
+            // `sink` never names one.
+            Target::Http(_) => return None,
         };
         Some(Subscription {
             name: SINK_NAME.to_owned(),
@@ -340,14 +440,94 @@ impl SubscriptionConfig {
                 Some(url) if !url.is_empty() => Target::Nats(url.clone()),
                 _ => return Err(problem("kind \"nats\" needs `url`".to_owned())),
             },
+            Kind::Http => Target::Http(Box::new(self.http_target().map_err(problem)?)),
         };
-        if self.url.is_some() && self.kind != Kind::Nats {
+        if self.url.is_some() && !matches!(self.kind, Kind::Nats | Kind::Http) {
             return Err(extra("url", "nats"));
+        }
+        if self.kind != Kind::Http {
+            for (key, given) in [
+                ("secret_env", self.secret_env.is_some()),
+                ("secret_file", self.secret_file.is_some()),
+                ("timeout", self.timeout.is_some()),
+                ("concurrency", self.concurrency.is_some()),
+                ("retry_schedule", self.retry_schedule.is_some()),
+                ("disable_after", self.disable_after.is_some()),
+            ] {
+                if given {
+                    return Err(extra(key, "http"));
+                }
+            }
         }
         if self.path.is_some() && self.kind != Kind::File {
             return Err(extra("path", "file"));
         }
         Ok(Subscription::new(name, target, self.start)?.with_filter(self.filter.clone()))
+    }
+}
+
+impl SubscriptionConfig {
+    /// The HTTP target of a kind `http` table, its secrets read from where it says.
+    fn http_target(&self) -> Result<HttpTarget, String> {
+        let url = match &self.url {
+            Some(url) if !url.is_empty() => url,
+            _ => return Err("kind \"http\" needs `url`".to_owned()),
+        };
+        let url = reqwest::Url::parse(url)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https"))
+            .ok_or_else(|| format!("`url` {} is not an http:// or https:// URL", redacted(url)))?;
+        let secrets = match (&self.secret_env, &self.secret_file) {
+            (Some(variable), None) => std::env::var(variable)
+                .map_err(|_| {
+                    format!("`secret_env`: the environment variable {variable} is not set")
+                })
+                .and_then(|text| {
+                    crate::Secret::parse_all(&text)
+                        .map_err(|e| format!("`secret_env` {variable}: {e}"))
+                })?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("`secret_file` {}: {e}", path.display()))
+                .and_then(|text| {
+                    crate::Secret::parse_all(&text)
+                        .map_err(|e| format!("`secret_file` {}: {e}", path.display()))
+                })?,
+            _ => return Err(
+                "kind \"http\" needs its signing secret in one of `secret_env` or `secret_file`"
+                    .to_owned(),
+            ),
+        };
+        let mut target = HttpTarget::new(url, secrets);
+        let duration = |key: &str, text: &str| {
+            humantime::parse_duration(text.trim())
+                .map_err(|e| format!("`{key}` {text:?}: {e}"))
+                .and_then(|d| {
+                    if d.is_zero() {
+                        Err(format!("`{key}` must be longer than 0"))
+                    } else {
+                        Ok(d)
+                    }
+                })
+        };
+        if let Some(text) = &self.timeout {
+            target.timeout = duration("timeout", text)?;
+        }
+        if let Some(concurrency) = self.concurrency {
+            if concurrency == 0 {
+                return Err("`concurrency` must be at least 1".to_owned());
+            }
+            target.concurrency = concurrency;
+        }
+        if let Some(schedule) = &self.retry_schedule {
+            target.retry_schedule = schedule
+                .iter()
+                .map(|text| duration("retry_schedule", text))
+                .collect::<Result<_, _>>()?;
+        }
+        if let Some(text) = &self.disable_after {
+            target.disable_after = duration("disable_after", text)?;
+        }
+        Ok(target)
     }
 }
 
@@ -398,7 +578,9 @@ pub fn plan(tables: &[SubscriptionConfig], sink: Option<&str>) -> Result<Vec<Sub
                 format!("subscription `{name}` is configured twice")
             }));
         }
-        let key = subscription.target().exclusive_key();
+        let Some(key) = subscription.target().exclusive_key() else {
+            continue;
+        };
         if let Some(first) = targets.insert(key.clone(), name) {
             return Err(Error::Config(format!(
                 "subscriptions `{first}` and `{name}` both write to {key}; give each its own"

@@ -73,12 +73,17 @@
 
 mod config;
 mod error;
+mod http;
 mod metrics;
+mod push;
 mod run;
 mod target;
 
-pub use config::{plan, Kind, Start, Subscription, SubscriptionConfig, Target, PREFIX, SINK_NAME};
+pub use config::{
+    plan, HttpTarget, Kind, Start, Subscription, SubscriptionConfig, Target, PREFIX, SINK_NAME,
+};
 pub use error::{BoxError, Error};
+pub use http::{signature, Secret};
 pub use metrics::Metrics;
 pub use run::{replica_id, Runner, Settings};
 pub use target::{NATS_STREAM, NATS_SUBJECT_PREFIX};

@@ -21,6 +21,8 @@ struct Labels {
 /// | `shipfeed_subscription_delivered_total` | counter | feed items delivered by this replica (a batch delivered again after a crash counts again) |
 /// | `shipfeed_subscription_delivery_failures_total` | counter | batches whose delivery failed here (each is retried) |
 /// | `shipfeed_subscription_lease_held` | gauge | 1 while this replica holds the subscription's lease and drives it, else 0 |
+/// | `shipfeed_subscription_parked` | gauge | HTTP push: messages waiting for a retry or behind one of their shipment (as this replica last saw) |
+/// | `shipfeed_subscription_exhausted_total` | counter | HTTP push: messages whose every attempt failed (kept, until redelivered) |
 ///
 /// ```
 /// use prometheus_client::registry::Registry;
@@ -34,6 +36,8 @@ pub struct Metrics {
     delivered: Family<Labels, Counter>,
     failures: Family<Labels, Counter>,
     held: Family<Labels, Gauge>,
+    parked: Family<Labels, Gauge>,
+    exhausted: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -61,6 +65,16 @@ impl Metrics {
             "1 while this replica holds the subscription's lease, else 0",
             metrics.held.clone(),
         );
+        registry.register(
+            "shipfeed_subscription_parked",
+            "HTTP push messages waiting for a retry, or behind an earlier item of their shipment",
+            metrics.parked.clone(),
+        );
+        registry.register(
+            "shipfeed_subscription_exhausted",
+            "HTTP push messages whose every attempt failed (kept until redelivered)",
+            metrics.exhausted.clone(),
+        );
         metrics
     }
 
@@ -75,6 +89,8 @@ impl Metrics {
             delivered: self.delivered.get_or_create(&labels).clone(),
             failures: self.failures.get_or_create(&labels).clone(),
             held: self.held.get_or_create(&labels).clone(),
+            parked: self.parked.get_or_create(&labels).clone(),
+            exhausted: self.exhausted.get_or_create(&labels).clone(),
         }
     }
 }
@@ -86,6 +102,8 @@ pub(crate) struct Series {
     pub(crate) delivered: Counter,
     pub(crate) failures: Counter,
     pub(crate) held: Gauge,
+    pub(crate) parked: Gauge,
+    pub(crate) exhausted: Counter,
 }
 
 #[cfg(test)]

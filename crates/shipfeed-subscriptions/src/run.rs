@@ -13,8 +13,9 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::metrics::Series;
+use crate::push::{Pusher, Round};
 use crate::target::Deliver;
-use crate::{Error, Metrics, Start, Subscription};
+use crate::{Error, Metrics, Start, Subscription, Target};
 
 /// How the runner works: who it is among the replicas, how long a lease lasts, which clock
 /// lease times are read from, how much it reads at a time and how it backs off.
@@ -171,7 +172,27 @@ impl Runner {
     ) -> Result<Vec<JoinHandle<()>>, Error> {
         let mut drivers = Vec::with_capacity(subscriptions.len());
         for subscription in subscriptions {
-            let target = subscription.target().connect(subscription.name()).await?;
+            let series = self.metrics.of(subscription.name());
+            let sender = match subscription.target() {
+                Target::Http(http) => Sender::Push(Box::new(
+                    Pusher::new(
+                        subscription.name(),
+                        subscription.cursor(),
+                        http,
+                        self.store.clone(),
+                        Arc::clone(&self.settings.clock),
+                        self.settings.batch_size,
+                        subscription.filter().clone(),
+                        series.clone(),
+                    )
+                    .map_err(|e| Error::Target {
+                        name: subscription.name().to_owned(),
+                        context: "set up its HTTP client".to_owned(),
+                        source: Box::new(e),
+                    })?,
+                )),
+                target => Sender::Batch(target.connect(subscription.name()).await?),
+            };
             drivers.push(Driver {
                 lease: LeaseHolder::new(
                     self.store.clone(),
@@ -180,9 +201,9 @@ impl Runner {
                     self.settings.lease_ttl,
                     Arc::clone(&self.settings.clock),
                 ),
-                series: self.metrics.of(subscription.name()),
+                series,
                 subscription: subscription.clone(),
-                target,
+                sender,
                 store: self.store.clone(),
                 wake: Arc::clone(&self.wake),
                 batch_size: self.settings.batch_size,
@@ -213,16 +234,26 @@ enum Step {
     More,
     /// Nothing new: wait for new items (or the lease's renewal).
     Idle,
+    /// Nothing to do before this long: wait for it, for new items or the lease's renewal.
+    Wait(Duration),
     /// Another replica holds the lease: look again later (or when new items are stored).
     StandBy,
     /// Something failed: back off, then retry the same batch.
     Failed,
 }
 
+/// How a subscription hands items over.
+enum Sender {
+    /// A batch at a time (stdout, file, NATS).
+    Batch(Box<dyn Deliver>),
+    /// Signed HTTP POSTs, retried per item.
+    Push(Box<Pusher>),
+}
+
 /// One subscription's task.
 struct Driver {
     subscription: Subscription,
-    target: Box<dyn Deliver>,
+    sender: Sender,
     store: Store,
     lease: LeaseHolder,
     series: Series,
@@ -250,6 +281,10 @@ impl Driver {
                 Step::Idle | Step::StandBy => {
                     retry = initial;
                     (renew, true)
+                }
+                Step::Wait(pause) => {
+                    retry = initial;
+                    (pause.min(renew), true)
                 }
                 Step::Failed => {
                     let pause = retry.min(renew);
@@ -316,6 +351,30 @@ impl Driver {
             }
             current.saved = current.position;
         }
+        let target = match &mut self.sender {
+            Sender::Push(pusher) => {
+                let round = pusher.round(&lease, current.position).await;
+                return match round {
+                    Ok((moved, round)) => {
+                        if let Some(position) = moved {
+                            current.position = position;
+                            current.saved = position;
+                        }
+                        let position = current.position;
+                        self.observe_lag(Some(position)).await;
+                        match round {
+                            Round::More => Step::More,
+                            Round::Wait(pause) => Step::Wait(pause),
+                        }
+                    }
+                    Err(error) => {
+                        pusher.forget();
+                        self.write_failed(&error, cursor)
+                    }
+                };
+            }
+            Sender::Batch(target) => target,
+        };
         // Read through the subscription's filter: the page may hold fewer items than it read
         // (none, even), and its `next_cursor` is past everything read, so the cursor never
         // stops on items the filter leaves out.
@@ -342,7 +401,7 @@ impl Driver {
         }
         let items = page.items;
         if !items.is_empty() {
-            if let Err(error) = self.target.deliver(&items).await {
+            if let Err(error) = target.deliver(&items).await {
                 let position = current.position;
                 self.observe_lag(Some(position)).await;
                 self.series.failures.inc();
@@ -399,7 +458,7 @@ impl Driver {
             self.series.held.set(0);
             return Step::StandBy;
         }
-        tracing::warn!(subscription = %self.subscription.name(), error = %error_chain(error), "cannot save the subscription's cursor; retrying");
+        tracing::warn!(subscription = %self.subscription.name(), error = %error_chain(error), "cannot read or write the subscription's state in the store; retrying");
         Step::Failed
     }
 

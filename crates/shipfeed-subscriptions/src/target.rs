@@ -35,6 +35,11 @@ impl Target {
             Target::Stdout => Box::new(JsonLines(None)),
             Target::File(path) => Box::new(JsonLines(Some(path.clone()))),
             Target::Nats(url) => Box::new(Nats::connect(name, url).await?),
+            Target::Http(_) => {
+                return Err(Error::Config(format!(
+                    "subscription `{name}`: an HTTP target is driven by its pusher"
+                )))
+            }
         })
     }
 }
@@ -126,46 +131,46 @@ impl Nats {
 /// same item is published (JetStream drops a repeat within its duplicate window) and differs
 /// between revisions of an event (a correction is never dropped as a repeat).
 fn nats_address(item: &FeedItem) -> (String, String) {
+    let subject = match item {
+        FeedItem::Event(item) => format!(
+            "{NATS_SUBJECT_PREFIX}.{}.{}",
+            item.event.provider.as_str(),
+            item.event.status.map_or("none", |s| s.as_str())
+        ),
+        FeedItem::Retraction(_) => format!("{NATS_SUBJECT_PREFIX}.retraction"),
+        FeedItem::ShipmentState(item) => format!(
+            "{NATS_SUBJECT_PREFIX}.shipment_state.{}",
+            item.state
+                .as_ref()
+                .map_or("none", |state| state.status.as_str())
+        ),
+        FeedItem::Alert(item) => {
+            format!("{NATS_SUBJECT_PREFIX}.alert.{}", item.alert.status.as_str())
+        }
+        FeedItem::AlertCleared(_) => format!("{NATS_SUBJECT_PREFIX}.alert_cleared"),
+        // The key comes from a payload: not in the subject.
+        FeedItem::Drift(item) => format!(
+            "{NATS_SUBJECT_PREFIX}.drift.{}.{}",
+            item.provider.as_str(),
+            item.kind.as_str()
+        ),
+    };
+    (subject, message_id(item))
+}
+
+/// A feed item's message id: its `Nats-Msg-Id` and its `webhook-id`, the receiver's
+/// idempotency key. The same every time the same item is sent, different between revisions of
+/// an event (a correction is never dropped as a repeat): `<event_id>:<revision>` for events,
+/// `retraction:<event_id>:<revision>`, `shipment_state:<seq>`, the alert's own deterministic
+/// id (so a repeat of the same alert is dropped too), `cleared:<alert_id>`, `drift:<seq>`.
+pub(crate) fn message_id(item: &FeedItem) -> String {
     match item {
-        FeedItem::Event(item) => (
-            format!(
-                "{NATS_SUBJECT_PREFIX}.{}.{}",
-                item.event.provider.as_str(),
-                item.event.status.map_or("none", |s| s.as_str())
-            ),
-            format!("{}:{}", item.event.event_id.as_str(), item.revision),
-        ),
-        FeedItem::Retraction(item) => (
-            format!("{NATS_SUBJECT_PREFIX}.retraction"),
-            format!("retraction:{}:{}", item.event_id, item.revision),
-        ),
-        FeedItem::ShipmentState(item) => (
-            format!(
-                "{NATS_SUBJECT_PREFIX}.shipment_state.{}",
-                item.state
-                    .as_ref()
-                    .map_or("none", |state| state.status.as_str())
-            ),
-            format!("shipment_state:{}", item.seq),
-        ),
-        // An alert's id is deterministic, so a repeat of the same alert is dropped too.
-        FeedItem::Alert(item) => (
-            format!("{NATS_SUBJECT_PREFIX}.alert.{}", item.alert.status.as_str()),
-            item.alert.alert_id.clone(),
-        ),
-        FeedItem::AlertCleared(item) => (
-            format!("{NATS_SUBJECT_PREFIX}.alert_cleared"),
-            format!("cleared:{}", item.alert_id),
-        ),
-        // The key comes from a payload: neither in the subject nor in a header.
-        FeedItem::Drift(item) => (
-            format!(
-                "{NATS_SUBJECT_PREFIX}.drift.{}.{}",
-                item.provider.as_str(),
-                item.kind.as_str()
-            ),
-            format!("drift:{}", item.seq),
-        ),
+        FeedItem::Event(item) => format!("{}:{}", item.event.event_id.as_str(), item.revision),
+        FeedItem::Retraction(item) => format!("retraction:{}:{}", item.event_id, item.revision),
+        FeedItem::ShipmentState(item) => format!("shipment_state:{}", item.seq),
+        FeedItem::Alert(item) => item.alert.alert_id.clone(),
+        FeedItem::AlertCleared(item) => format!("cleared:{}", item.alert_id),
+        FeedItem::Drift(item) => format!("drift:{}", item.seq),
     }
 }
 
