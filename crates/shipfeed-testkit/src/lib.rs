@@ -11,6 +11,8 @@ pub mod jwt;
 pub mod postgres;
 #[cfg(feature = "schema")]
 pub mod schema;
+#[cfg(feature = "webhook-receiver")]
+pub mod webhook_receiver;
 
 use std::path::{Path, PathBuf};
 
