@@ -147,19 +147,54 @@ pub fn run_tag() -> String {
 /// place the tests produce feed items (today by committing deliveries; when the store gets an
 /// inbox and a projector, only this changes).
 pub async fn add_events(store: &Store, count: usize) -> Vec<String> {
+    let tag = run_tag();
+    let parcels: Vec<(String, usize)> = (0..count).map(|n| (format!("SUB{tag}N{n}"), n)).collect();
+    store_events(store, &parcels).await
+}
+
+/// Puts `per_parcel` events of each of `parcels` new parcels into the feed, interleaved (the
+/// first event of every parcel, then the second, ...); returns each parcel's tracking number
+/// with its event ids in feed order.
+pub async fn add_parcel_events(
+    store: &Store,
+    parcels: usize,
+    per_parcel: usize,
+) -> Vec<(String, Vec<String>)> {
+    let tag = run_tag();
+    let trackings: Vec<String> = (0..parcels).map(|p| format!("P{tag}X{p}")).collect();
+    let events: Vec<(String, usize)> = (0..per_parcel)
+        .flat_map(|n| trackings.iter().map(move |tracking| (tracking.clone(), n)))
+        .collect();
+    let ids = store_events(store, &events).await;
+    trackings
+        .iter()
+        .map(|tracking| {
+            let mine = ids
+                .iter()
+                .filter(|id| id.contains(&format!("{tracking}-")))
+                .cloned()
+                .collect();
+            (tracking.clone(), mine)
+        })
+        .collect()
+}
+
+/// Stores one delivered event per `(tracking number, n)` (its id `sendcloud:<tracking>-<n>`,
+/// occurring `n` seconds after noon) and projects them; their ids in feed order.
+async fn store_events(store: &Store, events: &[(String, usize)]) -> Vec<String> {
     let at = DateTime::parse_from_rfc3339("2024-06-01T12:00:00Z")
         .unwrap()
         .with_timezone(&Utc);
-    let tag = run_tag();
-    let ingests: Vec<(Arrival, Result<Vec<Output>, shipfeed_core::Error>)> = (0..count)
-        .map(|n| {
-            let tracking = format!("SUB{tag}N{n}");
+    let ingests: Vec<(Arrival, Result<Vec<Output>, shipfeed_core::Error>)> = events
+        .iter()
+        .map(|(tracking, n)| {
+            let tracking = tracking.clone();
             let mut event = shipfeed_core::doc_support::event(
-                &format!("sendcloud:{tracking}-delivered"),
+                &format!("sendcloud:{tracking}-{n}"),
                 "2024-06-01T12:00:00Z",
                 Status::Delivered,
             );
-            event.occurred_at += TimeDelta::seconds(n as i64);
+            event.occurred_at += TimeDelta::seconds(*n as i64);
             event.raw = RawStatus {
                 code: Some("11".to_owned()),
                 message: Some("Delivered".to_owned()),
