@@ -32,8 +32,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use shipfeed_store::{
-    Clock, FeedItem, Filter, Lease, PushCommit, PushMessage, PushState, Store, StoreError,
-    SubscriptionControl, SubscriptionStatus,
+    Clock, FeedItem, FeedPage, Filter, Lease, PushCommit, PushMessage, PushState, Store,
+    StoreError, SubscriptionControl, SubscriptionStatus,
 };
 
 use crate::http::{Attempt, Endpoint};
@@ -44,6 +44,10 @@ use crate::HttpTarget;
 /// The most parked messages a subscription keeps pending before it stops reading the feed
 /// (its driver holds them in memory).
 const MAX_PENDING: usize = 10_000;
+
+/// How long a busy driver goes on with the operator's state it read (an idle one reads it at
+/// every round).
+const CONTROL_EVERY: Duration = Duration::from_millis(250);
 
 /// Why a message waits without having been attempted.
 const WAITING: &str = "waiting for an earlier item of its shipment";
@@ -96,6 +100,12 @@ pub(crate) struct Pusher {
     loaded: Option<Loaded>,
     throttled_until: Option<DateTime<Utc>>,
     last_probe: Option<DateTime<Utc>>,
+    /// The next page, read while the previous one was sent: `(after, limit, page)`.
+    prefetched: Option<(i64, usize, FeedPage)>,
+    /// The operator's state and when it was read.
+    control: Option<(std::time::Instant, SubscriptionControl)>,
+    /// Whether the last round ended in a wait (the next one reads the operator's state).
+    waited: bool,
 }
 
 /// An item to send: its message (attempts so far, retry state) and whether it was parked.
@@ -134,12 +144,17 @@ impl Pusher {
             loaded: None,
             throttled_until: None,
             last_probe: None,
+            prefetched: None,
+            control: None,
+            waited: false,
         })
     }
 
     /// Forgets what it read from the store (after a failed write or a lost lease).
     pub(crate) fn forget(&mut self) {
         self.loaded = None;
+        self.prefetched = None;
+        self.control = None;
     }
 
     /// One round from `position`: the new cursor position (when it moved) and what to do next.
@@ -148,13 +163,27 @@ impl Pusher {
         lease: &Lease,
         position: i64,
     ) -> Result<(Option<i64>, Round), StoreError> {
-        let control = self.store.subscription_control(&self.name).await?;
-        self.load(lease, &control).await?;
+        // The operator's state, read again at most every CONTROL_EVERY while busy (and at
+        // every round after a wait).
+        let control = match self.control.take() {
+            Some((read, control)) if read.elapsed() < CONTROL_EVERY && !self.waited => {
+                (read, control)
+            }
+            _ => (
+                std::time::Instant::now(),
+                self.store.subscription_control(&self.name).await?,
+            ),
+        };
+        let control = &self.control.insert(control).1.clone();
+        self.waited = false;
+        self.load(lease, control).await?;
         let now = self.clock.now();
         if control.status != SubscriptionStatus::Active {
+            self.waited = true;
             return Ok((None, Round::Wait(Duration::MAX)));
         }
         if let Some(until) = self.throttled_until.filter(|until| *until > now) {
+            self.waited = true;
             return Ok((None, Round::Wait(until_from(now, until))));
         }
         // Taken out for the round, put back when it succeeds: after a failure, the next round
@@ -205,8 +234,16 @@ impl Pusher {
         };
         let mut commit = PushCommit::default();
         let mut read_to = None;
+        let mut prefetch_from = None;
         if limit > 0 {
-            let page = self.store.feed_page(position, limit, &self.filter).await?;
+            let page = match self.prefetched.take() {
+                Some((after, read, page)) if after == position && read == limit => page,
+                _ => self.store.feed_page(position, limit, &self.filter).await?,
+            };
+            if page.items.len() == limit && limit == self.batch_size {
+                // More is likely waiting: read it while this page is sent.
+                prefetch_from = Some(page.next_cursor);
+            }
             if page.next_cursor > position {
                 read_to = Some(page.next_cursor);
                 commit.cursor = Some(page.next_cursor);
@@ -231,30 +268,40 @@ impl Pusher {
         let attempted = !groups.is_empty();
         let endpoint = &self.endpoint;
         let clock = &self.clock;
-        let results: Vec<Vec<(Outgoing, Option<Attempt>)>> =
-            futures_util::stream::iter(groups.into_iter().map(|group| async move {
-                let mut done = Vec::with_capacity(group.len());
-                let mut stopped = false;
-                for outgoing in group {
-                    if stopped {
-                        done.push((outgoing, None));
-                        continue;
-                    }
-                    let attempt = endpoint
-                        .post(
-                            &outgoing.message.webhook_id,
-                            clock.now().timestamp(),
-                            outgoing.message.body.clone().into_bytes(),
-                        )
-                        .await;
-                    stopped = attempt != Attempt::Delivered;
-                    done.push((outgoing, Some(attempt)));
+        let sends = futures_util::stream::iter(groups.into_iter().map(|group| async move {
+            let mut done = Vec::with_capacity(group.len());
+            let mut stopped = false;
+            for outgoing in group {
+                if stopped {
+                    done.push((outgoing, None));
+                    continue;
                 }
-                done
-            }))
-            .buffer_unordered(self.target.concurrency.max(1))
-            .collect()
-            .await;
+                let attempt = endpoint
+                    .post(
+                        &outgoing.message.webhook_id,
+                        clock.now().timestamp(),
+                        outgoing.message.body.clone().into_bytes(),
+                    )
+                    .await;
+                stopped = attempt != Attempt::Delivered;
+                done.push((outgoing, Some(attempt)));
+            }
+            done
+        }))
+        .buffer_unordered(self.target.concurrency.max(1))
+        .collect::<Vec<Vec<(Outgoing, Option<Attempt>)>>>();
+        let (store, filter, batch_size) = (&self.store, &self.filter, self.batch_size);
+        let prefetch = async move {
+            match prefetch_from {
+                Some(after) => Some((after, store.feed_page(after, batch_size, filter).await)),
+                None => None,
+            }
+        };
+        let (results, prefetched) = tokio::join!(sends, prefetch);
+        self.prefetched = match prefetched {
+            Some((after, Ok(page))) => Some((after, batch_size, page)),
+            _ => None, // read again next round
+        };
 
         let (mut delivered, mut failed_new, mut failed) = (0_u64, 0_u64, 0_u64);
         let mut exhausted = 0_u64;
@@ -362,6 +409,7 @@ impl Pusher {
         let round = if attempted || read_to.is_some() {
             Round::More
         } else {
+            self.waited = true;
             Round::Wait(next_due.map_or(Duration::MAX, |at| until_from(now, at)))
         };
         Ok((read_to, round))
