@@ -23,6 +23,11 @@ pub(crate) const HELP: &str = "  bench normalize [--quick]
                        the projector alone draining a backlog on SQLite and PostgreSQL
                        (each delivery appended --repeat times: the repeats are duplicates),
                        against the adapters alone normalizing the same deliveries (ratio)
+  bench push [--deliveries N] [--concurrency N] [--rounds N] [--rate R]
+                       an HTTP push subscription draining a projected backlog to a local
+                       receiver vs a plain reqwest loop POSTing the same bodies at the same
+                       concurrency (ratio, interleaved rounds); then ingest-to-receipt
+                       latency at --rate deliveries/s
   bench load --requests FILE --port N --rate R --count N [--pool N]
                        the open-loop load generator alone (`bench ingest` runs it): sends the
                        first N requests of FILE once each at R/s, prints a JSON report
@@ -41,6 +46,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
         ["ingest", rest @ ..] => crate::bench_ingest::run(root, &Options::parse(rest)?),
         ["sqs", rest @ ..] => crate::bench_sqs::run(root, &Options::parse(rest)?),
         ["project", rest @ ..] => crate::bench_project::run(root, &Options::parse(rest)?),
+        ["push", rest @ ..] => crate::bench_push::run(root, &Options::parse(rest)?),
         ["load", rest @ ..] => crate::load::main(&Options::parse(rest)?),
         ["requests", rest @ ..] => crate::bench_ingest::requests(&Options::parse(rest)?),
         _ => bail!("usage:\n{HELP}"),
@@ -135,6 +141,10 @@ const BENCH_BINARIES: &[&str] = &[
     "shipfeed-projector",
     "--example",
     "project_drain",
+    "-p",
+    "shipfeed-subscriptions",
+    "--example",
+    "push_drain",
     "-p",
     "xtask",
     "--bin",

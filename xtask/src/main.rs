@@ -4,6 +4,7 @@
 mod bench;
 mod bench_ingest;
 mod bench_project;
+mod bench_push;
 mod bench_sqs;
 mod ci;
 mod fixtures;

@@ -38,6 +38,7 @@ on_both_stores!(
     every_item_arrives_verified_once_in_order_per_shipment_through_failures,
     an_exhausted_message_is_kept_and_redelivered_under_the_same_id,
     a_410_disables_the_subscription_until_it_is_resumed,
+    a_subscription_failing_longer_than_disable_after_is_disabled_and_says_why,
 );
 
 /// How long a test waits for a condition before it fails (a guard, never a measurement).
@@ -345,6 +346,54 @@ async fn a_410_disables_the_subscription_until_it_is_resumed(backend: Backend) {
         })
         .await;
     assert_feed_arrived(&receiver.received(), &feed);
+    replica.stop().await;
+}
+
+async fn a_subscription_failing_longer_than_disable_after_is_disabled_and_says_why(
+    backend: Backend,
+) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let secret = generate_secret(8);
+    let receiver = WebhookReceiver::start(&secret).await;
+    receiver.set_script(|_| Reply::Status(500));
+    add_parcel_events(&store, 2, 2).await;
+    let subscription = http_subscription(
+        &db,
+        "notifications",
+        &receiver.url(),
+        &[&secret],
+        "disable_after = '300ms'",
+    );
+    let replica =
+        Replica::start_with(store.clone(), &[subscription], |s| s.with_replica("r1")).await;
+    wait_until("the subscription disabled", || async {
+        let control = store.subscription_control("notifications").await.unwrap();
+        if control.status == SubscriptionStatus::Disabled {
+            Ok(())
+        } else {
+            Err(format!("{control:?}"))
+        }
+    })
+    .await;
+    let control = store.subscription_control("notifications").await.unwrap();
+    let reason = control.reason.unwrap();
+    assert!(
+        reason.starts_with("every attempt has failed since ")
+            && reason.ends_with("(longer than disable_after, 300ms)"),
+        "{reason}"
+    );
+    assert!(control.failing_since.is_some());
+    // Its messages are kept, pending, for when it is resumed.
+    let parked = store
+        .push_messages("notifications", Some(PushState::Pending), 0, 100)
+        .await
+        .unwrap();
+    assert!(!parked.is_empty() && parked.iter().any(|m| m.attempts >= 1));
+    assert!(receiver
+        .received()
+        .iter()
+        .all(|r| r.verified && r.answered == 500));
     replica.stop().await;
 }
 
