@@ -1078,6 +1078,12 @@ mod tests {
             .filter_map(|rest| rest.split("```").next())
             .collect();
         assert!(!blocks.is_empty(), "the guide shows no configuration");
+        // The push example's secret, as its operator would export it (a variable only this
+        // test reads).
+        std::env::set_var(
+            "SHIPFEED_NOTIFICATIONS_SECRET",
+            "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        );
         let dir = tempfile::tempdir().unwrap();
         for block in blocks {
             let path = dir.path().join("guide.toml");
