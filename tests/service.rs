@@ -55,6 +55,7 @@ on_both_stores!(
     a_stalled_parcel_is_alerted_and_its_next_event_clears_the_alert,
     drift_counts_each_distinct_delivery_once,
     the_pull_feed_filters_and_a_revision_reaches_whoever_got_the_first,
+    an_http_subscription_is_operated_from_the_command_line_without_a_restart,
 );
 
 /// A Seven Senders message body (the SQS feed's shape).
@@ -620,6 +621,28 @@ fn shipfeed_command(server: &Server, command: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `shipfeed <args> --config <the server's config>`: its exit code, stdout and stderr.
+fn shipfeed_run(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
+    let output = Command::new(support::binary())
+        .args(args)
+        .arg("--config")
+        .arg(server.config_path())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+/// Runs `shipfeed <args> --config <the server's config>`, which must succeed: its stdout.
+fn shipfeed_ok(server: &Server, args: &[&str]) -> String {
+    let (code, stdout, stderr) = shipfeed_run(server, args);
+    assert_eq!(code, Some(0), "shipfeed {args:?}: {stderr}");
+    stdout
 }
 
 /// Runs `shipfeed replay` and returns its JSON summary.
@@ -1691,4 +1714,290 @@ async fn serve_refuses_a_non_loopback_address_without_an_api_token() {
     assert_eq!(response.status().as_u16(), 404);
     let _ = served.kill();
     let _ = served.wait();
+}
+
+/// A webhook receiver for the HTTP push subscriptions: answers every POST with the status it
+/// is set to, and keeps the `webhook-id` of each.
+struct Receiver {
+    url: String,
+    status: std::sync::Arc<std::sync::atomic::AtomicU16>,
+    ids: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Receiver {
+    async fn start(status: u16) -> Receiver {
+        use std::sync::atomic::{AtomicU16, Ordering};
+        use std::sync::{Arc, Mutex};
+        type Shared = (Arc<AtomicU16>, Arc<Mutex<Vec<String>>>);
+        async fn receive(
+            axum::extract::State((status, ids)): axum::extract::State<Shared>,
+            headers: axum::http::HeaderMap,
+        ) -> axum::http::StatusCode {
+            let id = headers
+                .get("webhook-id")
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            ids.lock().unwrap().push(id.to_owned());
+            axum::http::StatusCode::from_u16(status.load(Ordering::SeqCst)).unwrap()
+        }
+        let shared: Shared = (Arc::new(AtomicU16::new(status)), Arc::default());
+        let app = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(shared.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Receiver {
+            url,
+            status: shared.0,
+            ids: shared.1,
+        }
+    }
+
+    fn ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+}
+
+/// An HTTP push subscription whose receiver fails (no retries: each failed item is exhausted
+/// at once), operated with `shipfeed subscription` and `shipfeed redeliver` on the store of the
+/// running server: the kept messages and the list (the same as `GET /v1/subscriptions`), a
+/// pause the server honours, a redelivery it sends once resumed, under the same webhook-ids,
+/// all without a restart; names that are not push subscriptions are refused with exit code 2.
+async fn an_http_subscription_is_operated_from_the_command_line_without_a_restart(
+    backend: Backend,
+) {
+    let store = TestStore::new(backend);
+    let receiver = Receiver::start(500).await;
+    let signing = Server::scratch_file(&store, "signing");
+    std::fs::write(&signing, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\n").unwrap();
+    let server = Server::start(
+        &store,
+        &format!(
+            r#"[[subscription]]
+name = "hooks"
+kind = "http"
+url = "{}"
+secret_file = "{}"
+retry_schedule = []
+start = "beginning"
+[[subscription]]
+name = "audit"
+kind = "file"
+path = "{}"
+start = "beginning"
+"#,
+            receiver.url,
+            signing.display(),
+            Server::scratch_file(&store, "audit.jsonl").display()
+        ),
+    )
+    .await;
+    let http = client();
+    let parcel = support::unique_parcel_base();
+    let delivery = sendcloud_status(parcel, (11, "Delivered"), 1_712_188_288_908);
+    post_projected(&http, &server.base, &delivery).await;
+    let items = feed_items(&http, &server.base).await;
+    assert!(
+        items.len() >= 2,
+        "an event and its shipment state: {items:?}"
+    );
+    let last_seq = items.last().unwrap()["seq"].as_i64().unwrap();
+
+    // Every item attempted once and exhausted; the file subscription at the end of the feed.
+    let stored = shipfeed_store::open(&store.url).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let exhausted = stored
+            .push_messages("hooks", Some(shipfeed_store::PushState::Exhausted), 0, 100)
+            .await
+            .unwrap();
+        let audit = stored.saved_cursor("subscription:audit").await.unwrap();
+        if exhausted.len() == items.len() && audit == Some(last_seq) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of {} exhausted, audit at {audit:?}\n{}",
+            exhausted.len(),
+            items.len(),
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let messages: Vec<Value> = serde_json::from_str(&shipfeed_ok(
+        &server,
+        &[
+            "subscription",
+            "messages",
+            "hooks",
+            "--state",
+            "exhausted",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let seqs: Vec<i64> = messages
+        .iter()
+        .map(|m| m["seq"].as_i64().unwrap())
+        .collect();
+    let item_seqs: Vec<i64> = items.iter().map(|i| i["seq"].as_i64().unwrap()).collect();
+    assert_eq!(seqs, item_seqs);
+    let ids: BTreeSet<String> = messages
+        .iter()
+        .map(|m| m["webhook_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        receiver.ids().into_iter().collect(),
+        "each attempted once"
+    );
+    assert_eq!(
+        shipfeed_ok(
+            &server,
+            &["subscription", "messages", "hooks", "--state", "pending"]
+        ),
+        "no message kept\n"
+    );
+    let table = shipfeed_ok(&server, &["subscription", "messages", "hooks"]);
+    assert_eq!(table.lines().count(), 1 + items.len(), "{table}");
+    assert!(
+        table
+            .lines()
+            .skip(1)
+            .all(|line| line.contains(" exhausted ") && line.contains(" 500 ")),
+        "{table}"
+    );
+
+    // The list is the API's.
+    let listed: Value =
+        serde_json::from_str(&shipfeed_ok(&server, &["subscription", "list", "--json"])).unwrap();
+    let (status, served) = get(&http, &format!("{}/v1/subscriptions", server.base)).await;
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(listed, served);
+    assert_eq!(listed["subscriptions"][0]["cursor"], last_seq, "{listed}");
+    assert!(
+        listed["subscriptions"][0]["failing_since"].is_string(),
+        "{listed}"
+    );
+    let table = shipfeed_ok(&server, &["subscription", "list"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0][..4],
+        ["NAME", "KIND", "CURSOR", "STATUS"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1][..4],
+        ["hooks", "http", &last_seq.to_string(), "active"],
+        "{table}"
+    );
+    assert_eq!(
+        rows[2][..4],
+        ["audit", "file", &last_seq.to_string(), "active"],
+        "{table}"
+    );
+
+    // Paused; redelivered while paused: due again, not sent.
+    let paused: Value = serde_json::from_str(&shipfeed_ok(
+        &server,
+        &["subscription", "pause", "hooks", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(
+        (&paused["status"], &paused["name"]),
+        (&json!("paused"), &json!("hooks"))
+    );
+    receiver
+        .status
+        .store(200, std::sync::atomic::Ordering::SeqCst);
+    let none: Value = serde_json::from_str(&shipfeed_ok(
+        &server,
+        &[
+            "redeliver",
+            "--subscription",
+            "hooks",
+            "--since",
+            "2999-01-01T00:00:00Z",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(none, json!({"redelivered": 0}));
+    let said = shipfeed_ok(&server, &["redeliver", "--subscription", "hooks"]);
+    assert!(
+        said.starts_with(&format!(
+            "subscription `hooks`: {} exhausted message(s) due again",
+            items.len()
+        )),
+        "{said}"
+    );
+    let pending = stored
+        .push_messages("hooks", Some(shipfeed_store::PushState::Pending), 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), items.len());
+    // The server looks at its subscriptions at least every 2/3 s (its leases last 2 s).
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        receiver.ids().len(),
+        items.len(),
+        "nothing sent while paused"
+    );
+    let (_, served) = get(&http, &format!("{}/v1/subscriptions", server.base)).await;
+    assert_eq!(served["subscriptions"][0]["status"], "paused", "{served}");
+
+    // Resumed: the server sends them at its next round, under the same webhook-ids.
+    let said = shipfeed_ok(&server, &["subscription", "resume", "hooks"]);
+    assert!(
+        said.starts_with("subscription `hooks` is active;"),
+        "{said}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while receiver.ids().len() < 2 * items.len() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not redelivered after the resume: {:?}\n{}",
+            receiver.ids(),
+            server.log_text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let again: BTreeSet<String> = receiver.ids()[items.len()..].iter().cloned().collect();
+    assert_eq!(again, ids);
+
+    // Not push subscriptions: exit code 2, saying why.
+    for (args, says) in [
+        (&["subscription", "pause", "audit"][..], "kind \"file\""),
+        (&["subscription", "messages", "audit"][..], "kind \"file\""),
+        (
+            &["redeliver", "--subscription", "nosuch"][..],
+            "no subscription `nosuch` is configured",
+        ),
+        (
+            &["subscription", "resume", "sink"][..],
+            "no subscription `sink` is configured",
+        ),
+        (
+            &["subscription", "messages", "hooks", "--state", "gone"][..],
+            "`pending` or `exhausted`",
+        ),
+        (
+            &[
+                "redeliver",
+                "--subscription",
+                "hooks",
+                "--since",
+                "yesterday",
+            ][..],
+            "--since",
+        ),
+    ] {
+        let (code, stdout, stderr) = shipfeed_run(&server, args);
+        assert_eq!(code, Some(2), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
 }

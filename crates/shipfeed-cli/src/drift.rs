@@ -63,35 +63,17 @@ fn table(report: &DriftReport) -> String {
                 // A key comes from a payload: no control characters on the terminal.
                 entry.key.escape_debug().to_string(),
                 entry.deliveries.to_string(),
-                entry.first_seen.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-                entry.last_seen.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                crate::table::time(entry.first_seen),
+                crate::table::time(entry.last_seen),
                 entry.sample_delivery_seq.to_string(),
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    if rows.is_empty() {
-        out.push_str("no drift recorded\n");
+    let mut out = if rows.is_empty() {
+        "no drift recorded\n".to_owned()
     } else {
-        let line = |out: &mut String, cells: &[&str]| {
-            let mut text = String::new();
-            for (cell, width) in cells.iter().zip(widths) {
-                let _ = write!(text, "{cell:<width$}  ");
-            }
-            out.push_str(text.trim_end());
-            out.push('\n');
-        };
-        line(&mut out, &header);
-        for row in &rows {
-            line(&mut out, &row.each_ref().map(String::as_str));
-        }
-    }
+        crate::table::aligned(header, &rows)
+    };
     for dropped in &report.dropped {
         let _ = writeln!(
             out,

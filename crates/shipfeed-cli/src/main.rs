@@ -6,6 +6,8 @@ mod drift;
 mod normalize;
 mod serve;
 mod shutdown;
+mod subscription;
+mod table;
 mod verify;
 
 use std::process::ExitCode;
@@ -37,6 +39,12 @@ enum Command {
     /// What the adapters met in stored deliveries and do not know (unknown codes, message
     /// types, fields, value types), per provider, with distinct delivery counts.
     Drift(drift::Args),
+    /// The subscriptions: list them; list an HTTP push subscription's kept messages, pause it
+    /// or resume (re-enable) it, without restarting the service.
+    Subscription(subscription::Args),
+    /// Put an HTTP push subscription's exhausted messages back on schedule, each under its
+    /// webhook-id; the running service sends them at its next round.
+    Redeliver(subscription::RedeliverArgs),
 }
 
 #[derive(clap::Args)]
@@ -61,6 +69,8 @@ fn main() -> ExitCode {
         Command::Consume(args) => consume::run(&args),
         Command::Replay(args) => serve::replay(&args),
         Command::Drift(args) => drift::run(&args),
+        Command::Subscription(args) => subscription::run(&args),
+        Command::Redeliver(args) => subscription::redeliver(&args),
         Command::Schema(args) => {
             if args.feed_item {
                 print!("{}", shipfeed::json_schema::<shipfeed_store::FeedItem>());

@@ -43,10 +43,11 @@ pub const EMBEDDED_TOKEN_ENV: &str = "SHIPFEED_API_TOKEN";
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Reading the feed, shipments, deliveries, dead letters (without their bodies), drift,
-    /// alerts and, when protected, the metrics.
+    /// alerts, the subscriptions and their parked messages (without their bodies) and, when
+    /// protected, the metrics.
     Read,
     /// Everything `read` allows, plus dead letters' raw bodies and every request that
-    /// changes state.
+    /// changes state (pausing, resuming and redelivering a subscription).
     Admin,
 }
 

@@ -33,7 +33,11 @@
 //!   hours). `GET /v1/deliveries/{seq}` says where a delivery is.
 //! - **Subscriptions** ([`shipfeed_subscriptions`], [`Service::start_subscriptions`]): each
 //!   `[[subscription]]` (and the legacy `sink`) delivers the feed from a cursor of its own, one
-//!   replica at a time; `GET /v1/events` serves the same feed.
+//!   replica at a time; `GET /v1/events` serves the same feed. `GET /v1/subscriptions` lists
+//!   them with their cursors and states; an HTTP push subscription's parked messages are
+//!   listed, and it is paused, resumed (re-enabled) and redelivered, under
+//!   `/v1/subscriptions/{name}/` ([`control`], shared with the `shipfeed subscription`
+//!   commands), without a restart.
 //!
 //! # Durability
 //!
@@ -57,6 +61,7 @@
 
 pub mod api_auth;
 pub mod config;
+pub mod control;
 mod error;
 mod feed_query;
 mod inbox;
@@ -71,11 +76,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use serde_json::json;
@@ -91,6 +98,7 @@ pub use api_auth::{ApiAuth, ApiConfig, ApiTokenConfig, Scope};
 pub use config::{
     Config, EndpointConfig, JwtConfig, KeyLocation, ProjectorConfig, SqsSourceConfig,
 };
+pub use control::{ControlError, SubscriptionAdmin, SubscriptionKind, SubscriptionSummary};
 pub use error::{BoxError, ServiceError};
 pub use inbox::{Inbox, InboxError, InboxObserver};
 use metrics::{Metrics, Outcome};
@@ -420,6 +428,18 @@ impl Service {
         &self.inbox
     }
 
+    /// What an operator does with this service's subscriptions (list them, their parked
+    /// messages, pause, resume, redeliver), over its store.
+    pub fn subscription_admin(&self) -> SubscriptionAdmin<'_> {
+        SubscriptionAdmin::new(self.store(), self.subscriptions())
+    }
+
+    /// Wakes this replica's subscriptions, so that one whose state an operator changed reads
+    /// it now rather than at its next look.
+    fn wake_subscriptions(&self) {
+        self.observer.new_events.notify_waiters();
+    }
+
     /// The API's tokens and whether they are enforced.
     pub fn api_auth(&self) -> &ApiAuth {
         &self.api_auth
@@ -500,6 +520,11 @@ fn routes() -> Vec<Route<Arc<Service>>> {
         Route::new(Get, "/v1/dead-letters/{seq}/body", Token(Admin), dead_letter_body, describe::dead_letter_body),
         Route::new(Get, "/v1/alerts", Token(Read), alerts, describe::alerts),
         Route::new(Get, "/v1/drift", Token(Read), drift, describe::drift),
+        Route::new(Get, "/v1/subscriptions", Token(Read), list_subscriptions, describe::subscriptions),
+        Route::new(Get, "/v1/subscriptions/{name}/messages", Token(Read), subscription_messages, describe::subscription_messages),
+        Route::new(Post, "/v1/subscriptions/{name}/pause", Token(Admin), pause_subscription, describe::pause_subscription),
+        Route::new(Post, "/v1/subscriptions/{name}/resume", Token(Admin), resume_subscription, describe::resume_subscription),
+        Route::new(Post, "/v1/subscriptions/{name}/redeliver", Token(Admin), redeliver, describe::redeliver),
     ]
 }
 
@@ -891,6 +916,153 @@ async fn dead_letter_body(State(service): State<Arc<Service>>, Path(seq): Path<i
     }
 }
 
+/// Every configured subscription with its cursor and state.
+async fn list_subscriptions(State(service): State<Arc<Service>>) -> Response {
+    match service.subscription_admin().list().await {
+        Ok(subscriptions) => Json(json!({"subscriptions": subscriptions})).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+/// The answer to a request about a subscription that cannot be done: 404 for a name not
+/// configured, 409 for a subscription that is not of kind `http`, 503 when the store fails.
+fn refused(error: ControlError) -> Response {
+    match error {
+        ControlError::Unknown(_) => error_response(StatusCode::NOT_FOUND, error),
+        ControlError::NotPush { .. } => error_response(StatusCode::CONFLICT, error),
+        ControlError::Store(error) => unavailable(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    /// `pending` or `exhausted` (both when absent).
+    state: Option<String>,
+    #[serde(default)]
+    after: i64,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+/// A page of the messages an HTTP push subscription has parked, by `seq`, without their
+/// bodies: `{"messages": [...], "next_cursor": seq}`.
+async fn subscription_messages(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+    query: Result<Query<MessagesQuery>, QueryRejection>,
+) -> Response {
+    // Every refusal of this route is JSON, a parameter not of its type too.
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let state = match query.state.as_deref().map(control::parse_state).transpose() {
+        Ok(state) => state,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+    };
+    let limit = query.limit.clamp(1, 1000);
+    match service
+        .subscription_admin()
+        .messages(&name, state, query.after, limit)
+        .await
+    {
+        Ok(messages) => {
+            let next_cursor = messages.last().map_or(query.after, |message| message.seq);
+            Json(json!({"messages": messages, "next_cursor": next_cursor})).into_response()
+        }
+        Err(error) => refused(error),
+    }
+}
+
+/// The answer to an operator's change: the subscription's state after it, once this
+/// replica's subscriptions are woken to read it.
+fn changed(
+    service: &Service,
+    result: Result<shipfeed_store::SubscriptionControl, ControlError>,
+) -> Response {
+    match result {
+        Ok(state) => {
+            service.wake_subscriptions();
+            tracing::info!(
+                subscription = %state.name,
+                status = state.status.as_str(),
+                "subscription changed by an operator"
+            );
+            Json(state).into_response()
+        }
+        Err(error) => refused(error),
+    }
+}
+
+/// Pauses an HTTP push subscription.
+async fn pause_subscription(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+) -> Response {
+    let result = service.subscription_admin().pause(&name, Utc::now()).await;
+    changed(&service, result)
+}
+
+/// Resumes (re-enables) an HTTP push subscription.
+async fn resume_subscription(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+) -> Response {
+    let result = service.subscription_admin().resume(&name, Utc::now()).await;
+    changed(&service, result)
+}
+
+#[derive(Deserialize)]
+struct RedeliverQuery {
+    /// RFC 3339: only the messages first parked at or after it.
+    since: Option<String>,
+}
+
+/// An RFC 3339 time of a query string. A `+` of its offset that was not percent-encoded
+/// arrives as a space, and is read as the `+` it was.
+fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    let parse = |text: &str| DateTime::parse_from_rfc3339(text).map(|at| at.with_timezone(&Utc));
+    parse(text)
+        .or_else(|error| match text.rfind(' ') {
+            Some(space) => parse(&format!("{}+{}", &text[..space], &text[space + 1..])),
+            None => Err(error),
+        })
+        .map_err(|error| {
+            format!(
+                "`since` {text:?} is not an RFC 3339 time such as 2024-06-01T00:00:00Z ({error})"
+            )
+        })
+}
+
+/// Puts an HTTP push subscription's exhausted messages back on schedule:
+/// `{"redelivered": N}`.
+async fn redeliver(
+    State(service): State<Arc<Service>>,
+    Path(name): Path<String>,
+    query: Result<Query<RedeliverQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let since = match query.since.as_deref().map(parse_time).transpose() {
+        Ok(since) => since,
+        Err(error) => return error_response(StatusCode::BAD_REQUEST, error),
+    };
+    match service
+        .subscription_admin()
+        .redeliver(&name, since, Utc::now())
+        .await
+    {
+        Ok(count) => {
+            service.wake_subscriptions();
+            tracing::info!(subscription = %name, redelivered = count, ?since, "exhausted messages put back on schedule by an operator");
+            Json(json!({"redelivered": count})).into_response()
+        }
+        Err(error) => refused(error),
+    }
+}
+
 async fn no_route() -> Response {
     error_response(StatusCode::NOT_FOUND, "no such route")
 }
@@ -919,6 +1091,27 @@ async fn metrics(State(service): State<Arc<Service>>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_query_string_time_is_rfc_3339_with_its_plus_restored() {
+        let at = |text: &str| parse_time(text).map(|at| at.to_rfc3339());
+        assert_eq!(
+            at("2024-06-01T00:00:00Z").as_deref(),
+            Ok("2024-06-01T00:00:00+00:00")
+        );
+        // `+02:00` unencoded in a query string decodes to ` 02:00`.
+        for text in ["2024-06-01T02:00:00+02:00", "2024-06-01T02:00:00 02:00"] {
+            assert_eq!(
+                at(text).as_deref(),
+                Ok("2024-06-01T00:00:00+00:00"),
+                "{text}"
+            );
+        }
+        for wrong in ["", "yesterday", "2024-06-01", "2024-06-01T00:00:00"] {
+            let error = parse_time(wrong).unwrap_err();
+            assert!(error.contains("RFC 3339"), "{wrong:?}: {error}");
+        }
+    }
 
     #[test]
     fn each_error_kind_has_its_http_status() {

@@ -199,6 +199,11 @@ pub(crate) fn document<S: Clone + Send + Sync + 'static>(
             "operations",
             "The pipeline's state: deliveries, dead letters, drift, alerts.",
         ),
+        (
+            "subscriptions",
+            "The configured subscriptions: their cursors and states; an HTTP push \
+             subscription's parked messages, pause, resume and redelivery.",
+        ),
         ("service", "Health, readiness, metrics and this document."),
     ]
     .into_iter()
@@ -249,6 +254,10 @@ fn component_schemas() -> serde_json::Map<String, Value> {
     generator.subschema_for::<RevisionsAnswer>();
     generator.subschema_for::<shipfeed_store::DriftReport>();
     generator.subschema_for::<shipfeed::Provider>();
+    generator.subschema_for::<SubscriptionsAnswer>();
+    generator.subschema_for::<MessagesPage>();
+    generator.subschema_for::<shipfeed_store::SubscriptionControl>();
+    generator.subschema_for::<RedeliverAnswer>();
     generator.take_definitions(true)
 }
 
@@ -335,6 +344,33 @@ struct Revision {
     delivery_seq: i64,
     /// The event as it was in that version.
     event: shipfeed::TrackingEvent,
+}
+
+/// The configured subscriptions.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only: the handler answers with `json!`")]
+struct SubscriptionsAnswer {
+    /// Each one, in configuration order (the `sink` setting's last).
+    subscriptions: Vec<crate::SubscriptionSummary>,
+}
+
+/// A page of an HTTP push subscription's parked messages.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only: the handler answers with `json!`")]
+struct MessagesPage {
+    /// Messages after the cursor, by `seq`, without their bodies.
+    messages: Vec<shipfeed_store::PushMessage>,
+    /// The `after` of the next page: the last message's `seq` (the `after` asked for when the
+    /// page is empty).
+    next_cursor: i64,
+}
+
+/// What a redelivery put back on schedule.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only: the handler answers with `json!`")]
+struct RedeliverAnswer {
+    /// How many exhausted messages are due again.
+    redelivered: u64,
 }
 
 // Building blocks of the operations.
@@ -457,6 +493,22 @@ fn cursor_param(description: &str) -> ParameterBuilder {
         description,
         integer(KnownFormat::Int64).default(Some(json!(0))),
     )
+}
+
+fn subscription_param() -> ParameterBuilder {
+    path_param(
+        "name",
+        "The `name` of a `[[subscription]]` of the configuration.",
+        string(),
+    )
+}
+
+fn unknown_subscription() -> ResponseBuilder {
+    error("No subscription of that name is configured.")
+}
+
+fn not_push() -> ResponseBuilder {
+    error("The subscription is not of kind `http`: it has no state to change and parks nothing.")
 }
 
 fn seq_param(description: &str) -> ParameterBuilder {
@@ -768,6 +820,128 @@ pub(crate) mod describe {
         ))
         .response("200", json_response("The drift report.", "DriftReport"))
         .response("400", error("An unknown provider."))
+        .response("503", unavailable())
+    }
+    /// `GET /v1/subscriptions`.
+    pub(crate) fn subscriptions() -> OperationBuilder {
+        operation(
+            "listSubscriptions",
+            "subscriptions",
+            "The subscriptions",
+            "Every configured subscription (the `[[subscription]]` tables, then the `sink` \
+             setting's): its kind, its saved cursor, and whether it sends (`active`, \
+             `paused`, `disabled`, why and since when; a kind other than `http` is always \
+             `active`). No target address, no secret. Needs a `read` token.",
+        )
+        .response(
+            "200",
+            json_response("The subscriptions.", "SubscriptionsAnswer"),
+        )
+        .response("503", unavailable())
+    }
+
+    /// `GET /v1/subscriptions/{name}/messages`.
+    pub(crate) fn subscription_messages() -> OperationBuilder {
+        operation(
+            "listSubscriptionMessages",
+            "subscriptions",
+            "An HTTP push subscription's parked messages",
+            "The feed items an HTTP push subscription has not delivered yet and keeps: \
+             `pending` (waiting for their next attempt, or behind an earlier item of their \
+             shipment) and `exhausted` (every attempt failed: kept until redelivered), by \
+             `seq`, with their `webhook-id`, attempts and last error, without their bodies. \
+             Needs a `read` token.",
+        )
+        .parameter(subscription_param())
+        .parameter(query_param(
+            "state",
+            "Only the messages in this state: `pending` or `exhausted` (default: both).",
+            string().enum_values(Some(["pending", "exhausted"])),
+        ))
+        .parameter(cursor_param(
+            "The cursor: messages of a greater `seq` (0: from the first).",
+        ))
+        .parameter(limit_param())
+        .response(
+            "200",
+            json_response("A page of parked messages.", "MessagesPage"),
+        )
+        .response(
+            "400",
+            error("An unknown `state`, or a query parameter not of its type."),
+        )
+        .response("404", unknown_subscription())
+        .response("409", not_push())
+        .response("503", unavailable())
+    }
+
+    /// `POST /v1/subscriptions/{name}/pause`.
+    pub(crate) fn pause_subscription() -> OperationBuilder {
+        operation(
+            "pauseSubscription",
+            "subscriptions",
+            "Pause an HTTP push subscription (admin)",
+            "Stops sending: the subscription's cursor and parked messages wait until it is \
+             resumed. The replica driving it stops at its next round, at once on the \
+             replica that answers (no restart). **Admin scope**.",
+        )
+        .parameter(subscription_param())
+        .response(
+            "200",
+            json_response("Its state after the change.", "SubscriptionControl"),
+        )
+        .response("404", unknown_subscription())
+        .response("409", not_push())
+        .response("503", unavailable())
+    }
+
+    /// `POST /v1/subscriptions/{name}/resume`.
+    pub(crate) fn resume_subscription() -> OperationBuilder {
+        operation(
+            "resumeSubscription",
+            "subscriptions",
+            "Resume or re-enable an HTTP push subscription (admin)",
+            "Sends again after a pause, or after the subscription was disabled (failing \
+             longer than `disable_after`, or its receiver answered 410); how long it failed \
+             before no longer counts. Its exhausted messages stay exhausted (redeliver \
+             them). **Admin scope**.",
+        )
+        .parameter(subscription_param())
+        .response(
+            "200",
+            json_response("Its state after the change.", "SubscriptionControl"),
+        )
+        .response("404", unknown_subscription())
+        .response("409", not_push())
+        .response("503", unavailable())
+    }
+
+    /// `POST /v1/subscriptions/{name}/redeliver`.
+    pub(crate) fn redeliver() -> OperationBuilder {
+        operation(
+            "redeliverSubscription",
+            "subscriptions",
+            "Redeliver an HTTP push subscription's exhausted messages (admin)",
+            "Puts its exhausted messages (only those first parked at or after `since`, when \
+             given) back on schedule, due now, each with a fresh set of attempts under the \
+             same `webhook-id` (receivers deduplicate on it). They may arrive after later \
+             items of their shipment, which were sent once these were exhausted. A paused \
+             or disabled subscription sends them once resumed. **Admin scope**.",
+        )
+        .parameter(subscription_param())
+        .parameter(query_param(
+            "since",
+            "RFC 3339 (`2024-06-01T00:00:00Z`; percent-encode a `+` offset as `%2B`): only \
+             the messages first parked at or after it (default: all).",
+            string().format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime))),
+        ))
+        .response(
+            "200",
+            json_response("How many messages are due again.", "RedeliverAnswer"),
+        )
+        .response("400", error("`since` is not an RFC 3339 time."))
+        .response("404", unknown_subscription())
+        .response("409", not_push())
         .response("503", unavailable())
     }
 }

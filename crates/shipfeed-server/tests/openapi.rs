@@ -7,6 +7,8 @@
 
 mod support;
 
+use support::{assert_matches, response_validator};
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
@@ -92,48 +94,6 @@ async fn call(method: reqwest::Method, url: &str, token: Option<&str>) -> (u16, 
     (status, response.text().await.unwrap())
 }
 
-/// A validator for the schema of `path`'s `method` answer `status` in `document` (its
-/// references resolved in the document).
-fn response_validator(
-    document: &Value,
-    method: &str,
-    path: &str,
-    status: u16,
-) -> jsonschema::Validator {
-    let pointer = format!(
-        "/paths/{}/{method}/responses/{status}/content/application~1json/schema",
-        path.replace('~', "~0").replace('/', "~1")
-    );
-    assert!(
-        document.pointer(&pointer).is_some(),
-        "the document has no JSON schema for {method} {path} {status}"
-    );
-    let mut root = document.clone();
-    root["$schema"] = json!("https://json-schema.org/draft/2020-12/schema");
-    // A URI fragment: the braces of path templates percent-encoded.
-    let fragment = pointer.replace('{', "%7B").replace('}', "%7D");
-    root["$ref"] = json!(format!("#{fragment}"));
-    jsonschema::options()
-        .should_validate_formats(true)
-        .build(&root)
-        .unwrap_or_else(|e| panic!("{method} {path} {status}: not a valid schema: {e}"))
-}
-
-fn assert_matches(document: &Value, method: &str, path: &str, status: u16, body: &str) {
-    let value: Value = serde_json::from_str(body)
-        .unwrap_or_else(|e| panic!("{method} {path}: not JSON ({e}): {body}"));
-    let validator = response_validator(document, method, path, status);
-    let errors: Vec<String> = validator
-        .iter_errors(&value)
-        .map(|e| format!("  at {}: {e}", e.instance_path()))
-        .collect();
-    assert!(
-        errors.is_empty(),
-        "{method} {path} {status} does not match the document:\n{}\nvalue: {value}",
-        errors.join("\n")
-    );
-}
-
 /// The `(method, path)` of every operation in `document`.
 fn operations(document: &Value) -> BTreeSet<(String, String)> {
     document["paths"]
@@ -156,6 +116,7 @@ fn sample(path: &str) -> String {
         .replace("{carrier}", "dhl")
         .replace("{tracking}", "NOSUCHPARCEL")
         .replace("{event_id}", "no-such-event")
+        .replace("{name}", "no-such-subscription")
 }
 
 #[test]
@@ -209,6 +170,11 @@ fn the_document_lists_exactly_the_routes() {
         ("GET", "/openapi.json"),
         ("GET", "/v1/events"),
         ("GET", "/v1/dead-letters/{seq}/body"),
+        ("GET", "/v1/subscriptions"),
+        ("GET", "/v1/subscriptions/{name}/messages"),
+        ("POST", "/v1/subscriptions/{name}/pause"),
+        ("POST", "/v1/subscriptions/{name}/resume"),
+        ("POST", "/v1/subscriptions/{name}/redeliver"),
     ] {
         assert!(
             routes.contains(&(expected.0.to_owned(), expected.1.to_owned())),
@@ -216,14 +182,14 @@ fn the_document_lists_exactly_the_routes() {
         );
     }
     // Security as the token check enforces it: /v1 needs a bearer token of a scope (admin
-    // for the dead letters' bodies, and said so), answering 401 and 403; the rest none, but
-    // /metrics when protected.
+    // for the dead letters' bodies and whatever changes state, and said so), answering 401
+    // and 403; the rest none, but /metrics when protected.
     for (method, path) in &routes {
         let operation = &document["paths"][path][method.to_lowercase()];
         let responses = operation["responses"].as_object().unwrap();
         assert!(responses.contains_key("200"), "{method} {path}: no 200");
         if path.starts_with("/v1/") {
-            let scope = if path.ends_with("/body") {
+            let scope = if path.ends_with("/body") || method != "GET" {
                 "admin"
             } else {
                 "read"
