@@ -85,11 +85,31 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
+/// CPU seconds this process has used (user + system), from `/proc/self/stat` (0 elsewhere).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name (which is in parentheses and may hold spaces).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |index: usize| {
+        fields
+            .get(index)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name; 100 Hz.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// The local receiver: answers 200 to every POST, counts them, and notes when each
 /// `webhook-id` first arrived.
 #[derive(Default)]
 struct Receiver {
     count: AtomicU64,
+    /// Set for the latency phase only: the drains' receiver does the same work for both.
+    timing: std::sync::atomic::AtomicBool,
     first_seen: Mutex<HashMap<String, Instant>>,
 }
 
@@ -99,7 +119,12 @@ async fn receive(
     body: Bytes,
 ) -> StatusCode {
     let at = Instant::now();
-    if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok()) {
+    let timing = receiver.timing.load(Ordering::Relaxed);
+    if let Some(id) = headers
+        .get("webhook-id")
+        .filter(|_| timing)
+        .and_then(|v| v.to_str().ok())
+    {
         if let Ok(mut seen) = receiver.first_seen.lock() {
             seen.entry(id.to_owned()).or_insert(at);
         }
@@ -222,42 +247,65 @@ async fn main() -> Result<()> {
         shipments.len() as f64 / args.concurrency as f64
     );
 
+    // What reading the feed back costs the push (for BENCHMARKS.md's account of the ratio):
+    // pages of 500 read and each item serialized again.
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let mut after = 0;
+    let mut bytes = 0;
+    loop {
+        let page = store.events_after(after, 500).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq();
+        for item in &page {
+            bytes += serde_json::to_vec(item)?.len();
+        }
+    }
+    println!(
+        "RESULT phase=read items={items} seconds={:.3} cpu_seconds={:.2} bytes={bytes}",
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu
+    );
+
     // 2. The drains, interleaved.
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .pool_max_idle_per_host(args.concurrency)
         .build()?;
     for round in 0..args.rounds {
-        let before = receiver.count.load(Ordering::Relaxed);
-        let started = Instant::now();
-        let failures = futures_util::stream::iter(bodies.iter().map(|body| {
-            let request = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body.clone());
-            async move {
-                request
-                    .send()
-                    .await
-                    .map(|r| r.status().is_success())
-                    .unwrap_or(false)
+        // (Set PUSH_DRAIN_ONLY_PUSH for a profile of the push alone.)
+        if std::env::var_os("PUSH_DRAIN_ONLY_PUSH").is_none() {
+            let before = receiver.count.load(Ordering::Relaxed);
+            let (started, cpu) = (Instant::now(), cpu_seconds());
+            let failures = futures_util::stream::iter(bodies.iter().map(|body| {
+                let request = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone());
+                async move {
+                    request
+                        .send()
+                        .await
+                        .map(|r| r.status().is_success())
+                        .unwrap_or(false)
+                }
+            }))
+            .buffer_unordered(args.concurrency)
+            .filter(|ok| std::future::ready(!ok))
+            .count()
+            .await;
+            let seconds = started.elapsed().as_secs_f64();
+            if failures > 0 || receiver.count.load(Ordering::Relaxed) - before != items {
+                bail!("the baseline lost requests ({failures} failed)");
             }
-        }))
-        .buffer_unordered(args.concurrency)
-        .filter(|ok| std::future::ready(!ok))
-        .count()
-        .await;
-        let seconds = started.elapsed().as_secs_f64();
-        if failures > 0 || receiver.count.load(Ordering::Relaxed) - before != items {
-            bail!("the baseline lost requests ({failures} failed)");
+            let cpu = cpu_seconds() - cpu;
+            println!("RESULT phase=baseline round={round} items={items} seconds={seconds:.3} cpu_seconds={cpu:.2}");
         }
-        println!("RESULT phase=baseline round={round} items={items} seconds={seconds:.3}");
 
         let name = format!("drain-{round}");
         let pushing = subscription(dir.path(), &name, &url, args.concurrency, "beginning")?;
         let before = receiver.count.load(Ordering::Relaxed);
         let (stop, shutdown) = tokio::sync::watch::channel(false);
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         let tasks = runner(&store, Arc::new(Notify::new()), args.batch)
             .start(&[pushing], &shutdown)
             .await?;
@@ -269,6 +317,7 @@ async fn main() -> Result<()> {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let seconds = started.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu;
         let _ = stop.send(true);
         for task in tasks {
             task.await?;
@@ -277,10 +326,11 @@ async fn main() -> Result<()> {
         if !store.push_messages(&name, None, 0, 1).await?.is_empty() {
             bail!("the push left messages parked");
         }
-        println!("RESULT phase=push round={round} items={sent} seconds={seconds:.3}");
+        println!("RESULT phase=push round={round} items={sent} seconds={seconds:.3} cpu_seconds={cpu:.2}");
     }
 
     // 3. Latency: ingest acknowledged -> received.
+    receiver.timing.store(true, Ordering::Relaxed);
     let wake = Arc::new(Notify::new());
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let inbox = Arc::new(Notify::new());

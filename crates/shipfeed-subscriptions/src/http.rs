@@ -143,7 +143,12 @@ impl Endpoint {
     }
 
     /// POSTs `body` under `webhook_id`, signed afresh with `timestamp` (Unix seconds).
-    pub(crate) async fn post(&self, webhook_id: &str, timestamp: i64, body: Vec<u8>) -> Attempt {
+    pub(crate) async fn post(
+        &self,
+        webhook_id: &str,
+        timestamp: i64,
+        body: bytes::Bytes,
+    ) -> Attempt {
         let signature = signature(&self.secrets, webhook_id, timestamp, &body);
         let sent = self
             .client

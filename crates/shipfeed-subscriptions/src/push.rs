@@ -108,10 +108,54 @@ pub(crate) struct Pusher {
     waited: bool,
 }
 
-/// An item to send: its message (attempts so far, retry state) and whether it was parked.
+/// An item to send: its message (attempts so far, retry state; its `body` only filled in when
+/// it is parked), the request body, and whether it was parked.
 struct Outgoing {
     message: PushMessage,
+    body: bytes::Bytes,
     parked: bool,
+}
+
+impl Outgoing {
+    /// A parked message, sent again.
+    fn parked(message: &PushMessage) -> Self {
+        Outgoing {
+            body: bytes::Bytes::from(message.body.clone().into_bytes()),
+            message: message.clone(),
+            parked: true,
+        }
+    }
+
+    /// An item never attempted.
+    fn new(item: &FeedItem, now: DateTime<Utc>) -> Self {
+        // A feed item always serializes (no map with non-string keys in it).
+        let body = serde_json::to_vec(item).unwrap_or_default();
+        Outgoing {
+            message: PushMessage {
+                seq: item.seq(),
+                webhook_id: message_id(item),
+                ordering_keys: ordering_keys(item),
+                state: PushState::Pending,
+                attempts: 0,
+                next_attempt_at: now,
+                first_failed_at: now,
+                last_status: None,
+                last_error: Some(WAITING.to_owned()),
+                body: String::new(),
+            },
+            body: bytes::Bytes::from(body),
+            parked: false,
+        }
+    }
+
+    /// Its message as it is parked: with its body.
+    fn into_parked(self) -> PushMessage {
+        let mut message = self.message;
+        if message.body.is_empty() {
+            message.body = String::from_utf8_lossy(&self.body).into_owned();
+        }
+        message
+    }
 }
 
 impl Pusher {
@@ -204,10 +248,7 @@ impl Pusher {
             }
             if message.next_attempt_at <= now {
                 if groups.len() < self.batch_size {
-                    groups.push(vec![Outgoing {
-                        message: message.clone(),
-                        parked: true,
-                    }]);
+                    groups.push(vec![Outgoing::parked(message)]);
                 }
             } else {
                 next_due = Some(next_due.map_or(message.next_attempt_at, |at| {
@@ -250,17 +291,15 @@ impl Pusher {
             }
             let mut group_of: HashMap<String, usize> = HashMap::new();
             for item in page.items {
-                let message = new_message(&item, now);
-                if message.ordering_keys.iter().any(|key| held.contains(key)) {
-                    held.extend(message.ordering_keys.iter().cloned());
-                    commit.park.push(message);
+                let outgoing = Outgoing::new(&item, now);
+                let keys = &outgoing.message.ordering_keys;
+                if keys.iter().any(|key| held.contains(key)) {
+                    held.extend(keys.iter().cloned());
+                    commit.park.push(outgoing.into_parked());
                     continue;
                 }
-                let group = place(&mut groups, &mut group_of, &message.ordering_keys);
-                groups[group].push(Outgoing {
-                    message,
-                    parked: false,
-                });
+                let group = place(&mut groups, &mut group_of, keys);
+                groups[group].push(outgoing);
             }
         }
 
@@ -280,7 +319,7 @@ impl Pusher {
                     .post(
                         &outgoing.message.webhook_id,
                         clock.now().timestamp(),
-                        outgoing.message.body.clone().into_bytes(),
+                        outgoing.body.clone(),
                     )
                     .await;
                 stopped = attempt != Attempt::Delivered;
@@ -306,15 +345,17 @@ impl Pusher {
         let (mut delivered, mut failed_new, mut failed) = (0_u64, 0_u64, 0_u64);
         let mut exhausted = 0_u64;
         for (outgoing, attempt) in results.into_iter().flatten() {
-            let mut message = outgoing.message;
-            match attempt {
-                Some(Attempt::Delivered) => {
-                    delivered += 1;
-                    if outgoing.parked {
-                        commit.delivered.push(message.seq);
-                    }
-                    continue;
+            if attempt == Some(Attempt::Delivered) {
+                delivered += 1;
+                if outgoing.parked {
+                    commit.delivered.push(outgoing.message.seq);
                 }
+                continue;
+            }
+            let parked = outgoing.parked;
+            let mut message = outgoing.into_parked();
+            match attempt {
+                Some(Attempt::Delivered) => {}
                 None => {} // behind a failure in its group: parked as it is
                 Some(Attempt::Failed {
                     status,
@@ -323,7 +364,7 @@ impl Pusher {
                     gone,
                 }) => {
                     failed += 1;
-                    if !outgoing.parked {
+                    if !parked {
                         failed_new += 1;
                         message.first_failed_at = now;
                     }
@@ -472,23 +513,6 @@ impl Pusher {
         // 0.8 to 1.2 times the scheduled wait.
         let factor = 0.8 + 0.4 * f64::from(u16::from_be_bytes(bytes)) / f64::from(u16::MAX);
         TimeDelta::from_std(base.mul_f64(factor)).ok()
-    }
-}
-
-/// A new message for an item never attempted (its body the bytes every attempt will send).
-fn new_message(item: &FeedItem, now: DateTime<Utc>) -> PushMessage {
-    PushMessage {
-        seq: item.seq(),
-        webhook_id: message_id(item),
-        ordering_keys: ordering_keys(item),
-        state: PushState::Pending,
-        attempts: 0,
-        next_attempt_at: now,
-        first_failed_at: now,
-        last_status: None,
-        last_error: Some(WAITING.to_owned()),
-        // A feed item always serializes (no map with non-string keys in it).
-        body: serde_json::to_string(item).unwrap_or_default(),
     }
 }
 
