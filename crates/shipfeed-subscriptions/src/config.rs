@@ -69,6 +69,11 @@ pub struct SubscriptionConfig {
     /// (default `"5days"`).
     #[serde(default)]
     pub disable_after: Option<String>,
+    /// Kind `http`: POST up to this many items at once, as `{"type": "batch", "items": [...]}`
+    /// (for analytics); batches go one after the other, in feed order. Default: one item per
+    /// POST.
+    #[serde(default)]
+    pub batch: Option<usize>,
     /// The file JSON lines are appended to (kind `file` only).
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -192,6 +197,8 @@ pub struct HttpTarget {
     pub retry_schedule: Vec<Duration>,
     /// How long every attempt may fail before the subscription is disabled.
     pub disable_after: Duration,
+    /// Items per POST, when batched.
+    pub batch: Option<usize>,
 }
 
 impl fmt::Debug for HttpTarget {
@@ -203,6 +210,7 @@ impl fmt::Debug for HttpTarget {
             .field("concurrency", &self.concurrency)
             .field("retry_schedule", &self.retry_schedule)
             .field("disable_after", &self.disable_after)
+            .field("batch", &self.batch)
             .finish()
     }
 }
@@ -231,6 +239,7 @@ impl HttpTarget {
             .map(Duration::from_secs)
             .to_vec(),
             disable_after: Duration::from_secs(5 * 24 * HOUR),
+            batch: None,
         }
     }
 }
@@ -286,13 +295,14 @@ impl fmt::Display for Target {
                 crate::NATS_STREAM,
                 crate::NATS_SUBJECT_PREFIX
             ),
-            Target::Http(http) => write!(
-                f,
-                "signed HTTP POSTs to {} ({} at once, {} attempts)",
-                redacted(http.url.as_str()),
-                http.concurrency,
-                http.retry_schedule.len() + 1
-            ),
+            Target::Http(http) => {
+                write!(f, "signed HTTP POSTs to {} (", redacted(http.url.as_str()))?;
+                match http.batch {
+                    Some(size) => write!(f, "batches of up to {size}, one at a time")?,
+                    None => write!(f, "{} shipments at once", http.concurrency)?,
+                }
+                write!(f, ", {} attempts)", http.retry_schedule.len() + 1)
+            }
         }
     }
 }
@@ -453,6 +463,7 @@ impl SubscriptionConfig {
                 ("concurrency", self.concurrency.is_some()),
                 ("retry_schedule", self.retry_schedule.is_some()),
                 ("disable_after", self.disable_after.is_some()),
+                ("batch", self.batch.is_some()),
             ] {
                 if given {
                     return Err(extra(key, "http"));
@@ -526,6 +537,12 @@ impl SubscriptionConfig {
         }
         if let Some(text) = &self.disable_after {
             target.disable_after = duration("disable_after", text)?;
+        }
+        if let Some(size) = self.batch {
+            if size == 0 {
+                return Err("`batch` must be at least 1".to_owned());
+            }
+            target.batch = Some(size);
         }
         Ok(target)
     }

@@ -29,6 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
+use futures_util::future::Either;
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 use shipfeed_store::{
@@ -307,28 +308,38 @@ impl Pusher {
         let attempted = !groups.is_empty();
         let endpoint = &self.endpoint;
         let clock = &self.clock;
-        let sends = futures_util::stream::iter(groups.into_iter().map(|group| async move {
-            let mut done = Vec::with_capacity(group.len());
-            let mut stopped = false;
-            for outgoing in group {
-                if stopped {
-                    done.push((outgoing, None));
-                    continue;
+        let per_item = |groups: Vec<Vec<Outgoing>>| {
+            futures_util::stream::iter(groups.into_iter().map(|group| async move {
+                let mut done = Vec::with_capacity(group.len());
+                let mut stopped = false;
+                for outgoing in group {
+                    if stopped {
+                        done.push((outgoing, None));
+                        continue;
+                    }
+                    let attempt = endpoint
+                        .post(
+                            &outgoing.message.webhook_id,
+                            clock.now().timestamp(),
+                            outgoing.body.clone(),
+                        )
+                        .await;
+                    stopped = attempt != Attempt::Delivered;
+                    done.push((outgoing, Some(attempt)));
                 }
-                let attempt = endpoint
-                    .post(
-                        &outgoing.message.webhook_id,
-                        clock.now().timestamp(),
-                        outgoing.body.clone(),
-                    )
-                    .await;
-                stopped = attempt != Attempt::Delivered;
-                done.push((outgoing, Some(attempt)));
+                done
+            }))
+            .buffer_unordered(self.target.concurrency.max(1))
+            .collect::<Vec<Vec<(Outgoing, Option<Attempt>)>>>()
+        };
+        let sends = match self.target.batch {
+            None => Either::Left(per_item(groups)),
+            Some(size) => {
+                let mut items: Vec<Outgoing> = groups.into_iter().flatten().collect();
+                items.sort_by_key(|outgoing| outgoing.message.seq);
+                Either::Right(send_batches(endpoint, clock, items, size))
             }
-            done
-        }))
-        .buffer_unordered(self.target.concurrency.max(1))
-        .collect::<Vec<Vec<(Outgoing, Option<Attempt>)>>>();
+        };
         let (store, filter, batch_size) = (&self.store, &self.filter, self.batch_size);
         let prefetch = async move {
             match prefetch_from {
@@ -514,6 +525,63 @@ impl Pusher {
         let factor = 0.8 + 0.4 * f64::from(u16::from_be_bytes(bytes)) / f64::from(u16::MAX);
         TimeDelta::from_std(base.mul_f64(factor)).ok()
     }
+}
+
+/// Sends `items` (in feed order) in batches of `size`, one batch after the other, stopping at
+/// the first that fails (the items after it are not attempted).
+async fn send_batches(
+    endpoint: &Endpoint,
+    clock: &Arc<dyn Clock>,
+    items: Vec<Outgoing>,
+    size: usize,
+) -> Vec<Vec<(Outgoing, Option<Attempt>)>> {
+    let mut done = Vec::new();
+    let mut stopped = false;
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        let chunk: Vec<Outgoing> = items.by_ref().take(size.max(1)).collect();
+        if stopped {
+            done.push(chunk.into_iter().map(|outgoing| (outgoing, None)).collect());
+            continue;
+        }
+        let (webhook_id, body) = batch_request(&chunk);
+        let attempt = endpoint
+            .post(&webhook_id, clock.now().timestamp(), body)
+            .await;
+        stopped = attempt != Attempt::Delivered;
+        done.push(
+            chunk
+                .into_iter()
+                .map(|outgoing| (outgoing, Some(attempt.clone())))
+                .collect(),
+        );
+    }
+    done
+}
+
+/// A batch's `webhook-id` and body: `batch:` and the first 16 bytes (hex) of the SHA-256 of
+/// its items' ids, so that the same items always make the same id; the body
+/// `{"type":"batch","items":[...]}` holds each item's JSON as it would be sent alone.
+fn batch_request(chunk: &[Outgoing]) -> (String, bytes::Bytes) {
+    let mut digest = Sha256::new();
+    let mut body = Vec::with_capacity(
+        32 + chunk
+            .iter()
+            .map(|outgoing| outgoing.body.len() + 1)
+            .sum::<usize>(),
+    );
+    body.extend_from_slice(br#"{"type":"batch","items":["#);
+    for (n, outgoing) in chunk.iter().enumerate() {
+        digest.update(outgoing.message.webhook_id.as_bytes());
+        digest.update(b"\n");
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&outgoing.body);
+    }
+    body.extend_from_slice(b"]}");
+    let id = format!("batch:{}", hex::encode(&digest.finalize()[..16]));
+    (id, bytes::Bytes::from(body))
 }
 
 /// The group an item with these ordering keys joins: the one holding an earlier item that

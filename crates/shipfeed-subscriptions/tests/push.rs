@@ -39,6 +39,7 @@ on_both_stores!(
     an_exhausted_message_is_kept_and_redelivered_under_the_same_id,
     a_410_disables_the_subscription_until_it_is_resumed,
     a_subscription_failing_longer_than_disable_after_is_disabled_and_says_why,
+    a_batch_subscription_posts_up_to_n_items_at_once_in_feed_order,
 );
 
 /// How long a test waits for a condition before it fails (a guard, never a measurement).
@@ -394,6 +395,81 @@ async fn a_subscription_failing_longer_than_disable_after_is_disabled_and_says_w
         .received()
         .iter()
         .all(|r| r.verified && r.answered == 500));
+    replica.stop().await;
+}
+
+async fn a_batch_subscription_posts_up_to_n_items_at_once_in_feed_order(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let secret = generate_secret(10);
+    let receiver = WebhookReceiver::start(&secret).await;
+    // The first request fails: its items are retried, and what follows waits or goes on.
+    receiver.set_script(|request| {
+        if request.attempt == 1 && request.body["items"][0]["seq"] == 1 {
+            Reply::Status(500)
+        } else {
+            Reply::Ok
+        }
+    });
+    add_parcel_events(&store, 4, 3).await;
+    let subscription =
+        http_subscription(&db, "analytics", &receiver.url(), &[&secret], "batch = 3");
+    let replica =
+        Replica::start_with(store.clone(), &[subscription], |s| s.with_replica("r1")).await;
+    let feed = feed_ids(&store).await;
+    let items_of = |request: &Received| -> Vec<serde_json::Value> {
+        assert_eq!(request.body["type"], "batch", "{}", request.body);
+        request.body["items"].as_array().unwrap().clone()
+    };
+    receiver
+        .wait_until("every item, in batches", GUARD, |got| {
+            let ids: HashSet<String> = got
+                .iter()
+                .filter(|r| r.is_delivered())
+                .flat_map(|r| r.body["items"].as_array().cloned().unwrap_or_default())
+                .map(|item| item["seq"].to_string())
+                .collect();
+            ids.len() == feed.len()
+        })
+        .await;
+    let received = receiver.received();
+    assert!(received.iter().all(|r| r.verified));
+    assert!(
+        received.iter().any(|r| r.answered == 500),
+        "the script's failure happened"
+    );
+    // A batch id names its items: the same id always carries the same items.
+    let mut by_id: HashMap<&str, Vec<serde_json::Value>> = HashMap::new();
+    for request in &received {
+        let items = items_of(request);
+        assert!((1..=3).contains(&items.len()), "{} items", items.len());
+        assert!(request.webhook_id.starts_with("batch:"));
+        let before = by_id
+            .entry(request.webhook_id.as_str())
+            .or_insert_with(|| items.clone());
+        assert_eq!(before, &items, "{}", request.webhook_id);
+    }
+    // Items of one shipment arrive in feed order (first arrival of each item), and each item
+    // is the feed item as the pull feed shows it.
+    let mut seen = HashSet::new();
+    let mut last_of: HashMap<String, i64> = HashMap::new();
+    let expected: HashMap<i64, &str> = feed
+        .iter()
+        .map(|(seq, _, key)| (*seq, key.as_str()))
+        .collect();
+    for request in received.iter().filter(|r| r.is_delivered()) {
+        for item in items_of(request) {
+            let seq = item["seq"].as_i64().unwrap();
+            if !seen.insert(seq) {
+                continue;
+            }
+            let key = item["shipment_key"].as_str().unwrap().to_owned();
+            assert_eq!(expected[&seq], key);
+            if let Some(before) = last_of.insert(key.clone(), seq) {
+                assert!(before < seq, "{key}: {seq} after {before}");
+            }
+        }
+    }
     replica.stop().await;
 }
 
