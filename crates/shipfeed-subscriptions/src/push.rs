@@ -631,7 +631,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn items_sharing_a_key_share_a_group_in_feed_order() {
+    fn items_sharing_a_key_share_a_group_in_feed_order_and_a_batch_is_named_by_its_items() {
         let outgoing = |seq: i64, keys: &[&str]| Outgoing {
             message: PushMessage {
                 seq,
@@ -645,8 +645,24 @@ mod tests {
                 last_error: None,
                 body: String::new(),
             },
+            body: bytes::Bytes::from(format!(r#"{{"seq":{seq}}}"#)),
             parked: false,
         };
+        let (id, body) = batch_request(&[outgoing(1, &[]), outgoing(2, &[])]);
+        assert_eq!(
+            body.as_ref(),
+            br#"{"type":"batch","items":[{"seq":1},{"seq":2}]}"#
+        );
+        assert_eq!(
+            batch_request(&[outgoing(1, &["a"]), outgoing(2, &[])]).0,
+            id,
+            "named by its items"
+        );
+        assert_ne!(batch_request(&[outgoing(1, &[])]).0, id);
+        assert!(
+            id.starts_with("batch:") && id.len() == "batch:".len() + 32,
+            "{id}"
+        );
         let mut groups = Vec::new();
         let mut group_of = HashMap::new();
         for (seq, keys) in [
