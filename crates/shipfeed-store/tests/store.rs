@@ -1325,7 +1325,7 @@ mod replicas {
             .collect();
         assert_eq!(
             versions,
-            [1, 2, 3, 4, 5, 6, 7],
+            [1, 2, 3, 4, 5, 6, 7, 8],
             "each migration applied once"
         );
         let tables: BTreeSet<String> = client
@@ -1350,6 +1350,8 @@ mod replicas {
             "feed",
             "leases",
             "notices",
+            "push_messages",
+            "push_subscriptions",
             "shipfeed_schema_version",
             "shipments",
         ];

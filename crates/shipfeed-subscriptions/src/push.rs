@@ -446,6 +446,8 @@ impl Pusher {
             loaded.failing_since = failing_since;
             if let Some(reason) = disabled {
                 tracing::warn!(subscription = %self.name, %reason, "subscription disabled; resume it once its receiver is fixed");
+                // Read the state again at once: nothing more is sent while it is disabled.
+                self.control = None;
             }
         }
         self.series.delivered.inc_by(delivered);
