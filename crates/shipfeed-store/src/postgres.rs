@@ -472,6 +472,10 @@ struct Statements {
     insert_alerts: Statement,
     open_alerts: Statement,
     clear_alerts: Statement,
+    drift_keys: Statement,
+    drift_fingerprints: Statement,
+    record_drift: Statement,
+    record_drift_deliveries: Statement,
 }
 
 /// The columns of [`StoredEvent`], from `events`; `$2` is the hash prefix of this build.
@@ -651,6 +655,36 @@ impl Statements {
             clear_alerts: prepare(
                 "UPDATE alerts AS a SET open = false, cleared = c.body
                  FROM unnest($1::text[], $2::text[]) AS c(id, body) WHERE a.alert_id = c.id"
+                    .into(),
+            )
+            .await?,
+            // Contract drift, at every batch that carries some.
+            drift_keys: prepare(
+                "SELECT provider, kind, key FROM drift WHERE provider = ANY($1::text[])".into(),
+            )
+            .await?,
+            drift_fingerprints: prepare(
+                "SELECT d.provider, d.fingerprint FROM drift_deliveries d
+                 JOIN unnest($1::text[], $2::text[]) AS f(provider, fingerprint)
+                   ON d.provider = f.provider AND d.fingerprint = f.fingerprint"
+                    .into(),
+            )
+            .await?,
+            record_drift: prepare(
+                "INSERT INTO drift (provider, kind, key, deliveries, first_seen, last_seen,
+                                    sample_seq)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
+                                      $5::timestamptz[], $6::timestamptz[], $7::bigint[])
+                 ON CONFLICT (provider, kind, key) DO UPDATE
+                 SET deliveries = drift.deliveries + excluded.deliveries,
+                     last_seen = excluded.last_seen"
+                    .into(),
+            )
+            .await?,
+            record_drift_deliveries: prepare(
+                "INSERT INTO drift_deliveries (provider, fingerprint, delivery_seq)
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+                 ON CONFLICT DO NOTHING"
                     .into(),
             )
             .await?,
@@ -1086,12 +1120,9 @@ impl WriteDriver for PgWriter {
         &mut self,
         providers: &[&str],
     ) -> Result<Vec<(String, String, String)>, StoreError> {
-        let (client, _) = self.open()?;
+        let (client, st) = self.open()?;
         client
-            .query(
-                "SELECT provider, kind, key FROM drift WHERE provider = ANY($1::text[])",
-                &[&providers],
-            )
+            .query(&st.drift_keys, &[&providers])
             .await
             .and_then(|rows| {
                 rows.iter()
@@ -1108,16 +1139,11 @@ impl WriteDriver for PgWriter {
         if fingerprints.is_empty() {
             return Ok(Vec::new());
         }
-        let (client, _) = self.open()?;
+        let (client, st) = self.open()?;
         let providers: Vec<&str> = fingerprints.iter().map(|(provider, _)| *provider).collect();
         let hashes: Vec<&str> = fingerprints.iter().map(|(_, hash)| *hash).collect();
         client
-            .query(
-                "SELECT d.provider, d.fingerprint FROM drift_deliveries d
-                 JOIN unnest($1::text[], $2::text[]) AS f(provider, fingerprint)
-                   ON d.provider = f.provider AND d.fingerprint = f.fingerprint",
-                &[&providers, &hashes],
-            )
+            .query(&st.drift_fingerprints, &[&providers, &hashes])
             .await
             .and_then(|rows| {
                 rows.iter()
@@ -1132,7 +1158,7 @@ impl WriteDriver for PgWriter {
         rows: &[DriftRow],
         fingerprints: &[(&str, &str, i64)],
     ) -> Result<(), StoreError> {
-        let (client, _) = self.open()?;
+        let (client, st) = self.open()?;
         if !rows.is_empty() {
             let providers: Vec<&str> = rows.iter().map(|row| row.provider.as_str()).collect();
             let kinds: Vec<&str> = rows.iter().map(|row| row.kind.as_str()).collect();
@@ -1143,13 +1169,7 @@ impl WriteDriver for PgWriter {
             let samples: Vec<i64> = rows.iter().map(|row| row.sample_seq).collect();
             client
                 .execute(
-                    "INSERT INTO drift (provider, kind, key, deliveries, first_seen, last_seen,
-                                        sample_seq)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[],
-                                          $5::timestamptz[], $6::timestamptz[], $7::bigint[])
-                     ON CONFLICT (provider, kind, key) DO UPDATE
-                     SET deliveries = drift.deliveries + excluded.deliveries,
-                         last_seen = excluded.last_seen",
+                    &st.record_drift,
                     &[
                         &providers,
                         &kinds,
@@ -1171,12 +1191,7 @@ impl WriteDriver for PgWriter {
             let hashes: Vec<&str> = fingerprints.iter().map(|(_, hash, _)| *hash).collect();
             let seqs: Vec<i64> = fingerprints.iter().map(|(_, _, seq)| *seq).collect();
             client
-                .execute(
-                    "INSERT INTO drift_deliveries (provider, fingerprint, delivery_seq)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-                     ON CONFLICT DO NOTHING",
-                    &[&providers, &hashes, &seqs],
-                )
+                .execute(&st.record_drift_deliveries, &[&providers, &hashes, &seqs])
                 .await
                 .map_err(pg("store drift fingerprints"))?;
         }
