@@ -171,16 +171,6 @@ pub struct PushCommit {
     pub disable: Option<String>,
 }
 
-impl PushCommit {
-    /// Whether it changes more than the cursor.
-    pub fn touches_messages_or_state(&self) -> bool {
-        !self.park.is_empty()
-            || !self.delivered.is_empty()
-            || self.failing_since.is_some()
-            || self.disable.is_some()
-    }
-}
-
 pub(crate) fn row(subscription: &str, message: &PushMessage) -> PushRow {
     PushRow {
         subscription: subscription.to_owned(),

@@ -8,6 +8,7 @@
 //! and every wait is for a condition (with a deadline only as a guard against a hang).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -17,22 +18,6 @@ use shipfeed_store::{ControlAction, PushState, Store, SubscriptionStatus};
 use shipfeed_subscriptions::{Start, Subscription, SubscriptionConfig};
 use shipfeed_testkit::webhook_receiver::{generate_secret, Received, Reply, WebhookReceiver};
 use support::{add_parcel_events, wait_until, Backend, Replica, TestDb};
-
-/// Runs each scenario on a fresh SQLite store and a fresh PostgreSQL schema.
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario(super::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     every_item_arrives_verified_once_in_order_per_shipment_through_failures,

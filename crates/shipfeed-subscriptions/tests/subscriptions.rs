@@ -8,6 +8,7 @@
 //! tests fail, never skip, without them.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::path::Path;
@@ -19,22 +20,6 @@ use support::{
     add_events, clock, feed, lines, wait_for_cursor, wait_until, Backend, Replica, TestDb,
     ITEMS_PER_EVENT, TTL,
 };
-
-/// Runs each scenario on a fresh SQLite store and a fresh PostgreSQL schema.
-macro_rules! on_both_stores {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$scenario(super::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$scenario(super::Backend::Postgres).await;
-            }
-        }
-    )*};
-}
 
 on_both_stores!(
     two_subscriptions_each_receive_every_item_once_in_order,

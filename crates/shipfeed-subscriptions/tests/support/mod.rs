@@ -17,6 +17,23 @@ use shipfeed_subscriptions::{Metrics, Runner, Settings, Subscription};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
+/// Runs each scenario (an `async fn(Backend)` of the test file, which imports `Backend`) on a
+/// fresh SQLite store and a fresh PostgreSQL schema.
+macro_rules! on_both_stores {
+    ($($scenario:ident),* $(,)?) => {$(
+        mod $scenario {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$scenario(super::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$scenario(super::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+
 /// Where a test's data lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
