@@ -131,11 +131,20 @@ async fn kill9_while_pushing(backend: Backend) {
         })
     })
     .collect();
+    // The second half (the in-transit events) waits for the kill, so that the kill always
+    // lands inside the burst, however fast the machine pushes the first half.
+    let (killed, kill_done) = tokio::sync::oneshot::channel::<()>();
     let poster = {
         let (http, base, deliveries) = (http.clone(), base.clone(), deliveries.clone());
         tokio::spawn(async move {
             let mut acknowledged = BTreeMap::new();
+            let mut kill_done = Some(kill_done);
             for (n, delivery) in deliveries.iter().enumerate() {
+                if n == deliveries.len() / 2 {
+                    if let Some(kill_done) = kill_done.take() {
+                        let _ = kill_done.await;
+                    }
+                }
                 if let Ok((200, answer)) = post(&http, &base, delivery).await {
                     acknowledged.insert(n, delivery_seq(&answer));
                 }
@@ -164,6 +173,7 @@ async fn kill9_while_pushing(backend: Backend) {
     })
     .await;
     server.lock().unwrap().kill9();
+    let _ = killed.send(());
     let attempts_at_kill = refused_attempts(&stored, &refused_webhook_id)
         .await
         .unwrap();
