@@ -113,7 +113,7 @@ pub(crate) fn run(root: &Path, options: &Options) -> Result<()> {
     let max_steps: usize = options.get("max-steps", if quick { 5 } else { 8 })?;
     let pool: usize = options.get("pool", load::POOL)?;
     bench::print_machine();
-    let wrk = ensure_wrk()?;
+    let wrk = crate::debian::ensure("wrk", &["wrk"])?;
     let release = bench::build_release(root)?;
     let dir = TempDir::new("shipfeed-bench-ingest")?;
 
@@ -600,37 +600,6 @@ struct WrkArgs<'a> {
     threads: u64,
     connections: u64,
     duration: u64,
-}
-
-/// `wrk` on PATH, installed from Debian's packages when missing (needs root).
-fn ensure_wrk() -> Result<std::path::PathBuf> {
-    let find = || {
-        std::env::var_os("PATH").and_then(|paths| {
-            std::env::split_paths(&paths)
-                .map(|dir| dir.join("wrk"))
-                .find(|candidate| candidate.exists())
-        })
-    };
-    if let Some(path) = find() {
-        return Ok(path);
-    }
-    eprintln!("bench: wrk not found; installing it with apt-get");
-    bench::status(
-        Command::new("apt-get").args(["install", "-y", "-q", "wrk"]),
-        "apt-get install wrk",
-    )
-    .or_else(|_| {
-        bench::status(
-            Command::new("apt-get").args(["update", "-q"]),
-            "apt-get update",
-        )?;
-        bench::status(
-            Command::new("apt-get").args(["install", "-y", "-q", "wrk"]),
-            "apt-get install wrk",
-        )
-    })
-    .context("install wrk (Debian package `wrk`; run as root or install it yourself)")?;
-    find().context("apt-get installed wrk but it is not on PATH")
 }
 
 /// The wrk script: each thread loads every `threads`-th request of the file (so no two threads

@@ -7,6 +7,7 @@ mod bench_project;
 mod bench_push;
 mod bench_sqs;
 mod ci;
+mod debian;
 mod fixtures;
 mod load;
 mod moto;
