@@ -12,6 +12,17 @@
 //!
 //! The check is one middleware (`require`) layered over route groups by the router, so a
 //! route is protected by the group it is added to, never by code of its own.
+//!
+//! **Console sessions.** The operator console signs in with the same tokens
+//! ([`ApiAuth::sign_in`]) and then carries a session in an `HttpOnly`, `SameSite=Strict`
+//! cookie ([`SESSION_COOKIE`]), never the token itself and never in a URL. The session is
+//! stateless, so that any replica accepts it: the token's name, an expiry, and an HMAC of both
+//! keyed by the token's digest (which only the service holds). Removing or changing the token
+//! ends its sessions. A request authenticated by the cookie that changes state must also carry
+//! the session's CSRF token in [`CSRF_HEADER`], an HMAC of the cookie that a page of another
+//! site can neither read nor compute. Whatever authenticates it, a request that changes state
+//! and says it comes from another site (`Origin`, `Sec-Fetch-Site`) is refused, also when the
+//! API is open on loopback, where a browser's ambient access is the only credential.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +34,10 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
 use axum::{Json, Router};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -38,8 +53,18 @@ pub const MIN_TOKEN_CHARS: usize = 16;
 /// token from.
 pub const EMBEDDED_TOKEN_ENV: &str = "SHIPFEED_API_TOKEN";
 
+/// The console's session cookie (see the module's documentation).
+pub const SESSION_COOKIE: &str = "shipfeed_session";
+
+/// The header a console request that changes state carries its session's CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// How long a console session lasts: one working day, then the console asks for the token
+/// again.
+pub const SESSION_LIFETIME: chrono::TimeDelta = chrono::TimeDelta::hours(12);
+
 /// What a token allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Reading the feed, shipments, deliveries, dead letters (without their bodies), drift,
@@ -167,6 +192,60 @@ impl Token {
             Scope::Admin => self.admin,
         }
     }
+
+    /// What it allows, `admin` implying `read`.
+    fn scopes(&self) -> Vec<Scope> {
+        [(true, Scope::Read), (self.admin, Scope::Admin)]
+            .into_iter()
+            .filter_map(|(has, scope)| has.then_some(scope))
+            .collect()
+    }
+
+    /// An HMAC of `parts` keyed by the token's digest: what only this service can compute
+    /// for this token.
+    fn mac(&self, parts: &[&[u8]]) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.digest)
+            .expect("HMAC-SHA256 takes a key of any length");
+        for part in parts {
+            // Length-prefixed, so that no two different lists of parts sign the same bytes.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// The session cookie's value for a session that ends at `expires` (Unix seconds).
+    fn session_cookie(&self, expires: i64) -> String {
+        let expires = expires.to_string();
+        let mac = self.mac(&[b"session", self.name.as_bytes(), expires.as_bytes()]);
+        format!(
+            "{}.{expires}.{}",
+            URL_SAFE_NO_PAD.encode(&self.name),
+            URL_SAFE_NO_PAD.encode(mac)
+        )
+    }
+
+    /// The CSRF token of the session whose cookie is `cookie`.
+    fn csrf(&self, cookie: &str) -> String {
+        URL_SAFE_NO_PAD.encode(self.mac(&[b"csrf", cookie.as_bytes()]))
+    }
+}
+
+/// A signed-in console session.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Session {
+    /// The token's name.
+    pub name: String,
+    /// What it allows (`admin` implies `read`).
+    pub scopes: Vec<Scope>,
+    /// When it ends.
+    pub expires: DateTime<Utc>,
+    /// The CSRF token every request that changes state sends in [`CSRF_HEADER`].
+    pub csrf: String,
+    /// The value of the [`SESSION_COOKIE`] cookie (never serialized: the page cannot read
+    /// it, the cookie is `HttpOnly`).
+    #[serde(skip)]
+    pub cookie: String,
 }
 
 /// The API's tokens, as digests, and whether they are enforced.
@@ -336,22 +415,221 @@ impl ApiAuth {
         if !self.enforced {
             return Ok(None);
         }
-        let presented = bearer(headers)?;
-        let presented = digest(presented);
-        // Every digest is compared (no early exit), each in constant time: neither the
-        // time to answer nor which token matched depends on the presented bytes.
-        let mut matched = None;
-        for token in &self.tokens {
-            if shipfeed::auth::constant_time_eq(&presented, &token.digest) && matched.is_none() {
-                matched = Some(token);
-            }
-        }
-        let token = matched.ok_or(Rejection::UnknownToken)?;
+        let presented = digest(bearer(headers)?);
+        let token = self
+            .token_by_digest(&presented)
+            .ok_or(Rejection::UnknownToken)?;
         if token.allows(needed) {
             Ok(Some(&token.name))
         } else {
             Err(Rejection::InsufficientScope(needed))
         }
+    }
+}
+
+impl ApiAuth {
+    fn token_by_digest(&self, presented: &[u8; 32]) -> Option<&Token> {
+        // Every digest is compared (no early exit), each in constant time: neither the
+        // time to answer nor which token matched depends on the presented bytes.
+        let mut matched = None;
+        for token in &self.tokens {
+            if shipfeed::auth::constant_time_eq(presented, &token.digest) && matched.is_none() {
+                matched = Some(token);
+            }
+        }
+        matched
+    }
+
+    /// Signs in to the console with `token`: a session for its holder, ending
+    /// [`SESSION_LIFETIME`] after `now`.
+    ///
+    /// # Errors
+    /// [`Rejection::UnknownToken`] for a token that is not configured (or any token, while
+    /// none is enforced: there is nothing to sign in to).
+    pub fn sign_in(&self, token: &str, now: DateTime<Utc>) -> Result<Session, Rejection> {
+        let token = self
+            .token_by_digest(&digest(token.trim()))
+            .filter(|_| self.enforced)
+            .ok_or(Rejection::UnknownToken)?;
+        let expires = (now + SESSION_LIFETIME).timestamp();
+        let cookie = token.session_cookie(expires);
+        Ok(Session {
+            name: token.name.clone(),
+            scopes: token.scopes(),
+            expires: DateTime::from_timestamp(expires, 0).unwrap_or(now),
+            csrf: token.csrf(&cookie),
+            cookie,
+        })
+    }
+
+    /// The session the request's [`SESSION_COOKIE`] carries, checked at `now`: `Ok(None)`
+    /// without the cookie.
+    ///
+    /// # Errors
+    /// [`Rejection::BadSession`] for a cookie this service did not sign for a token it has
+    /// now, or one whose session has ended.
+    pub fn session(
+        &self,
+        headers: &HeaderMap,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Session>, Rejection> {
+        let Some(cookie) = session_cookie(headers) else {
+            return Ok(None);
+        };
+        let token = self
+            .session_token(cookie, now)
+            .ok_or(Rejection::BadSession)?;
+        Ok(Some(Session {
+            name: token.name.clone(),
+            scopes: token.scopes(),
+            expires: session_expiry(cookie).unwrap_or(now),
+            csrf: token.csrf(cookie),
+            cookie: cookie.to_owned(),
+        }))
+    }
+
+    /// The token whose session `cookie` is, when it is valid at `now`.
+    fn session_token(&self, cookie: &str, now: DateTime<Utc>) -> Option<&Token> {
+        let mut parts = cookie.split('.');
+        let name = URL_SAFE_NO_PAD.decode(parts.next()?).ok()?;
+        let expires: i64 = parts.next()?.parse().ok()?;
+        let _mac = parts.next()?;
+        if parts.next().is_some() || expires <= now.timestamp() {
+            return None;
+        }
+        let token = self
+            .tokens
+            .iter()
+            .find(|token| token.name.as_bytes() == name)?;
+        // The whole value is compared with the one this service would sign, in constant
+        // time.
+        let expected = token.session_cookie(expires);
+        shipfeed::auth::constant_time_eq(expected.as_bytes(), cookie.as_bytes()).then_some(token)
+    }
+
+    /// Whether a request with `headers` and `method` may do what needs `needed` at `now`:
+    /// a bearer token, or else a console session (with its CSRF token when the request
+    /// changes state). `Ok(Some(name))` for the token's name, `Ok(None)` when no token is
+    /// enforced.
+    ///
+    /// # Errors
+    /// The [`Rejection`] to answer with.
+    pub fn check(
+        &self,
+        headers: &HeaderMap,
+        method: &Method,
+        needed: Scope,
+        now: DateTime<Utc>,
+    ) -> Result<Option<&str>, Rejection> {
+        let changes_state = !matches!(*method, Method::GET | Method::HEAD);
+        if changes_state && from_another_site(headers) {
+            return Err(Rejection::CrossSite);
+        }
+        if !self.enforced || headers.contains_key(header::AUTHORIZATION) {
+            return self.authorize(headers, needed);
+        }
+        let Some(cookie) = session_cookie(headers) else {
+            return Err(Rejection::Missing);
+        };
+        let token = self
+            .session_token(cookie, now)
+            .ok_or(Rejection::BadSession)?;
+        if changes_state {
+            let presented = headers
+                .get(CSRF_HEADER)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or_default();
+            let expected = token.csrf(cookie);
+            if !shipfeed::auth::constant_time_eq(presented.as_bytes(), expected.as_bytes()) {
+                return Err(Rejection::Csrf);
+            }
+        }
+        if token.allows(needed) {
+            Ok(Some(&token.name))
+        } else {
+            Err(Rejection::InsufficientScope(needed))
+        }
+    }
+}
+
+/// The `Set-Cookie` value that keeps `session` in the browser. `Secure` unless the page was
+/// asked for by a loopback name (`http://127.0.0.1:8080/`): anywhere else the console is
+/// served over HTTPS (a proxy in front), and the cookie must never travel without it.
+pub fn session_set_cookie(session: &Session, host: Option<&str>) -> String {
+    let max_age = (session.expires - Utc::now()).num_seconds().max(0);
+    format!(
+        "{SESSION_COOKIE}={}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        session.cookie,
+        secure_attribute(host)
+    )
+}
+
+/// The `Set-Cookie` value that ends the session in the browser.
+pub fn session_clear_cookie(host: Option<&str>) -> String {
+    format!(
+        "{SESSION_COOKIE}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        secure_attribute(host)
+    )
+}
+
+fn secure_attribute(host: Option<&str>) -> &'static str {
+    let name = host.map(|host| {
+        // `[::1]:8080`, `127.0.0.1:8080`, `localhost`
+        match host.rsplit_once(':') {
+            Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+            _ => host,
+        }
+    });
+    let loopback = match name {
+        Some("localhost") => true,
+        Some(name) => name
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.to_canonical().is_loopback()),
+        None => false,
+    };
+    if loopback {
+        ""
+    } else {
+        "; Secure"
+    }
+}
+
+/// The value of the request's [`SESSION_COOKIE`], if it carries one.
+fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|value| !value.is_empty())
+}
+
+fn session_expiry(cookie: &str) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(cookie.split('.').nth(1)?.parse().ok()?, 0)
+}
+
+/// Whether the browser says the request comes from a page of another site: a
+/// `Sec-Fetch-Site` other than `same-origin` or `none`, or an `Origin` whose host is not the
+/// request's `Host`. Clients other than browsers send neither.
+pub(crate) fn from_another_site(headers: &HeaderMap) -> bool {
+    let value = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    if let Some(site) = value("sec-fetch-site") {
+        if !matches!(site, "same-origin" | "none") {
+            return true;
+        }
+    }
+    match (value("origin"), value("host")) {
+        (Some("null"), _) => true,
+        (Some(origin), Some(host)) => origin
+            .split_once("://")
+            .is_none_or(|(_, authority)| !authority.eq_ignore_ascii_case(host)),
+        (Some(_), None) => true,
+        (None, _) => false,
     }
 }
 
@@ -386,6 +664,14 @@ pub enum Rejection {
     UnknownToken,
     /// A known token without the scope the request needs: 403.
     InsufficientScope(Scope),
+    /// A console session cookie this service did not sign, for a token it no longer has,
+    /// or whose session has ended: 401.
+    BadSession,
+    /// A request authenticated by the session cookie that changes state without the
+    /// session's CSRF token: 403.
+    Csrf,
+    /// A request that changes state sent by a page of another site: 403.
+    CrossSite,
 }
 
 impl Rejection {
@@ -396,6 +682,9 @@ impl Rejection {
             Rejection::Malformed => "malformed",
             Rejection::UnknownToken => "unknown_token",
             Rejection::InsufficientScope(_) => "insufficient_scope",
+            Rejection::BadSession => "bad_session",
+            Rejection::Csrf => "csrf",
+            Rejection::CrossSite => "cross_site",
         }
     }
 }
@@ -427,6 +716,21 @@ impl IntoResponse for Rejection {
                 ),
                 format!("this token lacks the `{}` scope", scope.as_str()),
             ),
+            Rejection::BadSession => (
+                StatusCode::UNAUTHORIZED,
+                "Bearer realm=\"shipfeed\"".to_owned(),
+                "the console session has ended or is not valid: sign in again".to_owned(),
+            ),
+            Rejection::Csrf => (
+                StatusCode::FORBIDDEN,
+                "Bearer realm=\"shipfeed\"".to_owned(),
+                format!("a request that changes state needs the session's `{CSRF_HEADER}` header"),
+            ),
+            Rejection::CrossSite => (
+                StatusCode::FORBIDDEN,
+                "Bearer realm=\"shipfeed\"".to_owned(),
+                "a request that changes state cannot come from another site".to_owned(),
+            ),
         };
         let mut response = (status, Json(json!({ "error": message }))).into_response();
         if let Ok(value) = HeaderValue::from_str(&challenge) {
@@ -435,6 +739,20 @@ impl IntoResponse for Rejection {
                 .insert(header::WWW_AUTHENTICATE, value);
         }
         response
+    }
+}
+
+/// Who made an authorized request: the token's name, `None` while the API is open. The
+/// [`require`] layer puts it in the request's extensions, for the handlers that record who
+/// did what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller(pub Option<String>);
+
+impl Caller {
+    /// The name the audit log and the logs know the caller by: the token's name, or
+    /// `anonymous` while no token is enforced.
+    pub fn actor(&self) -> &str {
+        self.0.as_deref().unwrap_or("anonymous")
     }
 }
 
@@ -467,11 +785,17 @@ async fn require(State(guard): State<Guard>, request: Request, next: Next) -> Re
     } else {
         Scope::Admin
     };
-    match guard.auth.authorize(request.headers(), needed) {
+    match guard
+        .auth
+        .check(request.headers(), request.method(), needed, Utc::now())
+    {
         Ok(name) => {
             if let Some(name) = name {
                 tracing::debug!(token = %name, method = %request.method(), path = %request.uri().path(), "API request authorized");
             }
+            let caller = Caller(name.map(str::to_owned));
+            let mut request = request;
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(rejection) => {

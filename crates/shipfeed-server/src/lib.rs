@@ -61,6 +61,7 @@
 
 pub mod api_auth;
 pub mod config;
+mod console;
 pub mod control;
 mod error;
 mod feed_query;
@@ -485,7 +486,10 @@ impl Service {
         // A path under /v1 that names nothing is a 404 after the token check, so that
         // probing without a token learns nothing (not a route: the document leaves it out).
         let read = read.route("/v1/{*rest}", any(no_route));
-        open.merge(api_auth::protect(read, self.guard(Scope::Read)))
+        // The console is a page and its session, not part of the API: the route table (and
+        // so the OpenAPI document) leaves it out.
+        open.merge(console::router())
+            .merge(api_auth::protect(read, self.guard(Scope::Read)))
             .merge(api_auth::protect(admin, self.guard(Scope::Admin)))
             .layer(DefaultBodyLimit::max(body_limit_bytes))
             .layer(tower_http::trace::TraceLayer::new_for_http())
@@ -513,6 +517,8 @@ fn routes() -> Vec<Route<Arc<Service>>> {
         Route::new(Get, "/openapi.json", Open, openapi_json, describe::openapi),
         Route::new(Get, "/v1/events", Token(Read), events, describe::events),
         Route::new(Get, "/v1/events/{event_id}/revisions", Token(Read), revisions, describe::revisions),
+        Route::new(Get, "/v1/search", Token(Read), search, describe::search),
+        Route::new(Get, "/v1/status", Token(Read), status, describe::status),
         Route::new(Get, "/v1/shipments/{tracking}", Token(Read), shipments_by_tracking, describe::shipments_by_tracking),
         Route::new(Get, "/v1/shipments/{carrier}/{tracking}", Token(Read), shipments_by_carrier, describe::shipments_by_carrier),
         Route::new(Get, "/v1/deliveries/{seq}", Token(Read), delivery, describe::delivery),
@@ -808,6 +814,68 @@ async fn shipments(service: &Service, carrier: Option<&str>, tracking: &str) -> 
         )
             .into_response(),
         Ok(views) => Json(json!({"shipments": views})).into_response(),
+        Err(error) => unavailable(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /v1/search?q=`: the shipments whose tracking number (any carrier, any case, spaces
+/// ignored) or merchant's order number (any case) is `q`: what a support agent types.
+async fn search(State(service): State<Arc<Service>>, Query(query): Query<SearchQuery>) -> Response {
+    let q = query.q.trim();
+    if q.is_empty() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "give `q`: a tracking number or an order number",
+        );
+    }
+    let store = service.store();
+    let found = match store.shipments(None, q).await {
+        Ok(by_tracking) => match store.shipments_by_order(q).await {
+            Ok(by_order) => {
+                let mut views = by_tracking;
+                for view in by_order {
+                    if !views.iter().any(|seen| seen.key == view.key) {
+                        views.push(view);
+                    }
+                }
+                views
+            }
+            Err(error) => return unavailable(error),
+        },
+        Err(error) => return unavailable(error),
+    };
+    if found.is_empty() {
+        return error_response(StatusCode::NOT_FOUND, "no such shipment");
+    }
+    Json(json!({"shipments": found})).into_response()
+}
+
+/// `GET /v1/status`: how far the projector is behind the inbox, read from the store (the
+/// same answer from every replica).
+async fn status(State(service): State<Arc<Service>>) -> Response {
+    let store = service.store();
+    let lag = match store.cursor(shipfeed_store::PROJECTOR).await {
+        Ok(cursor) => store.inbox_lag(cursor).await.map(|lag| (cursor, lag)),
+        Err(error) => Err(error),
+    };
+    match lag {
+        Ok((cursor, lag)) => Json(json!({
+            "projector": {
+                "cursor": cursor,
+                "lag_deliveries": lag.deliveries,
+                "oldest_unprojected_at": lag.oldest,
+                "lag_seconds": lag.oldest.map_or(0.0, |oldest| {
+                    (Utc::now() - oldest).num_milliseconds().max(0) as f64 / 1000.0
+                }),
+            }
+        }))
+        .into_response(),
         Err(error) => unavailable(error),
     }
 }

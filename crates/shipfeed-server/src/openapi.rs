@@ -249,6 +249,7 @@ fn component_schemas() -> serde_json::Map<String, Value> {
     generator.subschema_for::<EventsPage>();
     generator.subschema_for::<AlertsPage>();
     generator.subschema_for::<ShipmentsAnswer>();
+    generator.subschema_for::<StatusAnswer>();
     generator.subschema_for::<DeadLettersPage>();
     generator.subschema_for::<shipfeed_store::DeliveryStatus>();
     generator.subschema_for::<RevisionsAnswer>();
@@ -314,6 +315,28 @@ struct AlertsPage {
 struct ShipmentsAnswer {
     /// Each shipment's state and timeline.
     shipments: Vec<shipfeed_store::ShipmentView>,
+}
+
+/// Where the pipeline is.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only: the handler answers with `json!`")]
+struct StatusAnswer {
+    /// The projector's position against the inbox.
+    projector: ProjectorStatus,
+}
+
+/// The projector's position against the inbox.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only: the handler answers with `json!`")]
+struct ProjectorStatus {
+    /// The inbox `seq` it has projected up to.
+    cursor: i64,
+    /// Deliveries stored but not yet projected.
+    lag_deliveries: i64,
+    /// When the oldest of them arrived (`null`: none waits).
+    oldest_unprojected_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// How long the oldest of them has waited, in seconds (0 when none waits).
+    lag_seconds: f64,
 }
 
 /// A page of dead letters.
@@ -702,6 +725,42 @@ pub(crate) mod describe {
         .parameter(path_param("tracking", "The tracking number.", string()))
         .response("200", json_response("The shipments.", "ShipmentsAnswer"))
         .response("404", error("No such shipment."))
+        .response("503", unavailable())
+    }
+
+    /// `GET /v1/search`.
+    pub(crate) fn search() -> OperationBuilder {
+        operation(
+            "searchShipments",
+            "feed",
+            "Shipments by tracking number or order number",
+            "Every shipment whose tracking number (any carrier; case and spaces ignored) or \
+             merchant's order number (case and surrounding spaces ignored) is `q`: its state, \
+             timeline, and retracted events. Needs a `read` token.",
+        )
+        .parameter(
+            query_param("q", "A tracking number or an order number.", string())
+                .required(Required::True),
+        )
+        .response("200", json_response("The shipments.", "ShipmentsAnswer"))
+        .response("400", error("No `q`."))
+        .response("404", error("No such shipment."))
+        .response("503", unavailable())
+    }
+
+    /// `GET /v1/status`.
+    pub(crate) fn status() -> OperationBuilder {
+        operation(
+            "getStatus",
+            "operations",
+            "Where the pipeline is",
+            "How far the projector is behind the inbox, from the store (every replica answers \
+             the same). Needs a `read` token.",
+        )
+        .response(
+            "200",
+            json_response("The pipeline's position.", "StatusAnswer"),
+        )
         .response("503", unavailable())
     }
 

@@ -235,7 +235,26 @@ pub(crate) struct ShipmentRows {
     pub(crate) key: String,
     pub(crate) shipment: String,
     pub(crate) state: String,
-    pub(crate) events: Vec<String>,
+    /// Each event's JSON and whether it is retracted.
+    pub(crate) events: Vec<(String, bool)>,
+}
+
+/// How shipments are looked up.
+pub(crate) enum ShipmentLookup {
+    /// By normalized tracking number, and carrier when given.
+    Tracking {
+        carrier: Option<String>,
+        number: String,
+    },
+    /// By the merchant's order number, compared as [`order_number_key`] makes it.
+    Order(String),
+}
+
+/// An order number as the lookup compares it: trimmed and lower case (a support agent types
+/// `ord-1042` for `ORD-1042`). Each backend indexes the same expression of the stored
+/// shipment.
+pub(crate) fn order_number_key(order_number: &str) -> String {
+    order_number.trim().to_lowercase()
 }
 
 /// The one connection that writes. The store's writer calls it from a single task, one group of
@@ -402,12 +421,8 @@ pub(crate) trait ReadDriver: Send + Sync {
     /// The greatest `seq` in the feed, 0 when it is empty.
     async fn feed_end(&self) -> Result<i64, StoreError>;
 
-    /// The shipments with this tracking number (and carrier, when given), by key.
-    async fn shipments(
-        &self,
-        carrier: Option<&str>,
-        tracking_number: &str,
-    ) -> Result<Vec<ShipmentRows>, StoreError>;
+    /// The shipments `lookup` finds, by key, each with all its events (retracted ones too).
+    async fn shipments(&self, lookup: &ShipmentLookup) -> Result<Vec<ShipmentRows>, StoreError>;
 
     /// Up to `limit` dead letters after delivery `after`, in `seq` order.
     async fn dead_letters(&self, after: i64, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError>;

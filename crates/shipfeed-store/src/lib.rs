@@ -53,7 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use alerts::{
     alert_id, stalled_rule, Alert, AlertCleared, AlertItem, StalledRules, RAISE_LIMIT,
 };
-use driver::{ReadDriver, WriteDriver};
+use driver::{ReadDriver, ShipmentLookup, WriteDriver};
 pub use filter::{Context, Dimension, Filter, FilterError, FilterSpec, ItemType, Lookup};
 pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
 pub use push::{
@@ -475,6 +475,10 @@ pub struct ShipmentView {
     /// The timeline as physical scans: the same scan reported by several providers is one
     /// scan "seen via" each of them (its events stay in `timeline` and in the feed).
     pub scans: Vec<Scan>,
+    /// Events that were retracted (a replay found no delivery yields them any more), in
+    /// timeline order: no longer in `timeline` nor in the state, kept to show what changed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub retracted: Vec<TrackingEvent>,
 }
 
 /// Store failures.
@@ -1155,27 +1159,57 @@ impl Store {
         carrier: Option<&str>,
         tracking_number: &str,
     ) -> Result<Vec<ShipmentView>, StoreError> {
-        let carrier = carrier.and_then(shipfeed_core::carrier::normalize);
-        let tracking_number = shipfeed_core::identity::tracking_number(tracking_number);
-        let rows = self
-            .reader
-            .shipments(carrier.as_deref(), &tracking_number)
-            .await?;
+        let lookup = ShipmentLookup::Tracking {
+            carrier: carrier.and_then(shipfeed_core::carrier::normalize),
+            number: shipfeed_core::identity::tracking_number(tracking_number),
+        };
+        self.shipment_views(&lookup).await
+    }
+
+    /// The shipments of the merchant's order `order_number` (surrounding white space and case
+    /// ignored), with their states and timelines.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn shipments_by_order(
+        &self,
+        order_number: &str,
+    ) -> Result<Vec<ShipmentView>, StoreError> {
+        if order_number.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        self.shipment_views(&ShipmentLookup::Order(order_number.to_owned()))
+            .await
+    }
+
+    async fn shipment_views(
+        &self,
+        lookup: &ShipmentLookup,
+    ) -> Result<Vec<ShipmentView>, StoreError> {
+        let rows = self.reader.shipments(lookup).await?;
         Ok(rows
             .into_iter()
             .filter_map(|row| {
-                let mut timeline: Vec<TrackingEvent> = row
-                    .events
-                    .iter()
-                    .filter_map(|body| parse_stored(body, "event"))
-                    .collect();
+                let (mut timeline, mut retracted): (Vec<TrackingEvent>, Vec<TrackingEvent>) =
+                    (Vec::new(), Vec::new());
+                for (body, is_retracted) in &row.events {
+                    if let Some(event) = parse_stored(body, "event") {
+                        if *is_retracted {
+                            retracted.push(event);
+                        } else {
+                            timeline.push(event);
+                        }
+                    }
+                }
                 sort_timeline(&mut timeline);
+                sort_timeline(&mut retracted);
                 Some(ShipmentView {
                     shipment: parse_stored(&row.shipment, "shipment")?,
                     state: parse_stored(&row.state, "state")?,
                     key: row.key,
                     scans: scans(&timeline),
                     timeline,
+                    retracted,
                 })
             })
             .collect())

@@ -73,9 +73,10 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
-    EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow, ReadDriver, ShipmentRow,
-    ShipmentRows, StalledQuery, StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    order_number_key, AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow,
+    DeliveryStatusRow, DriftRow, EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow,
+    ReadDriver, ShipmentLookup, ShipmentRow, ShipmentRows, StalledQuery, StalledRow, StoredEvent,
+    StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -296,6 +297,14 @@ CREATE TABLE push_subscriptions (
     failing_since timestamptz,
     version       bigint NOT NULL
 );
+",
+    },
+    // Shipments by the merchant's order number (see the SQLite driver's migration 11).
+    Migration {
+        version: 9,
+        sql: "
+CREATE INDEX shipments_by_order
+    ON shipments ((lower(btrim(shipment::jsonb ->> 'order_number'))));
 ",
     },
 ];
@@ -1630,11 +1639,7 @@ impl ReadDriver for PgReader {
             .map_err(pg("read the feed's end"))
     }
 
-    async fn shipments(
-        &self,
-        carrier: Option<&str>,
-        tracking_number: &str,
-    ) -> Result<Vec<ShipmentRows>, StoreError> {
+    async fn shipments(&self, lookup: &ShipmentLookup) -> Result<Vec<ShipmentRows>, StoreError> {
         let mut client = self.client().await?;
         // One snapshot for the states and the timelines, so that they agree.
         let tx = client
@@ -1644,26 +1649,50 @@ impl ReadDriver for PgReader {
             .start()
             .await
             .map_err(pg("start a read transaction"))?;
-        let select = tx
-            .prepare_cached(
-                "SELECT shipment_key, shipment, state FROM shipments
-                 WHERE tracking_number = $1 AND ($2::text IS NULL OR carrier = $2)
-                 ORDER BY shipment_key",
-            )
-            .await
-            .map_err(pg("prepare a statement"))?;
+        let rows = match lookup {
+            ShipmentLookup::Tracking { carrier, number } => {
+                let select = tx
+                    .prepare_cached(
+                        "SELECT shipment_key, shipment, state FROM shipments
+                         WHERE tracking_number = $1 AND ($2::text IS NULL OR carrier = $2)
+                         ORDER BY shipment_key",
+                    )
+                    .await
+                    .map_err(pg("prepare a statement"))?;
+                tx.query(&select, &[&no_nul(number), &carrier.as_deref().map(no_nul)])
+                    .await
+            }
+            ShipmentLookup::Order(number) => {
+                // The expression of the index `shipments_by_order`.
+                let select = tx
+                    .prepare_cached(
+                        "SELECT shipment_key, shipment, state FROM shipments
+                         WHERE lower(btrim(shipment::jsonb ->> 'order_number')) = $1
+                         ORDER BY shipment_key",
+                    )
+                    .await
+                    .map_err(pg("prepare a statement"))?;
+                tx.query(&select, &[&no_nul(&order_number_key(number))])
+                    .await
+            }
+        }
+        .map_err(pg("read shipments"))?;
         let events = tx
-            .prepare_cached("SELECT body FROM events WHERE shipment_key = $1 AND NOT retracted")
+            .prepare_cached("SELECT body, retracted FROM events WHERE shipment_key = $1")
             .await
             .map_err(pg("prepare a statement"))?;
-        let rows = tx
-            .query(&select, &[&no_nul(tracking_number), &carrier.map(no_nul)])
-            .await
-            .map_err(pg("read shipments"))?;
         let mut shipments = Vec::with_capacity(rows.len());
         for row in rows {
             let key: String = row.try_get(0).map_err(pg("read shipments"))?;
-            let events = bodies(tx.query(&events, &[&key]).await)?;
+            let events = tx
+                .query(&events, &[&key])
+                .await
+                .and_then(|rows| {
+                    rows.iter()
+                        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+                        .collect::<Result<Vec<_>, tokio_postgres::Error>>()
+                })
+                .map_err(pg("read shipments"))?;
             shipments.push(ShipmentRows {
                 shipment: row.try_get(1).map_err(pg("read shipments"))?,
                 state: row.try_get(2).map_err(pg("read shipments"))?,

@@ -21,9 +21,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow, DeliveryStatusRow, DriftRow,
-    EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow, ReadDriver, ShipmentRow,
-    ShipmentRows, StalledQuery, StalledRow, StoredEvent, StoredFeedRow, StoredRow, WriteDriver,
+    order_number_key, AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow,
+    DeliveryStatusRow, DriftRow, EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow,
+    ReadDriver, ShipmentLookup, ShipmentRow, ShipmentRows, StalledQuery, StalledRow, StoredEvent,
+    StoredFeedRow, StoredRow, WriteDriver,
 };
 use crate::migrate::{self, Migration};
 use crate::{Lease, StoreError};
@@ -292,6 +293,15 @@ CREATE TABLE push_subscriptions (
     failing_since INTEGER,
     version       INTEGER NOT NULL
 );
+",
+    },
+    // Shipments by the merchant's order number (the console's search): the expression the
+    // lookup compares, indexed.
+    Migration {
+        version: 11,
+        sql: "
+CREATE INDEX shipments_by_order
+    ON shipments (lower(trim(json_extract(shipment, '$.order_number'))));
 ",
     },
 ];
@@ -1263,6 +1273,15 @@ fn stored_event(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredEvent> {
 }
 
 /// The readers' connection, one query at a time on the blocking pool.
+fn shipment_rows(row: &rusqlite::Row<'_>) -> rusqlite::Result<ShipmentRows> {
+    Ok(ShipmentRows {
+        key: row.get(0)?,
+        shipment: row.get(1)?,
+        state: row.get(2)?,
+        events: Vec::new(),
+    })
+}
+
 pub(crate) struct SqliteReader(Arc<ReaderConn>);
 
 struct ReaderConn {
@@ -1330,36 +1349,43 @@ impl ReadDriver for SqliteReader {
         .await
     }
 
-    async fn shipments(
-        &self,
-        carrier: Option<&str>,
-        tracking_number: &str,
-    ) -> Result<Vec<ShipmentRows>, StoreError> {
-        let carrier = carrier.map(str::to_owned);
-        let tracking = tracking_number.to_owned();
+    async fn shipments(&self, lookup: &ShipmentLookup) -> Result<Vec<ShipmentRows>, StoreError> {
+        let (by_order, first, carrier) = match lookup {
+            ShipmentLookup::Tracking { carrier, number } => {
+                (false, number.clone(), carrier.clone())
+            }
+            ShipmentLookup::Order(number) => (true, order_number_key(number), None),
+        };
         self.read("read shipments", move |conn| {
             // One snapshot for the states and the timelines, so that they agree.
             let tx = conn.transaction()?;
             let mut shipments: Vec<ShipmentRows> = {
-                let mut select = tx.prepare_cached(
-                    "SELECT shipment_key, shipment, state FROM shipments
-                     WHERE tracking_number = ?1 AND (?2 IS NULL OR carrier = ?2) ORDER BY shipment_key",
-                )?;
-                let rows = select.query_map(params![tracking, carrier], |r| {
-                    Ok(ShipmentRows {
-                        key: r.get(0)?,
-                        shipment: r.get(1)?,
-                        state: r.get(2)?,
-                        events: Vec::new(),
-                    })
-                })?;
+                let mut select = if by_order {
+                    // The expression of the index `shipments_by_order`.
+                    tx.prepare_cached(
+                        "SELECT shipment_key, shipment, state FROM shipments
+                         WHERE lower(trim(json_extract(shipment, '$.order_number'))) = ?1
+                         ORDER BY shipment_key",
+                    )?
+                } else {
+                    tx.prepare_cached(
+                        "SELECT shipment_key, shipment, state FROM shipments
+                         WHERE tracking_number = ?1 AND (?2 IS NULL OR carrier = ?2)
+                         ORDER BY shipment_key",
+                    )?
+                };
+                let rows = if by_order {
+                    select.query_map(params![first], shipment_rows)?
+                } else {
+                    select.query_map(params![first, carrier], shipment_rows)?
+                };
                 rows.collect::<rusqlite::Result<_>>()?
             };
             for shipment in &mut shipments {
-                let mut select = tx.prepare_cached(
-                    "SELECT body FROM events WHERE shipment_key = ?1 AND retracted = 0",
-                )?;
-                let bodies = select.query_map([&shipment.key], |row| row.get(0))?;
+                let mut select = tx
+                    .prepare_cached("SELECT body, retracted FROM events WHERE shipment_key = ?1")?;
+                let bodies =
+                    select.query_map([&shipment.key], |row| Ok((row.get(0)?, row.get(1)?)))?;
                 shipment.events = bodies.collect::<rusqlite::Result<_>>()?;
             }
             tx.commit()?;

@@ -1325,7 +1325,7 @@ mod replicas {
             .collect();
         assert_eq!(
             versions,
-            [1, 2, 3, 4, 5, 6, 7, 8],
+            [1, 2, 3, 4, 5, 6, 7, 8, 9],
             "each migration applied once"
         );
         let tables: BTreeSet<String> = client
