@@ -1072,4 +1072,174 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn console_sessions_are_signed_end_and_need_their_csrf_token_to_change_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let auth = ApiAuth::new(
+            &[
+                file_token(
+                    dir.path(),
+                    "reader",
+                    "read-token-0123456789",
+                    &[Scope::Read],
+                ),
+                file_token(
+                    dir.path(),
+                    "operator",
+                    "admin-token-0123456789",
+                    &[Scope::Admin],
+                ),
+            ],
+            &ApiConfig::default(),
+        )
+        .unwrap();
+        let now = DateTime::parse_from_rfc3339("2026-12-03T09:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            auth.sign_in("nope-nope-nope-nope", now),
+            Err(Rejection::UnknownToken)
+        );
+        let session = auth.sign_in("admin-token-0123456789", now).unwrap();
+        assert_eq!(session.name, "operator");
+        assert_eq!(session.scopes, [Scope::Read, Scope::Admin]);
+        assert_eq!(session.expires, now + SESSION_LIFETIME);
+        assert!(!session.cookie.contains("admin-token"));
+        let with = |cookie: &str, csrf: Option<&str>| {
+            let mut map = HeaderMap::new();
+            map.insert(
+                header::COOKIE,
+                format!("theme=dark; {SESSION_COOKIE}={cookie}")
+                    .parse()
+                    .unwrap(),
+            );
+            if let Some(csrf) = csrf {
+                map.insert(CSRF_HEADER, csrf.parse().unwrap());
+            }
+            map
+        };
+        let plain = with(&session.cookie, None);
+        let csrf = with(&session.cookie, Some(&session.csrf));
+        assert_eq!(
+            auth.check(&plain, &Method::GET, Scope::Admin, now),
+            Ok(Some("operator"))
+        );
+        assert_eq!(
+            auth.check(&plain, &Method::POST, Scope::Admin, now),
+            Err(Rejection::Csrf)
+        );
+        assert_eq!(
+            auth.check(&csrf, &Method::POST, Scope::Admin, now),
+            Ok(Some("operator"))
+        );
+        assert_eq!(
+            auth.session(&plain, now).unwrap().unwrap().csrf,
+            session.csrf
+        );
+        // It ends.
+        let later = now + SESSION_LIFETIME;
+        assert_eq!(
+            auth.check(&csrf, &Method::GET, Scope::Read, later),
+            Err(Rejection::BadSession)
+        );
+        // Altered, it is nobody's.
+        let (name, rest) = session.cookie.split_once('.').unwrap();
+        let reader = URL_SAFE_NO_PAD.encode("reader");
+        for forged in [
+            format!("{reader}.{rest}"),
+            session.cookie.replace(
+                &session.expires.timestamp().to_string(),
+                &(session.expires.timestamp() + 3600).to_string(),
+            ),
+            format!("{name}.{rest}x"),
+            "a.b".to_owned(),
+        ] {
+            assert_eq!(
+                auth.check(&with(&forged, None), &Method::GET, Scope::Read, now),
+                Err(Rejection::BadSession),
+                "{forged}"
+            );
+        }
+        // A read session reads and changes nothing; a bearer token needs no CSRF token.
+        let read = auth.sign_in("read-token-0123456789", now).unwrap();
+        assert_eq!(read.scopes, [Scope::Read]);
+        assert_eq!(
+            auth.check(
+                &with(&read.cookie, Some(&read.csrf)),
+                &Method::POST,
+                Scope::Admin,
+                now
+            ),
+            Err(Rejection::InsufficientScope(Scope::Admin))
+        );
+        assert_eq!(
+            auth.check(
+                &headers(&["Bearer admin-token-0123456789"]),
+                &Method::POST,
+                Scope::Admin,
+                now
+            ),
+            Ok(Some("operator"))
+        );
+    }
+
+    #[test]
+    fn changes_from_another_site_are_refused_and_cookies_are_secure_off_loopback() {
+        let open = ApiAuth::new(&[], &ApiConfig::default()).unwrap();
+        let now = Utc::now();
+        let request = |pairs: &[(&str, &str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(
+                    axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                    value.parse().unwrap(),
+                );
+            }
+            map
+        };
+        for same in [
+            request(&[]),
+            request(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://127.0.0.1:8080"),
+            ]),
+            request(&[("sec-fetch-site", "same-origin")]),
+            request(&[("sec-fetch-site", "none")]),
+        ] {
+            assert_eq!(
+                open.check(&same, &Method::POST, Scope::Admin, now),
+                Ok(None),
+                "{same:?}"
+            );
+        }
+        for other in [
+            request(&[
+                ("host", "127.0.0.1:8080"),
+                ("origin", "http://evil.example"),
+            ]),
+            request(&[("host", "127.0.0.1:8080"), ("origin", "null")]),
+            request(&[("sec-fetch-site", "cross-site")]),
+            request(&[("sec-fetch-site", "same-site")]),
+        ] {
+            assert_eq!(
+                open.check(&other, &Method::POST, Scope::Admin, now),
+                Err(Rejection::CrossSite),
+                "{other:?}"
+            );
+            // Reading is not a change: the same-origin policy keeps the answer from the page.
+            assert_eq!(open.check(&other, &Method::GET, Scope::Read, now), Ok(None));
+        }
+        for (host, secure) in [
+            (Some("127.0.0.1:8080"), false),
+            (Some("localhost:8080"), false),
+            (Some("[::1]:8080"), false),
+            (Some("[::1]"), false),
+            (Some("shipfeed.internal.example"), true),
+            (Some("10.0.0.7:8080"), true),
+            (None, true),
+        ] {
+            assert_eq!(secure_attribute(host) == "; Secure", secure, "{host:?}");
+        }
+    }
 }

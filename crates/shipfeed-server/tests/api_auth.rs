@@ -1,7 +1,8 @@
 //! The API's bearer tokens over real HTTP, on a service in-process on a free port with a real
 //! SQLite store: which requests are refused (401 or 403, with a Bearer challenge and a JSON
 //! error), which pass, what stays open (webhooks, health, and `/metrics` unless protected),
-//! and the start refused on a non-loopback address without a token.
+//! and the start refused on a non-loopback address without a token; the console's session
+//! cookie and its CSRF token.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -168,6 +169,9 @@ async fn data(running: &Running, token: Option<&str>) -> (Vec<String>, String) {
         format!("/v1/deliveries/{seq}"),
         format!("/v1/events/{event_id}/revisions"),
         "/v1/drift".to_owned(),
+        "/v1/search?q=mr%205798718423".to_owned(),
+        "/v1/search?q=ord-50007".to_owned(),
+        "/v1/status".to_owned(),
     ]
     .into_iter()
     .map(|path| format!("{base}{path}"))
@@ -334,4 +338,190 @@ async fn with_a_token_any_address_may_be_listened_on() {
         .map(|(name, _)| name)
         .collect();
     assert_eq!(names, ["support", "operator"]);
+}
+
+/// Signs in to the console with `token`: the status, the `Set-Cookie` header and the answer.
+async fn sign_in(base: &str, token: &str) -> (u16, Option<String>, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/console/session"))
+        .json(&serde_json::json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, cookie, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A request carrying the console's session cookie (`name=value`) and the given extra headers.
+async fn with_session(
+    method: reqwest::Method,
+    url: &str,
+    cookie: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = reqwest::Client::new()
+        .request(method, url)
+        .header("Cookie", cookie);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_session_is_an_http_only_cookie_and_every_change_needs_its_csrf_token() {
+    let running = start(|dir| two_tokens(dir, "")).await;
+    let base = &running.base;
+    let (_, admin_route) = data(&running, Some(ADMIN_TOKEN)).await;
+
+    let (status, _, _) = sign_in(base, "not-a-token-of-this-service").await;
+    assert_eq!(status, 401);
+    let (status, set_cookie, session) = sign_in(base, READ_TOKEN).await;
+    assert_eq!(status, 200, "{session}");
+    let set_cookie = set_cookie.expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    // Loopback: no `Secure`, or the browser would drop it over plain HTTP.
+    assert!(!set_cookie.contains("Secure"), "{set_cookie}");
+    assert!(!set_cookie.contains(READ_TOKEN), "never the token itself");
+    assert_eq!(session["name"], "support");
+    assert_eq!(session["scopes"], serde_json::json!(["read"]));
+    let read_cookie = set_cookie.split(';').next().unwrap().to_owned();
+
+    // The cookie reads what `read` reads, and not the raw body.
+    let (status, body) = with_session(
+        reqwest::Method::GET,
+        &format!("{base}/v1/dead-letters"),
+        &read_cookie,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = with_session(reqwest::Method::GET, &admin_route, &read_cookie, &[]).await;
+    assert_eq!(status, 403, "a read session sees no raw body");
+    let (status, me) = with_session(
+        reqwest::Method::GET,
+        &format!("{base}/console/session"),
+        &read_cookie,
+        &[],
+    )
+    .await;
+    assert_eq!(status, 200, "{me}");
+    let read_csrf = serde_json::from_str::<Value>(&me).unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let pause = format!("{base}/v1/subscriptions/none/pause");
+    let (status, _) = with_session(
+        reqwest::Method::POST,
+        &pause,
+        &read_cookie,
+        &[("X-CSRF-Token", &read_csrf)],
+    )
+    .await;
+    assert_eq!(status, 403, "a read session changes nothing");
+
+    // An admin session: every change needs the session's CSRF token, and a page of another
+    // site is refused whatever it carries.
+    let (_, set_cookie, session) = sign_in(base, ADMIN_TOKEN).await;
+    let admin_cookie = set_cookie.unwrap().split(';').next().unwrap().to_owned();
+    let csrf = session["csrf"].as_str().unwrap().to_owned();
+    let (status, body) = with_session(reqwest::Method::POST, &pause, &admin_cookie, &[]).await;
+    assert_eq!(status, 403, "no CSRF token: {body}");
+    assert!(body.contains("x-csrf-token"), "{body}");
+    let (status, _) = with_session(
+        reqwest::Method::POST,
+        &pause,
+        &admin_cookie,
+        &[("X-CSRF-Token", &read_csrf)],
+    )
+    .await;
+    assert_eq!(status, 403, "another session's CSRF token");
+    let (status, body) = with_session(
+        reqwest::Method::POST,
+        &pause,
+        &admin_cookie,
+        &[("X-CSRF-Token", &csrf), ("Origin", "https://evil.example")],
+    )
+    .await;
+    assert_eq!(status, 403, "from another site: {body}");
+    let (status, body) = with_session(
+        reqwest::Method::POST,
+        &pause,
+        &admin_cookie,
+        &[("X-CSRF-Token", &csrf), ("Sec-Fetch-Site", "same-origin")],
+    )
+    .await;
+    assert_eq!(status, 404, "past the checks, to the handler: {body}");
+    assert!(body.contains("no subscription `none`"), "{body}");
+    let (status, body) = with_session(reqwest::Method::GET, &admin_route, &admin_cookie, &[]).await;
+    assert_eq!(status, 200, "an admin session reads the raw body: {body}");
+
+    // A forged or altered cookie is refused; signing out clears it.
+    // The same session, its signature's last character changed.
+    let last = admin_cookie.chars().last().unwrap();
+    let forged = format!(
+        "{}{}",
+        &admin_cookie[..admin_cookie.len() - 1],
+        if last == 'A' { 'B' } else { 'A' }
+    );
+    for cookie in [
+        forged.as_str(),
+        "shipfeed_session=b3BlcmF0b3I.99999999999.AAAA",
+    ] {
+        let (status, _) = with_session(
+            reqwest::Method::GET,
+            &format!("{base}/v1/drift"),
+            cookie,
+            &[],
+        )
+        .await;
+        assert_eq!(status, 401, "{cookie}");
+    }
+    let response = reqwest::Client::new()
+        .delete(format!("{base}/console/session"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    let cleared = response.headers()["set-cookie"].to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+
+    // The page itself: served with a policy that runs this origin's script only.
+    let response = reqwest::get(format!("{base}/")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+    let policy = response.headers()["content-security-policy"]
+        .to_str()
+        .unwrap();
+    assert!(policy.contains("script-src 'self'"), "{policy}");
+    assert!(response.text().await.unwrap().contains("/console/app.js"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_api_refuses_changes_from_another_site() {
+    let running = start(|_| String::new()).await;
+    let pause = format!("{}/v1/subscriptions/none/pause", running.base);
+    let (status, _, body) = call(reqwest::Method::POST, &pause, None).await;
+    assert_eq!(status, 404, "curl on loopback changes state: {body}");
+    for (name, value) in [
+        ("Origin", "http://attacker.example"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let response = reqwest::Client::new()
+            .post(&pause)
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 403, "{name}: {value}");
+    }
+    let (status, _, session) = get_with(&format!("{}/console/session", running.base), None).await;
+    assert_eq!(status, 200, "open: everyone is signed in: {session}");
+    assert!(session.contains("\"open\":true"), "{session}");
 }

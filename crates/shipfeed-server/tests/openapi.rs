@@ -352,6 +352,9 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
         ),
         ("/v1/drift", "/v1/drift".to_owned()),
         ("/v1/drift", "/v1/drift?provider=sendcloud".to_owned()),
+        ("/v1/search", "/v1/search?q=mr5798718423".to_owned()),
+        ("/v1/search", "/v1/search?q=ORD-50007".to_owned()),
+        ("/v1/status", "/v1/status".to_owned()),
     ] {
         let (status, body) = call(reqwest::Method::GET, &format!("{base}{url}"), token).await;
         assert_eq!(status, 200, "{url}: {body}");
@@ -371,6 +374,8 @@ async fn the_document_is_served_without_a_token_and_real_answers_match_it() {
         ),
         ("/v1/deliveries/{seq}", "/v1/deliveries/999999", 404),
         ("/v1/drift", "/v1/drift?provider=nosuch", 400),
+        ("/v1/search", "/v1/search?q=NOSUCHPARCEL", 404),
+        ("/v1/search", "/v1/search?q=%20", 400),
     ] {
         let (status, body) = call(reqwest::Method::GET, &format!("{base}{url}"), token).await;
         assert_eq!(status, expected, "{url}: {body}");

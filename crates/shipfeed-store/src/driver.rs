@@ -118,6 +118,8 @@ pub(crate) struct ShipmentRow<'a> {
     pub(crate) carrier: Option<String>,
     /// In compared form ([`shipfeed_core::identity::tracking_number`]), for lookups.
     pub(crate) tracking_number: Option<String>,
+    /// The merchant's order number in compared form ([`order_number_key`]), for lookups.
+    pub(crate) order_number: Option<String>,
     /// The state's status, last event and when it occurred: what stalled rules search by.
     pub(crate) status: &'static str,
     pub(crate) last_event_id: String,
@@ -250,9 +252,8 @@ pub(crate) enum ShipmentLookup {
     Order(String),
 }
 
-/// An order number as the lookup compares it: trimmed and lower case (a support agent types
-/// `ord-1042` for `ORD-1042`). Each backend indexes the same expression of the stored
-/// shipment.
+/// An order number as the lookup compares it and the `order_number` column holds it: trimmed
+/// and lower case (a support agent types `ord-1042` for `ORD-1042`).
 pub(crate) fn order_number_key(order_number: &str) -> String {
     order_number.trim().to_lowercase()
 }

@@ -299,12 +299,15 @@ CREATE TABLE push_subscriptions (
 );
 ",
     },
-    // Shipments by the merchant's order number (see the SQLite driver's migration 11).
+    // Shipments by the merchant's order number (see the SQLite driver's migration 11). A
+    // stored shipment whose text jsonb cannot hold (an escaped NUL) keeps no order number.
     Migration {
         version: 9,
         sql: "
-CREATE INDEX shipments_by_order
-    ON shipments ((lower(btrim(shipment::jsonb ->> 'order_number'))));
+ALTER TABLE shipments ADD COLUMN order_number text;
+UPDATE shipments SET order_number = NULLIF(lower(btrim(shipment::jsonb ->> 'order_number')), '')
+    WHERE strpos(shipment, '\\u0000') = 0;
+CREATE INDEX shipments_by_order ON shipments (order_number);
 ",
     },
 ];
@@ -584,11 +587,12 @@ impl Statements {
             .await?,
             upsert_shipments: prepare(
                 "INSERT INTO shipments (shipment_key, carrier, tracking_number, shipment, state,
-                                        status, last_event_id, last_occurred_at)
+                                        status, last_event_id, last_occurred_at, order_number)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                                      $6::text[], $7::text[], $8::timestamptz[])
+                                      $6::text[], $7::text[], $8::timestamptz[], $9::text[])
                  ON CONFLICT (shipment_key) DO UPDATE SET carrier = excluded.carrier,
                      tracking_number = excluded.tracking_number, shipment = excluded.shipment,
+                     order_number = excluded.order_number,
                      state = excluded.state, status = excluded.status,
                      last_event_id = excluded.last_event_id,
                      last_occurred_at = excluded.last_occurred_at, updated_at = now()"
@@ -1255,6 +1259,11 @@ impl WriteDriver for PgWriter {
             .map(|row| row.tracking_number.as_deref().map(no_nul))
             .collect();
         let numbers: Vec<Option<&str>> = numbers.iter().map(Option::as_deref).collect();
+        let orders: Vec<Option<Cow<'_, str>>> = rows
+            .iter()
+            .map(|row| row.order_number.as_deref().map(no_nul))
+            .collect();
+        let orders: Vec<Option<&str>> = orders.iter().map(Option::as_deref).collect();
         let shipments: Vec<&str> = rows.iter().map(|row| row.shipment.as_str()).collect();
         let states: Vec<&str> = rows.iter().map(|row| row.state.as_str()).collect();
         let statuses: Vec<&str> = rows.iter().map(|row| row.status).collect();
@@ -1272,6 +1281,7 @@ impl WriteDriver for PgWriter {
                     &statuses,
                     &as_strs(&last_ids),
                     &last_at,
+                    &orders,
                 ],
             )
             .await
@@ -1663,12 +1673,10 @@ impl ReadDriver for PgReader {
                     .await
             }
             ShipmentLookup::Order(number) => {
-                // The expression of the index `shipments_by_order`.
                 let select = tx
                     .prepare_cached(
                         "SELECT shipment_key, shipment, state FROM shipments
-                         WHERE lower(btrim(shipment::jsonb ->> 'order_number')) = $1
-                         ORDER BY shipment_key",
+                         WHERE order_number = $1 ORDER BY shipment_key",
                     )
                     .await
                     .map_err(pg("prepare a statement"))?;

@@ -20,7 +20,8 @@ use shipfeed_core::{
 
 use crate::alerts::{self, AlertCleared};
 use crate::driver::{
-    AliasRow, DriftRow, EventRow, FeedRow, ProjectionRow, ShipmentRow, StoredEvent, WriteDriver,
+    order_number_key, AliasRow, DriftRow, EventRow, FeedRow, ProjectionRow, ShipmentRow,
+    StoredEvent, WriteDriver,
 };
 use crate::{
     DeliveryDrift, DriftItem, Projection, Retraction, ShipmentStateChange, StatusChange,
@@ -921,6 +922,12 @@ fn shipment_row<'a>(
             .tracking_number
             .as_deref()
             .map(tracking_number),
+        order_number: latest
+            .shipment
+            .order_number
+            .as_deref()
+            .map(order_number_key)
+            .filter(|number| !number.is_empty()),
         shipment: to_json(&latest.shipment),
         state: to_json(state),
         status: state.status.as_str(),

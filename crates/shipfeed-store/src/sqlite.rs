@@ -295,13 +295,16 @@ CREATE TABLE push_subscriptions (
 );
 ",
     },
-    // Shipments by the merchant's order number (the console's search): the expression the
-    // lookup compares, indexed.
+    // Shipments by the merchant's order number (the console's search), in compared form
+    // (`order_number_key`: trimmed, lower case), filled in for the shipments already stored.
     Migration {
         version: 11,
         sql: "
-CREATE INDEX shipments_by_order
-    ON shipments (lower(trim(json_extract(shipment, '$.order_number'))));
+ALTER TABLE shipments ADD COLUMN order_number TEXT;
+UPDATE shipments SET order_number = lower(trim(json_extract(shipment, '$.order_number')))
+    WHERE json_valid(shipment);
+UPDATE shipments SET order_number = NULL WHERE order_number = '';
+CREATE INDEX shipments_by_order ON shipments (order_number);
 ",
     },
 ];
@@ -951,10 +954,11 @@ impl WriteDriver for SqliteWriter {
             .conn
             .prepare_cached(
                 "INSERT INTO shipments(shipment_key, carrier, tracking_number, shipment, state,
-                                       status, last_event_id, last_occurred_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                                       status, last_event_id, last_occurred_at, order_number)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT(shipment_key) DO UPDATE SET carrier = excluded.carrier,
                      tracking_number = excluded.tracking_number, shipment = excluded.shipment,
+                     order_number = excluded.order_number,
                      state = excluded.state, status = excluded.status,
                      last_event_id = excluded.last_event_id,
                      last_occurred_at = excluded.last_occurred_at",
@@ -971,6 +975,7 @@ impl WriteDriver for SqliteWriter {
                     row.status,
                     row.last_event_id,
                     row.last_occurred_at.timestamp(),
+                    row.order_number,
                 ])
                 .map_err(db("store a shipment state"))?;
         }
@@ -1361,11 +1366,9 @@ impl ReadDriver for SqliteReader {
             let tx = conn.transaction()?;
             let mut shipments: Vec<ShipmentRows> = {
                 let mut select = if by_order {
-                    // The expression of the index `shipments_by_order`.
                     tx.prepare_cached(
                         "SELECT shipment_key, shipment, state FROM shipments
-                         WHERE lower(trim(json_extract(shipment, '$.order_number'))) = ?1
-                         ORDER BY shipment_key",
+                         WHERE order_number = ?1 ORDER BY shipment_key",
                     )?
                 } else {
                     tx.prepare_cached(

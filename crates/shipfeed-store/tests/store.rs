@@ -33,6 +33,7 @@ on_both_stores!(
     an_older_delivery_never_overrides_a_newer_one,
     a_changed_id_is_one_retraction_plus_one_new_event,
     a_resent_history_replayed_twice_is_no_revision,
+    shipments_are_found_by_order_number_in_any_case,
 );
 
 /// The feed's items after `after`, by kind, with the event or state each is about.
@@ -241,6 +242,7 @@ async fn a_changed_id_is_one_retraction_plus_one_new_event(store: Store) {
         "never the retracted one"
     );
     assert_eq!(view.timeline, [early.clone(), right.clone()]);
+    assert_eq!(view.retracted, [wrong.clone()], "kept, apart, to show");
 
     // Should the delivery become a dead letter, it carries nothing: all it owned is withdrawn.
     let dead = reproject(
@@ -1439,4 +1441,45 @@ mod replicas {
             "{error}"
         );
     }
+}
+
+async fn shipments_are_found_by_order_number_in_any_case(store: Store) {
+    let mut first = event(
+        "ORDERED1",
+        "1",
+        "2024-06-01T08:00:00Z",
+        Some(Status::InTransit),
+    );
+    first.shipment.order_number = Some("ORD-77".to_owned());
+    // A second parcel of the same order, and a parcel of another order.
+    let mut second = event(
+        "ORDERED2",
+        "1",
+        "2024-06-01T09:00:00Z",
+        Some(Status::InTransit),
+    );
+    second.shipment.order_number = Some("ORD-77".to_owned());
+    let mut other = event(
+        "ORDERED3",
+        "1",
+        "2024-06-01T09:00:00Z",
+        Some(Status::InTransit),
+    );
+    other.shipment.order_number = Some("ORD-770".to_owned());
+    commit(&store, vec![ingest_events(&[first, second, other])])
+        .await
+        .unwrap();
+    let keys = |views: Vec<shipfeed_store::ShipmentView>| -> Vec<String> {
+        views.into_iter().map(|view| view.key).collect()
+    };
+    assert_eq!(
+        keys(store.shipments_by_order(" ord-77 ").await.unwrap()),
+        ["postnl:ORDERED1", "postnl:ORDERED2"]
+    );
+    assert_eq!(
+        keys(store.shipments_by_order("ORD-770").await.unwrap()),
+        ["postnl:ORDERED3"]
+    );
+    assert!(store.shipments_by_order("ORD-7").await.unwrap().is_empty());
+    assert!(store.shipments_by_order("  ").await.unwrap().is_empty());
 }
