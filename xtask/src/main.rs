@@ -26,6 +26,8 @@ cargo xtask <command>
                        PostgreSQL and NATS if they are down), docs
   fixtures [--check]   write fixtures/*/generated and schema/ (or check they are fresh)
   moto                 install moto_server into .venv (idempotent) and print its path
+  screenshots          run the console's browser test, saving its pages as docs/screenshots/*.png
+                       (installs chromium and chromium-driver if missing)
 ";
 
 fn main() -> Result<()> {
@@ -40,6 +42,7 @@ fn main() -> Result<()> {
             println!("{}", moto::ensure(&workspace_root())?.display());
             Ok(())
         }
+        ["screenshots"] => screenshots(&workspace_root()),
         ["bench", rest @ ..] => bench::run(&workspace_root(), rest),
         [] | ["help" | "--help" | "-h"] => {
             print!("{HELP}{}", bench::HELP);
@@ -47,6 +50,22 @@ fn main() -> Result<()> {
         }
         other => bail!("unknown arguments {other:?}\n\n{HELP}{}", bench::HELP),
     }
+}
+
+/// The README's screenshots of the console: the browser test, saving what it sees.
+fn screenshots(root: &std::path::Path) -> Result<()> {
+    debian::ensure("chromium", &["chromium", "chromium-driver"])?;
+    debian::ensure("chromedriver", &["chromium-driver"])?;
+    let dir = root.join("docs/screenshots");
+    bench::status(
+        std::process::Command::new(bench::cargo())
+            .current_dir(root)
+            .args(["test", "--locked", "-p", "shipfeed-cli", "--test", "console"])
+            .env("SHIPFEED_SCREENSHOTS", &dir),
+        "cargo test --test console (saving screenshots)",
+    )?;
+    eprintln!("screenshots in {}", dir.display());
+    Ok(())
 }
 
 /// The workspace root (xtask lives one level below it).

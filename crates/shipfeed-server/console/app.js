@@ -324,11 +324,10 @@ async function replaySeqs(seqs) {
   const lines = result.deliveries.map((delivery) => `#${delivery.seq}: ${delivery.outcome}${delivery.error ? " — " + delivery.error : ""}`);
   const recovered = result.deliveries.filter((delivery) => delivery.outcome === "recovered").length;
   flash(`Replayed ${seqs.length}: ${recovered} recovered. ${lines.join("; ")}`, recovered < seqs.length);
-  const [path, query] = location.hash.split("?");
-  await deadLettersPage(new URLSearchParams(query || ""));
+  const query = location.hash.split("?")[1] || "";
+  await deadLettersPage(new URLSearchParams(query));
   const box = document.getElementById("replay-result");
   if (box) box.replaceChildren(h("ul", { id: "replay-outcomes" }, lines.map((line) => h("li", {}, line))));
-  void path;
 }
 
 // Subscriptions: position, health, parked messages; pause, resume, redeliver (admin).
@@ -395,7 +394,6 @@ async function healthPage() {
     h("h1", {}, "Health"),
     h("div", { class: "grid" },
       stat("projector-lag", "Projector lag", `${projector.lag_deliveries} deliveries`, projector.oldest_unprojected_at ? `oldest waiting since ${time(projector.oldest_unprojected_at)}` : "nothing waiting"),
-      stat("dead-letter-count", "Dead letters", String(status.dead_letters), null),
       stat("stalled-count", "Stalled shipments", String(alerts.alerts.length), alerts.next ? "more than shown" : null),
       stat("unmapped-count", "Unmapped codes", String(unmapped.length), null)),
     h("h2", {}, "Stalled shipments"),
