@@ -211,8 +211,9 @@ async fn older_builds_dead_letter(store: &TestStore, parcel: u64) -> i64 {
                 provider: Provider::Sendcloud,
                 outcome: Err(shipfeed::Error::new(
                     shipfeed::ErrorKind::Payload,
-                    "unknown status 11 at parcel.status.id (an older build)",
-                )),
+                    "unknown status 11 (an older build)",
+                )
+                .with_path("parcel.status.id")),
                 drift: None,
             }],
         )
@@ -346,7 +347,13 @@ async fn support_and_on_call_use_the_console_in_a_real_browser() {
         .text()
         .await
         .unwrap();
-    assert!(error.contains("parcel.status.id"), "{error}");
+    assert!(error.contains("unknown status 11"), "{error}");
+    let path = element(&browser, "#dead-letter-path code")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(path, "parcel.status.id");
     element(&browser, "#no-body").await;
     assert!(absent(&browser, "#raw-body").await);
     assert!(!element(&browser, "#replay-selected")

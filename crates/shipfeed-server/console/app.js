@@ -292,7 +292,12 @@ async function deadLetterDetail(seq, letter, into) {
     h("p", {}, "State: ", projection.dead_letter ? h("span", { class: "badge bad", id: "delivery-state" }, "dead letter") : h("span", { class: "badge good", id: "delivery-state" }, status.projected ? "projected" : "not yet projected")),
   ];
   const error = projection.error || (letter && letter.error);
-  if (error) parts.push(h("h3", {}, "Error"), h("pre", { id: "dead-letter-error" }, error));
+  if (error) {
+    parts.push(h("h3", {}, "Error"), h("pre", { id: "dead-letter-error" }, error));
+    // The adapters name where in the payload they stopped: "... at `parcel.status.id`: ...".
+    const path = /\bat `([^`]+)`/.exec(error);
+    if (path) parts.push(h("p", { id: "dead-letter-path" }, "Path in the payload: ", h("code", {}, path[1])));
+  }
   if (projection.event_ids && projection.event_ids.length) parts.push(h("p", {}, `Events: ${projection.event_ids.join(", ")}`));
   if (isAdmin()) {
     parts.push(h("div", { class: "actions" }, h("button", { id: "replay-one", class: "primary", onclick: () => replaySeqs([seq]) }, "Replay this delivery")));
