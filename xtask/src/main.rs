@@ -60,7 +60,14 @@ fn screenshots(root: &std::path::Path) -> Result<()> {
     bench::status(
         std::process::Command::new(bench::cargo())
             .current_dir(root)
-            .args(["test", "--locked", "-p", "shipfeed-cli", "--test", "console"])
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "shipfeed-cli",
+                "--test",
+                "console",
+            ])
             .env("SHIPFEED_SCREENSHOTS", &dir),
         "cargo test --test console (saving screenshots)",
     )?;
