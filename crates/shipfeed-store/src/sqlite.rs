@@ -1564,9 +1564,8 @@ impl ReadDriver for SqliteReader {
 
     async fn open_alert_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
         self.read("count open alerts", move |conn| {
-            let mut select = conn.prepare_cached(
-                "SELECT rule, count(*) FROM alerts WHERE open = 1 GROUP BY rule",
-            )?;
+            let mut select = conn
+                .prepare_cached("SELECT rule, count(*) FROM alerts WHERE open = 1 GROUP BY rule")?;
             let rows = select.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })

@@ -38,7 +38,12 @@ async fn dead_letters_are_counted_per_endpoint_and_a_replay_takes_them_off(store
     )]);
     let projections = commit(
         &store,
-        vec![dead("sendcloud-eu"), fine, dead("sendcloud-eu"), dead("other")],
+        vec![
+            dead("sendcloud-eu"),
+            fine,
+            dead("sendcloud-eu"),
+            dead("other"),
+        ],
     )
     .await
     .unwrap();
