@@ -14,7 +14,9 @@
 //!
 //! Then `promtool check rules` and `promtool test rules` run, asserting, at several times,
 //! every alert of the file: exactly the expected ones fire, with their labels and their
-//! annotations (rendered from the file), and none fires for healthy traffic. Thresholds are
+//! annotations (rendered from the file), and none fires for healthy traffic; a service started
+//! on a store that already holds deliveries shows each endpoint's silence as it was, not as
+//! long as its own uptime. Thresholds are
 //! read from the file, so tuning them keeps the test meaningful. `promtool` comes from Debian's
 //! `prometheus` package (`cargo xtask ci` installs it); without it these tests fail, never skip.
 //! Nothing here sleeps for a time it assumes: every wait is for a condition, with a deadline
@@ -422,6 +424,14 @@ impl Running {
     /// (the fixtures' credentials), stalled-shipment rules evaluated five times a second, and
     /// the `subscriptions` TOML (made of its directory).
     async fn start(subscriptions: impl FnOnce(&Path) -> String) -> Running {
+        Running::start_after(subscriptions, Vec::new()).await
+    }
+
+    /// [`Running::start`] on a store that already holds `stored` (as after a restart).
+    async fn start_after(
+        subscriptions: impl FnOnce(&Path) -> String,
+        stored: Vec<shipfeed_store::Arrival>,
+    ) -> Running {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("secret");
         std::fs::write(&secret, format!("{FIXTURE_SECRET}\n")).unwrap();
@@ -456,6 +466,9 @@ secret_file = "{secret}"
         .unwrap();
         let config = Config::load(Some(&config_path)).unwrap();
         let store = shipfeed_store::open(&config.store).await.unwrap();
+        if !stored.is_empty() {
+            store.append(stored).await.unwrap();
+        }
         let service = Service::new(&config, store).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -963,6 +976,83 @@ start = "beginning"
         "faults",
         input_series(&first, &second, World::Stops, steps),
         &expectations,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_hide_a_silence() {
+    let rules = Rules::load();
+    // The store holds a Sendcloud delivery from long ago, and none of the other endpoints:
+    // the service starting now has seen none of them itself.
+    let mut old = fixture("sendcloud/generated/v2-status-00011-delivered.json");
+    old.received_at = "2024-04-03T16:51:29.250Z".parse().unwrap();
+    let arrival = shipfeed_store::Arrival {
+        endpoint: "sendcloud".to_owned(),
+        provider: shipfeed::Provider::Sendcloud,
+        delivery: old,
+    };
+    let started = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    let running = Running::start_after(|_| String::new(), vec![arrival]).await;
+    let first = Scrape::take(&running.base).await;
+    let last = |name: &str| {
+        first
+            .value(&series(
+                "shipfeed_endpoint_last_delivery_timestamp_seconds",
+                &endpoint(name),
+            ))
+            .unwrap_or_else(|| panic!("no last delivery of {name} in\n{}", first.text))
+    };
+    assert_eq!(last("sendcloud"), 1_712_163_089.25, "read from the store");
+    for never in ["happycolis", "shipup"] {
+        assert!(
+            last(never) >= started && last(never) <= first.at,
+            "{never}: silent since the start"
+        );
+    }
+    let second = Scrape::take(&running.base).await;
+
+    // The old endpoint is silent at once; the others only once their threshold has passed
+    // since the start.
+    let least = ["happycolis", "shipup"]
+        .iter()
+        .map(|provider| {
+            rules.threshold(
+                "shipfeed:endpoint_silence_threshold_seconds",
+                Some(("provider", provider)),
+            )
+        })
+        .fold(f64::INFINITY, f64::min);
+    let before = (least / 60.0).floor() as u64 - 1;
+    let late = late_minutes(&rules);
+    let silent = |names: &[&str]| -> Vec<(&'static str, BTreeMap<String, String>)> {
+        names
+            .iter()
+            .map(|name| ("ShipfeedEndpointSilent", labels(&endpoint(name))))
+            .collect()
+    };
+    promtool_test(
+        &rules,
+        "restart",
+        input_series(
+            &first,
+            &second,
+            World::Stops,
+            usize::try_from(late).unwrap() + 5,
+        ),
+        &[
+            Expectation {
+                minutes: 20,
+                firing: silent(&["sendcloud"]),
+            },
+            Expectation {
+                minutes: before,
+                firing: silent(&["sendcloud"]),
+            },
+            Expectation {
+                minutes: late,
+                firing: silent(&ENDPOINTS),
+            },
+        ],
     );
 }
 
