@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use shipfeed::ErrorKind;
+use chrono::{DateTime, Utc};
+use shipfeed::{ErrorKind, Provider};
 use shipfeed_store::{Arrival, Store, StoreError};
 use tokio::sync::Notify;
 
@@ -16,6 +17,13 @@ pub trait InboxObserver: Send + Sync {
     /// `deliveries` are durable in the inbox; appending them took `seconds`.
     fn appended(&self, deliveries: usize, seconds: f64) {
         let _ = (deliveries, seconds);
+    }
+
+    /// Deliveries of `endpoint` (a webhook endpoint or an SQS source, of `provider`) are
+    /// durable in the inbox, the latest of them received at `received_at`; called once per
+    /// endpoint of each append, after [`appended`](InboxObserver::appended).
+    fn arrived(&self, endpoint: &str, provider: Provider, received_at: DateTime<Utc>) {
+        let _ = (endpoint, provider, received_at);
     }
 }
 
@@ -92,6 +100,19 @@ impl Inbox {
     /// store did not answer one `seq` per delivery.
     pub async fn append(&self, arrivals: Vec<Arrival>) -> Result<Vec<i64>, InboxError> {
         let sent = arrivals.len();
+        // Per endpoint, its latest arrival (a webhook's append holds one delivery, an SQS
+        // batch a few of one source).
+        let mut latest: Vec<(String, Provider, DateTime<Utc>)> = Vec::with_capacity(1);
+        for arrival in &arrivals {
+            let received_at = arrival.delivery.received_at;
+            match latest
+                .iter_mut()
+                .find(|(name, ..)| *name == arrival.endpoint)
+            {
+                Some((_, _, at)) => *at = (*at).max(received_at),
+                None => latest.push((arrival.endpoint.clone(), arrival.provider, received_at)),
+            }
+        }
         let started = Instant::now();
         let seqs = self.store.append(arrivals).await?;
         if seqs.len() != sent {
@@ -102,6 +123,9 @@ impl Inbox {
         }
         self.observer
             .appended(sent, started.elapsed().as_secs_f64());
+        for (endpoint, provider, received_at) in &latest {
+            self.observer.arrived(endpoint, *provider, *received_at);
+        }
         // One waiter (this replica's projector); a stored permit covers an append that
         // lands while it is busy.
         self.projector.notify_one();

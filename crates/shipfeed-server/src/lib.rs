@@ -157,6 +157,10 @@ impl InboxObserver for Observer {
     fn appended(&self, _deliveries: usize, seconds: f64) {
         self.metrics.append_seconds(seconds);
     }
+
+    fn arrived(&self, endpoint: &str, provider: Provider, received_at: DateTime<Utc>) {
+        self.metrics.arrived(endpoint, provider, received_at);
+    }
 }
 
 impl ProjectionObserver for Observer {
@@ -307,7 +311,16 @@ impl Service {
                 },
             );
         }
-        let (metrics, mut registry) = Metrics::new();
+        let (metrics, mut registry) = Metrics::with_inputs(
+            &endpoints
+                .iter()
+                .map(|(name, endpoint)| (name.clone(), endpoint.provider))
+                .collect::<Vec<_>>(),
+            &sources
+                .iter()
+                .map(|(name, source)| (name.clone(), source.endpoint.provider))
+                .collect::<Vec<_>>(),
+        );
         let observer = Arc::new(Observer {
             metrics,
             new_events: Arc::new(Notify::new()),
@@ -1143,12 +1156,9 @@ async fn ready(State(service): State<Arc<Service>>) -> Response {
 }
 
 async fn metrics(State(service): State<Arc<Service>>) -> Response {
-    // Drift counts live in the store (written with the projections, so every replica shows
-    // the same); read at each scrape, they are never counted twice.
-    match service.store().drift(None).await {
-        Ok(report) => service.observer.metrics.drift(&report),
-        Err(error) => tracing::warn!(%error, "cannot read drift for the metrics"),
-    }
+    // What lives in the store (drift, lag, dead letters, alerts, subscriptions' states) is
+    // read at each scrape: every replica shows the same, and a restart loses none of it.
+    service.refresh_metrics().await;
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         metrics::render(&service.registry),

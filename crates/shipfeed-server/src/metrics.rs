@@ -7,8 +7,10 @@
 //! service. It has no process collector of its own, so the `process_*` metrics come from
 //! metrics-process's raw snapshot (read from `/proc` at each scrape), without the facade.
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -19,14 +21,30 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use shipfeed::Provider;
-use shipfeed_store::DriftReport;
+use shipfeed_store::{DriftReport, Store, SubscriptionStatus, PROJECTOR};
+
+use crate::SubscriptionSummary;
 
 /// Commit latency buckets, in seconds.
 const COMMIT_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
 
 /// Projector batch size buckets, in deliveries.
 const BATCH_BUCKETS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// How many of the inbox's most recent deliveries the first scrape reads (by `seq`, without
+/// their bodies: a bounded read, once per process) to learn when each endpoint last
+/// delivered, so that a restart does not hide an endpoint's silence.
+const ARRIVALS_SCAN: usize = 10_000;
+
+/// Every status of `shipfeed_subscription_status`: each subscription has one series per
+/// status, 1 for its current one.
+const SUBSCRIPTION_STATUSES: [SubscriptionStatus; 3] = [
+    SubscriptionStatus::Active,
+    SubscriptionStatus::Paused,
+    SubscriptionStatus::Disabled,
+];
 
 /// The `Content-Type` of [`Metrics::render`]'s output.
 pub(crate) const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -83,6 +101,59 @@ struct EndpointLabels {
     endpoint: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InputLabels {
+    endpoint: String,
+    provider: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriptionLabels {
+    subscription: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SubscriptionStatusLabels {
+    subscription: String,
+    status: &'static str,
+}
+
+/// Seconds since the Unix epoch, with the milliseconds.
+fn unix_seconds(at: DateTime<Utc>) -> f64 {
+    at.timestamp_millis() as f64 / 1000.0
+}
+
+/// Raises a timestamp gauge to `seconds` unless it already shows a later time: deliveries
+/// answered concurrently, and the store's last arrivals read at the first scrape, never move
+/// it back. (A non-negative `f64`'s bits order as its values do, so `fetch_max` on the bits is
+/// a maximum of the times.)
+fn raise_to(gauge: &Gauge<f64, AtomicU64>, seconds: f64) {
+    if seconds.is_finite() && seconds >= 0.0 {
+        gauge
+            .inner()
+            .fetch_max(seconds.to_bits(), Ordering::Relaxed);
+    }
+}
+
+/// What the gauges read from the store at each scrape keep between scrapes.
+struct FromStore {
+    /// The configured endpoints and SQS sources (the inputs), with their providers.
+    inputs: Vec<(String, Provider)>,
+    /// When the service started: the last delivery of an input the inbox has none of.
+    started: DateTime<Utc>,
+    /// Whether the inputs' last deliveries were read from the store yet.
+    arrivals_read: AtomicBool,
+    /// The dead letter series set so far, so that one whose count fell to nothing is zeroed.
+    dead_letters: Mutex<HashSet<InputLabels>>,
+    /// The rules whose open alerts were counted so far, likewise.
+    rules: Mutex<HashSet<String>>,
+}
+
 /// What a key set refresh came to, as the `outcome` label of `shipfeed_jwks_refreshes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Refresh {
@@ -132,6 +203,18 @@ impl Outcome {
             Outcome::Internal => "internal_error",
         }
     }
+
+    /// Whether the delivery was answered with an error (401, 500, 503): a provider that
+    /// stops on errors (HappyColis) holds everything after it.
+    fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            Outcome::Unauthorized
+                | Outcome::Misconfigured
+                | Outcome::StoreUnavailable
+                | Outcome::Internal
+        )
+    }
 }
 
 /// The service's counters; cheap to clone (every clone counts into the same registry).
@@ -155,11 +238,30 @@ pub(crate) struct Metrics {
     jwks_keys: Family<EndpointLabels, Gauge>,
     alerts_raised: Counter,
     api_rejected: Family<ReasonLabels, Counter>,
+    last_delivery: Family<InputLabels, Gauge<f64, AtomicU64>>,
+    last_refusal: Family<InputLabels, Gauge<f64, AtomicU64>>,
+    dead_letters: Family<InputLabels, Gauge>,
+    alerts_open: Family<RuleLabels, Gauge>,
+    subscription_status: Family<SubscriptionStatusLabels, Gauge>,
+    subscription_failing: Family<SubscriptionLabels, Gauge<f64, AtomicU64>>,
+    from_store: Arc<FromStore>,
 }
 
 impl Metrics {
-    /// The counters and the registry that renders them (and the process metrics).
+    /// [`Metrics::with_inputs`] of a service without endpoints or sources (for tests).
+    #[cfg(test)]
     pub(crate) fn new() -> (Metrics, Registry) {
+        Metrics::with_inputs(&[], &[])
+    }
+
+    /// The counters and the registry that renders them (and the process metrics), for a
+    /// service with these webhook `endpoints` and SQS `sources` (name and provider): their
+    /// series that alerts compare over time start at 0, so that the first 401 or dead letter
+    /// after a start is an increase too.
+    pub(crate) fn with_inputs(
+        endpoints: &[(String, Provider)],
+        sources: &[(String, Provider)],
+    ) -> (Metrics, Registry) {
         let metrics = Metrics {
             deliveries: Family::default(),
             duplicates: Family::default(),
@@ -179,7 +281,37 @@ impl Metrics {
             jwks_keys: Family::default(),
             alerts_raised: Counter::default(),
             api_rejected: Family::default(),
+            last_delivery: Family::default(),
+            last_refusal: Family::default(),
+            dead_letters: Family::default(),
+            alerts_open: Family::default(),
+            subscription_status: Family::default(),
+            subscription_failing: Family::default(),
+            from_store: Arc::new(FromStore {
+                inputs: endpoints.iter().chain(sources).cloned().collect(),
+                started: Utc::now(),
+                arrivals_read: AtomicBool::new(false),
+                dead_letters: Mutex::new(HashSet::new()),
+                rules: Mutex::new(HashSet::new()),
+            }),
         };
+        for (endpoint, provider) in endpoints {
+            for outcome in [Outcome::Accepted, Outcome::Unauthorized] {
+                metrics.deliveries.get_or_create_owned(&DeliveryLabels {
+                    endpoint: endpoint.clone(),
+                    provider: provider.as_str(),
+                    outcome: outcome.as_str(),
+                });
+            }
+        }
+        for (endpoint, provider) in endpoints.iter().chain(sources) {
+            let labels = InputLabels {
+                endpoint: endpoint.clone(),
+                provider: provider.as_str(),
+            };
+            metrics.dead_letters.get_or_create_owned(&labels);
+            lock(&metrics.from_store.dead_letters).insert(labels);
+        }
         let mut registry = Registry::default();
         // Counters are registered without `_total`: the encoder appends it.
         registry.register(
@@ -272,6 +404,36 @@ impl Metrics {
             "Requests to the API refused for want of a valid bearer token, by reason (missing, malformed, unknown_token, insufficient_scope)",
             metrics.api_rejected.clone(),
         );
+        registry.register(
+            "shipfeed_endpoint_last_delivery_timestamp_seconds",
+            "When the last delivery of a webhook endpoint or SQS source became durable in the inbox (Unix seconds, received time); at the first scrape after a start, read from the store's last 10000 deliveries (an input not among them: the oldest of them, or the start when the inbox has none of its deliveries), so that a restart does not hide a silence",
+            metrics.last_delivery.clone(),
+        );
+        registry.register(
+            "shipfeed_endpoint_last_refusal_timestamp_seconds",
+            "When a webhook endpoint last answered a delivery with an error (401, 500 or 503; Unix seconds), since this process started; later than the last delivery means nothing was accepted since (HappyColis holds its queue after one)",
+            metrics.last_refusal.clone(),
+        );
+        registry.register(
+            "shipfeed_dead_letters",
+            "Dead letters now in the store (authentic deliveries that could not be normalized, not replayed since), by endpoint and provider; read from the store at each scrape, the same on every replica",
+            metrics.dead_letters.clone(),
+        );
+        registry.register(
+            "shipfeed_alerts_open",
+            "Open stalled-shipment alerts (raised, not yet cleared by a next event), by rule (stalled.<status>): shipments stalled now; read from the store at each scrape, the same on every replica",
+            metrics.alerts_open.clone(),
+        );
+        registry.register(
+            "shipfeed_subscription_status",
+            "1 for a subscription's current status (active, paused by an operator, disabled after failing too long or a 410), 0 for the others; read from the store at each scrape (only kind http can be other than active)",
+            metrics.subscription_status.clone(),
+        );
+        registry.register(
+            "shipfeed_subscription_failing_seconds",
+            "How long every attempt of an HTTP push subscription has failed (0 while it delivers); read from the store at each scrape",
+            metrics.subscription_failing.clone(),
+        );
         registry.register_collector(Box::new(ProcessMetrics));
         (metrics, registry)
     }
@@ -284,6 +446,29 @@ impl Metrics {
                 outcome: outcome.as_str(),
             })
             .inc();
+        if outcome.is_refusal() {
+            let labels = InputLabels {
+                endpoint: endpoint.to_owned(),
+                provider: provider.as_str(),
+            };
+            raise_to(
+                &self.last_refusal.get_or_create(&labels),
+                unix_seconds(Utc::now()),
+            );
+        }
+    }
+
+    /// A delivery of `endpoint` (a webhook endpoint or an SQS source) received at
+    /// `received_at` is durable in the inbox.
+    pub(crate) fn arrived(&self, endpoint: &str, provider: Provider, received_at: DateTime<Utc>) {
+        let labels = InputLabels {
+            endpoint: endpoint.to_owned(),
+            provider: provider.as_str(),
+        };
+        raise_to(
+            &self.last_delivery.get_or_create(&labels),
+            unix_seconds(received_at),
+        );
     }
 
     pub(crate) fn auth_matched(&self, endpoint: &str, position: usize) {
@@ -401,6 +586,168 @@ impl Metrics {
         self.lag_deliveries.set(deliveries);
         self.lag_seconds.set(seconds);
     }
+
+    /// Sets each input's last delivery from what the store's most recent deliveries say,
+    /// once per process (until a read succeeds): an input none of them came from delivered
+    /// before the oldest of them (its silence is at least that long), or, when they are the
+    /// whole inbox, never (its silence counts from the start). Deliveries counted since the
+    /// start are later, and stay.
+    async fn read_arrivals(&self, store: &Store) {
+        let from_store = &self.from_store;
+        if from_store.arrivals_read.load(Ordering::Acquire) {
+            return;
+        }
+        let recent = match store.recent_arrivals(ARRIVALS_SCAN).await {
+            Ok(recent) => recent,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the inbox's last deliveries for the metrics; trying again at the next scrape");
+                return;
+            }
+        };
+        let before_window = if recent.whole_inbox {
+            None
+        } else {
+            recent.oldest
+        };
+        for (endpoint, provider) in &from_store.inputs {
+            let at = recent
+                .last
+                .get(endpoint)
+                .copied()
+                .or(before_window)
+                .unwrap_or(from_store.started);
+            self.arrived(endpoint, *provider, at);
+        }
+        from_store.arrivals_read.store(true, Ordering::Release);
+    }
+
+    /// Sets the dead letter gauges from the store's counts; a series counted before and now
+    /// without dead letters is 0 (removed, when its endpoint is no longer configured).
+    fn dead_letters(&self, counts: Vec<shipfeed_store::DeadLetterCount>) {
+        let mut seen = lock(&self.from_store.dead_letters);
+        let now: HashSet<InputLabels> = counts
+            .into_iter()
+            .map(|count| {
+                let labels = InputLabels {
+                    endpoint: count.endpoint,
+                    provider: count.provider.as_str(),
+                };
+                self.dead_letters.get_or_create(&labels).set(count.count);
+                labels
+            })
+            .collect();
+        seen.retain(|labels| {
+            if now.contains(labels) {
+                return true;
+            }
+            let configured = self.from_store.inputs.iter().any(|(endpoint, provider)| {
+                *endpoint == labels.endpoint && provider.as_str() == labels.provider
+            });
+            if configured {
+                self.dead_letters.get_or_create(labels).set(0);
+            } else {
+                self.dead_letters.remove(labels);
+            }
+            configured
+        });
+        seen.extend(now);
+    }
+
+    /// Sets the open alert gauges from the store's counts per rule (a rule counted before and
+    /// without open alerts now is 0).
+    fn alerts_open(&self, counts: std::collections::BTreeMap<String, i64>) {
+        let mut seen = lock(&self.from_store.rules);
+        for rule in seen.iter() {
+            if !counts.contains_key(rule) {
+                self.alerts_open
+                    .get_or_create(&RuleLabels { rule: rule.clone() })
+                    .set(0);
+            }
+        }
+        for (rule, count) in counts {
+            self.alerts_open
+                .get_or_create(&RuleLabels { rule: rule.clone() })
+                .set(count);
+            seen.insert(rule);
+        }
+    }
+
+    /// Sets each subscription's status and how long it has been failing, at `now`.
+    fn subscriptions(&self, subscriptions: &[SubscriptionSummary], now: DateTime<Utc>) {
+        for subscription in subscriptions {
+            for status in SUBSCRIPTION_STATUSES {
+                let labels = SubscriptionStatusLabels {
+                    subscription: subscription.name.clone(),
+                    status: status.as_str(),
+                };
+                self.subscription_status
+                    .get_or_create(&labels)
+                    .set(i64::from(subscription.status == status));
+            }
+            let failing = subscription
+                .failing_since
+                .map_or(0.0, |since| (now - since).as_seconds_f64().max(0.0));
+            self.subscription_failing
+                .get_or_create(&SubscriptionLabels {
+                    subscription: subscription.name.clone(),
+                })
+                .set(failing);
+        }
+    }
+}
+
+impl crate::Service {
+    /// Reads what `/metrics` shows from the store, just before it renders: contract drift,
+    /// the projector's lag, dead letters, open alerts, the subscriptions' states and (once)
+    /// the inputs' last deliveries. These live in the store, so every replica shows the
+    /// same, a restart loses none of them, and the projector's lag grows even while no
+    /// projector runs. A read that fails leaves its gauges as they were, and is logged.
+    pub(crate) async fn refresh_metrics(&self) {
+        let metrics = &self.observer.metrics;
+        let store = self.store();
+        metrics.read_arrivals(store).await;
+        // Drift counts are written with the projections, so every replica shows the same;
+        // read at each scrape, they are never counted twice.
+        match store.drift(None).await {
+            Ok(report) => metrics.drift(&report),
+            Err(error) => tracing::warn!(%error, "cannot read drift for the metrics"),
+        }
+        match store.cursor(PROJECTOR).await {
+            Ok(cursor) => match store.inbox_lag(cursor).await {
+                Ok(lag) => {
+                    let seconds = lag.oldest.map_or(0.0, |oldest| {
+                        (Utc::now() - oldest).as_seconds_f64().max(0.0)
+                    });
+                    metrics.projector_lag(lag.deliveries, seconds);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read the projector's lag for the metrics")
+                }
+            },
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the projector's cursor for the metrics")
+            }
+        }
+        match store.dead_letter_counts().await {
+            Ok(counts) => metrics.dead_letters(counts),
+            Err(error) => tracing::warn!(%error, "cannot count dead letters for the metrics"),
+        }
+        match store.open_alert_counts().await {
+            Ok(counts) => metrics.alerts_open(counts),
+            Err(error) => tracing::warn!(%error, "cannot count open alerts for the metrics"),
+        }
+        match self.subscription_admin().list().await {
+            Ok(subscriptions) => metrics.subscriptions(&subscriptions, Utc::now()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the subscriptions' states for the metrics");
+            }
+        }
+    }
+}
+
+/// The set behind `mutex`, also after a panic elsewhere (it holds labels only).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Renders `registry` in the Prometheus text format (version 0.0.4).
@@ -628,6 +975,131 @@ mod tests {
         assert!(
             value(&text, "process_cpu_seconds_total").is_some(),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn the_on_call_gauges_start_at_zero_keep_the_latest_time_and_follow_the_store() {
+        use shipfeed_store::DeadLetterCount;
+        let (metrics, registry) = Metrics::with_inputs(
+            &[("sendcloud-eu".to_owned(), Provider::Sendcloud)],
+            &[("sevensenders".to_owned(), Provider::SevenSenders)],
+        );
+        let text = render(&registry);
+        for series in [
+            r#"shipfeed_deliveries_total{endpoint="sendcloud-eu",provider="sendcloud",outcome="accepted"}"#,
+            r#"shipfeed_deliveries_total{endpoint="sendcloud-eu",provider="sendcloud",outcome="unauthorized"}"#,
+            r#"shipfeed_dead_letters{endpoint="sendcloud-eu",provider="sendcloud"}"#,
+            r#"shipfeed_dead_letters{endpoint="sevensenders",provider="sevensenders"}"#,
+        ] {
+            assert_eq!(value(&text, series), Some(0.0), "{series} in\n{text}");
+        }
+        assert!(
+            !text.contains(r#"shipfeed_deliveries_total{endpoint="sevensenders""#),
+            "SQS sources are not counted in shipfeed_deliveries_total: {text}"
+        );
+
+        // The latest arrival wins, whatever the order they are reported in.
+        let at = |text: &str| text.parse::<DateTime<Utc>>().unwrap();
+        metrics.arrived(
+            "sevensenders",
+            Provider::SevenSenders,
+            at("2024-06-01T10:00:00.250Z"),
+        );
+        metrics.arrived(
+            "sevensenders",
+            Provider::SevenSenders,
+            at("2024-06-01T09:00:00Z"),
+        );
+        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Unauthorized);
+        metrics.delivery("sendcloud-eu", Provider::Sendcloud, Outcome::Accepted);
+        let text = render(&registry);
+        assert_eq!(
+            value(
+                &text,
+                r#"shipfeed_endpoint_last_delivery_timestamp_seconds{endpoint="sevensenders",provider="sevensenders"}"#
+            ),
+            Some(1_717_236_000.25)
+        );
+        let refused = value(
+            &text,
+            r#"shipfeed_endpoint_last_refusal_timestamp_seconds{endpoint="sendcloud-eu",provider="sendcloud"}"#,
+        );
+        assert!(refused.is_some_and(|seconds| seconds > 1.7e9), "{text}");
+        assert!(
+            !text.contains(
+                r#"shipfeed_endpoint_last_refusal_timestamp_seconds{endpoint="sevensenders""#
+            ),
+            "{text}"
+        );
+
+        // Dead letters and open alerts follow the store: what is gone is 0 (or removed, for
+        // an endpoint no longer configured).
+        let count = |endpoint: &str, count| DeadLetterCount {
+            endpoint: endpoint.to_owned(),
+            provider: Provider::Sendcloud,
+            count,
+        };
+        metrics.dead_letters(vec![count("sendcloud-eu", 3), count("removed", 2)]);
+        metrics.alerts_open([("stalled.in_transit".to_owned(), 4)].into());
+        let text = render(&registry);
+        assert_eq!(
+            value(
+                &text,
+                r#"shipfeed_dead_letters{endpoint="sendcloud-eu",provider="sendcloud"}"#
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"shipfeed_dead_letters{endpoint="removed",provider="sendcloud"}"#
+            ),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, r#"shipfeed_alerts_open{rule="stalled.in_transit"}"#),
+            Some(4.0)
+        );
+        metrics.dead_letters(Vec::new());
+        metrics.alerts_open(std::collections::BTreeMap::new());
+        let text = render(&registry);
+        assert_eq!(
+            value(
+                &text,
+                r#"shipfeed_dead_letters{endpoint="sendcloud-eu",provider="sendcloud"}"#
+            ),
+            Some(0.0)
+        );
+        assert!(!text.contains(r#"endpoint="removed""#), "{text}");
+        assert_eq!(
+            value(&text, r#"shipfeed_alerts_open{rule="stalled.in_transit"}"#),
+            Some(0.0)
+        );
+
+        // A subscription's status is one of three series at 1; failing is counted in seconds.
+        let summary = SubscriptionSummary {
+            name: "hook".to_owned(),
+            kind: crate::SubscriptionKind::Http,
+            cursor: Some(7),
+            status: SubscriptionStatus::Disabled,
+            reason: Some("the receiver answered 410".to_owned()),
+            changed_at: None,
+            failing_since: Some(at("2024-06-01T09:00:00Z")),
+        };
+        metrics.subscriptions(&[summary], at("2024-06-01T10:00:00Z"));
+        let text = render(&registry);
+        for (status, expected) in [("active", 0.0), ("paused", 0.0), ("disabled", 1.0)] {
+            let series =
+                format!(r#"shipfeed_subscription_status{{subscription="hook",status="{status}"}}"#);
+            assert_eq!(value(&text, &series), Some(expected), "{series}");
+        }
+        assert_eq!(
+            value(
+                &text,
+                r#"shipfeed_subscription_failing_seconds{subscription="hook"}"#
+            ),
+            Some(3600.0)
         );
     }
 

@@ -428,6 +428,9 @@ pub(crate) trait ReadDriver: Send + Sync {
     /// Up to `limit` dead letters after delivery `after`, in `seq` order.
     async fn dead_letters(&self, after: i64, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError>;
 
+    /// `(endpoint, provider, count)` of the current dead letters, per endpoint and provider.
+    async fn dead_letter_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError>;
+
     /// Up to `limit` deliveries after `after`, in `seq` order; only dead letters when asked.
     async fn deliveries(
         &self,
@@ -443,6 +446,13 @@ pub(crate) trait ReadDriver: Send + Sync {
     /// arrived (`None` when there is none): the projector's lag.
     async fn inbox_after(&self, after: i64) -> Result<(i64, Option<DateTime<Utc>>), StoreError>;
 
+    /// `(seq, endpoint, received_at)` of the last `limit` deliveries of the inbox, newest
+    /// first (read by `seq`, without their headers and bodies).
+    async fn recent_arrivals(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, DateTime<Utc>)>, StoreError>;
+
     /// Every drift row (only `provider`'s when given).
     async fn drift(&self, provider: Option<String>) -> Result<Vec<DriftRow>, StoreError>;
 
@@ -451,6 +461,9 @@ pub(crate) trait ReadDriver: Send + Sync {
 
     /// Up to `limit` open alerts (JSON) with an id greater than `after`, by id.
     async fn open_alerts(&self, after: &str, limit: i64) -> Result<Vec<String>, StoreError>;
+
+    /// `(rule, count)` of the open alerts, per rule.
+    async fn open_alert_counts(&self) -> Result<Vec<(String, i64)>, StoreError>;
 
     /// The JSON of the alert stored under `alert_id`, open or cleared.
     async fn alert(&self, alert_id: &str) -> Result<Option<String>, StoreError>;

@@ -289,6 +289,21 @@ pub struct InboxLag {
     pub oldest: Option<DateTime<Utc>>,
 }
 
+/// When each endpoint's (or SQS source's) last delivery arrived, as far as the most recent
+/// deliveries of the inbox tell ([`Store::recent_arrivals`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecentArrivals {
+    /// Per endpoint or source name, the `received_at` of its last delivery among those read
+    /// (the one with the greatest `seq`).
+    pub last: std::collections::BTreeMap<String, DateTime<Utc>>,
+    /// The `received_at` of the oldest delivery read; `None` when the inbox is empty. An
+    /// endpoint missing from `last` delivered nothing since then (unless `whole_inbox`, then
+    /// never).
+    pub oldest: Option<DateTime<Utc>>,
+    /// Whether every delivery of the inbox was read (it held no more than asked for).
+    pub whole_inbox: bool,
+}
+
 /// One entry of the feed (`GET /v1/events`, every subscription). On the wire each is one
 /// JSON object with its cursor and its kind beside its fields, `{"seq": N, "type": "event",
 /// ...}` (schema: `schema/feed-item.schema.json`):
@@ -444,6 +459,17 @@ pub struct DeadLetter {
     pub received_at: DateTime<Utc>,
     /// Why normalizing failed.
     pub error: String,
+}
+
+/// How many dead letters one endpoint's deliveries count now ([`Store::dead_letter_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterCount {
+    /// The endpoint (or SQS source) the deliveries arrived on.
+    pub endpoint: String,
+    /// Its provider.
+    pub provider: Provider,
+    /// Its deliveries that are dead letters now (a replay that projects one takes it off).
+    pub count: i64,
 }
 
 /// A stored raw delivery, for replay.
@@ -1037,6 +1063,17 @@ impl Store {
             .collect())
     }
 
+    /// The number of open alerts (raised, not cleared) per rule (`stalled.<status>`); rules
+    /// without an open alert are left out. Reads the open alerts only.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn open_alert_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        Ok(self.reader.open_alert_counts().await?.into_iter().collect())
+    }
+
     /// Up to `limit` events with a cursor greater than `after`, in cursor order. An event
     /// never becomes visible with a smaller `seq` than one already visible, so a consumer that
     /// saves the last `seq` it saw never skips one.
@@ -1239,6 +1276,25 @@ impl Store {
             .collect())
     }
 
+    /// The number of dead letters now, per endpoint and provider (those of a provider this
+    /// build does not know are left out). Reads the dead letters only, not every delivery.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        let rows = self.reader.dead_letter_counts().await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(endpoint, provider, count)| {
+                Some(DeadLetterCount {
+                    provider: parse_provider(&provider, 0)?,
+                    endpoint,
+                    count,
+                })
+            })
+            .collect())
+    }
+
     /// Up to `limit` stored raw deliveries after `after` (only dead letters when asked), for
     /// replay.
     ///
@@ -1331,6 +1387,39 @@ impl Store {
             deliveries: (last - cursor).max(0),
             oldest,
         })
+    }
+
+    /// When each endpoint's last delivery arrived, among the last `limit` deliveries of the
+    /// inbox (read by `seq`, without their bodies): what a restarted service knows of each
+    /// endpoint's silence. An endpoint silent for longer than those deliveries cover is not in
+    /// [`RecentArrivals::last`]; [`RecentArrivals::oldest`] bounds its silence from below.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = shipfeed_store::Store::sqlite(dir.path().join("shipfeed.db"))?;
+    /// let arrivals = store.recent_arrivals(10_000).await?;
+    /// assert!(arrivals.last.is_empty() && arrivals.oldest.is_none() && arrivals.whole_inbox);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn recent_arrivals(&self, limit: usize) -> Result<RecentArrivals, StoreError> {
+        let limit = limit.max(1);
+        let rows = self.reader.recent_arrivals(sql_limit(limit)).await?;
+        let mut arrivals = RecentArrivals {
+            whole_inbox: rows.len() < limit,
+            oldest: rows.last().map(|(_, _, received_at)| *received_at),
+            ..RecentArrivals::default()
+        };
+        // Newest first: an endpoint's first row is its last delivery.
+        for (_, endpoint, received_at) in rows {
+            arrivals.last.entry(endpoint).or_insert(received_at);
+        }
+        Ok(arrivals)
     }
 
     /// What the adapters met and do not know, per provider, kind and key (only `provider`'s

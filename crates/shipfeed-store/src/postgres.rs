@@ -1739,6 +1739,22 @@ impl ReadDriver for PgReader {
             .map_err(pg("read dead letters"))
     }
 
+    async fn dead_letter_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT endpoint, provider, count(*) FROM deliveries WHERE dead_letter
+                 GROUP BY endpoint, provider",
+                &[],
+            )
+            .await
+            .map_err(pg("count dead letters"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(pg("count dead letters"))
+    }
+
     async fn deliveries(
         &self,
         after: i64,
@@ -1812,6 +1828,24 @@ impl ReadDriver for PgReader {
             row.try_get(0).map_err(pg("read the inbox's end"))?,
             row.try_get(1).map_err(pg("read the inbox's end"))?,
         ))
+    }
+
+    async fn recent_arrivals(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, DateTime<Utc>)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT seq, endpoint, received_at FROM deliveries ORDER BY seq DESC LIMIT $1",
+                &[&limit],
+            )
+            .await
+            .map_err(pg("read the inbox's recent arrivals"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(pg("read the inbox's recent arrivals"))
     }
 
     async fn drift(&self, provider: Option<String>) -> Result<Vec<DriftRow>, StoreError> {
@@ -1903,6 +1937,21 @@ impl ReadDriver for PgReader {
             client.query(&select, &[&no_nul(after), &limit]).await,
             "read open alerts",
         )
+    }
+
+    async fn open_alert_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT rule, count(*) FROM alerts WHERE open GROUP BY rule",
+                &[],
+            )
+            .await
+            .map_err(pg("count open alerts"))?;
+        rows.iter()
+            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+            .collect::<Result<_, tokio_postgres::Error>>()
+            .map_err(pg("count open alerts"))
     }
 
     async fn alert(&self, alert_id: &str) -> Result<Option<String>, StoreError> {

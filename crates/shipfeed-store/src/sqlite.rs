@@ -1418,6 +1418,21 @@ impl ReadDriver for SqliteReader {
         .await
     }
 
+    async fn dead_letter_counts(&self) -> Result<Vec<(String, String, i64)>, StoreError> {
+        self.read("count dead letters", move |conn| {
+            // The partial index `deliveries_dead_letters` (it followed the table's rename to
+            // `projections`) holds the dead letters alone; each is then looked up in the inbox.
+            let mut select = conn.prepare_cached(
+                "SELECT endpoint, provider, count(*)
+                 FROM projections JOIN deliveries USING (seq)
+                 WHERE dead_letter = 1 GROUP BY endpoint, provider",
+            )?;
+            let rows = select.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn deliveries(
         &self,
         after: i64,
@@ -1484,6 +1499,22 @@ impl ReadDriver for SqliteReader {
         .await
     }
 
+    async fn recent_arrivals(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, DateTime<Utc>)>, StoreError> {
+        self.read("read the inbox's recent arrivals", move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT seq, endpoint, received_at FROM deliveries ORDER BY seq DESC LIMIT ?1",
+            )?;
+            let rows = select.query_map([limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, parse_time(&r.get::<_, String>(2)?)))
+            })?;
+            rows.collect()
+        })
+        .await
+    }
+
     async fn drift(&self, provider: Option<String>) -> Result<Vec<DriftRow>, StoreError> {
         self.read("read drift", move |conn| {
             let mut select = conn.prepare_cached(
@@ -1526,6 +1557,16 @@ impl ReadDriver for SqliteReader {
                 "SELECT body FROM alerts WHERE open = 1 AND alert_id > ?1 ORDER BY alert_id LIMIT ?2",
             )?;
             let rows = select.query_map(params![after, limit], |row| row.get(0))?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn open_alert_counts(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read("count open alerts", move |conn| {
+            let mut select = conn
+                .prepare_cached("SELECT rule, count(*) FROM alerts WHERE open = 1 GROUP BY rule")?;
+            let rows = select.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect()
         })
         .await
