@@ -5,6 +5,7 @@ mod bench;
 mod bench_ingest;
 mod bench_project;
 mod bench_push;
+mod bench_rabbitmq;
 mod bench_sqs;
 mod ci;
 mod debian;
@@ -60,7 +61,14 @@ fn screenshots(root: &std::path::Path) -> Result<()> {
     bench::status(
         std::process::Command::new(bench::cargo())
             .current_dir(root)
-            .args(["test", "--locked", "-p", "shipfeed-cli", "--test", "console"])
+            .args([
+                "test",
+                "--locked",
+                "-p",
+                "shipfeed-cli",
+                "--test",
+                "console",
+            ])
             .env("SHIPFEED_SCREENSHOTS", &dir),
         "cargo test --test console (saving screenshots)",
     )?;
