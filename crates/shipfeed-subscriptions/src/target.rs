@@ -355,22 +355,38 @@ impl RabbitmqLink {
 }
 
 impl Rabbitmq {
+    /// Connects and declares the exchange. A broker that cannot be reached (a network or
+    /// connection error) is not an error here: the subscription starts, held back, and
+    /// connects at its first batch (retried with backoff). A broker that answers but refuses
+    /// (credentials, permissions, an exchange of another type) is.
     async fn connect(name: &str, target: &RabbitmqTarget) -> Result<Self, Error> {
-        let link = RabbitmqLink::open(name, target)
-            .await
-            .map_err(|e| Error::Target {
-                name: name.to_owned(),
-                context: format!(
-                    "connect to RabbitMQ at {} and declare the topic exchange {}",
-                    crate::config::redacted(&target.url),
-                    target.exchange
-                ),
-                source: Box::new(e),
-            })?;
+        let link = match RabbitmqLink::open(name, target).await {
+            Ok(link) => Some(link),
+            Err(error) if unreachable(&error) => {
+                tracing::warn!(
+                    subscription = %name,
+                    broker = %crate::config::redacted(&target.url),
+                    error = %shipfeed_core::error_chain(&error),
+                    "RabbitMQ cannot be reached; the subscription waits for it"
+                );
+                None
+            }
+            Err(error) => {
+                return Err(Error::Target {
+                    name: name.to_owned(),
+                    context: format!(
+                        "connect to RabbitMQ at {} and declare the topic exchange {}",
+                        crate::config::redacted(&target.url),
+                        target.exchange
+                    ),
+                    source: Box::new(error),
+                })
+            }
+        };
         Ok(Rabbitmq {
             name: name.to_owned(),
             target: target.clone(),
-            link: tokio::sync::Mutex::new(Some(link)),
+            link: tokio::sync::Mutex::new(link),
         })
     }
 
@@ -426,6 +442,17 @@ impl Rabbitmq {
                 )
             })?
     }
+}
+
+/// Whether a connection attempt failed for want of a broker (the network, a connection that
+/// closed or went quiet) rather than because the broker refused something.
+fn unreachable(error: &lapin::Error) -> bool {
+    matches!(
+        error.kind(),
+        lapin::ErrorKind::IOError(_)
+            | lapin::ErrorKind::InvalidConnectionState(_)
+            | lapin::ErrorKind::MissingHeartbeatError
+    )
 }
 
 #[async_trait]

@@ -411,9 +411,10 @@ async fn a_connection_cut_in_the_middle_of_a_batch_loses_nothing_and_keeps_the_o
     consumer.close().await;
 }
 
-/// The broker does not take connections for a while (as if it were down): the subscription
-/// fails and retries, its cursor stays where it was, and once the broker is back every item
-/// goes out once (after deduplication), in feed order per shipment.
+/// The broker does not take connections for a while (as if it were down), first when the
+/// subscription starts, then while it runs: the subscription starts all the same, fails and
+/// retries, its cursor stays where it was, and once the broker is back every item goes out
+/// once (after deduplication), in feed order per shipment.
 async fn a_broker_that_is_down_holds_the_subscription_back_and_loses_nothing(backend: Backend) {
     let consumer = Consumer::bind(&["shipfeed.event.#"]).await;
     let proxy = Proxy::start().await;
@@ -421,27 +422,31 @@ async fn a_broker_that_is_down_holds_the_subscription_back_and_loses_nothing(bac
     let store = db.open().await;
     let name = "down";
     let cursor = format!("subscription:{name}");
-    let failures =
-        format!("shipfeed_subscription_delivery_failures_total{{subscription=\"{name}\"}}");
     add_parcel_events(&store, 2, 2).await;
     let subscriptions = [consumer.subscription(name, &proxy.url())];
+
+    // Down when the subscription starts: it starts all the same, and waits.
+    proxy.refuse(true);
     let replica = Replica::start(store.clone(), "replica-1", clock(), &subscriptions).await;
+    wait_for_failures(&replica, name, 2).await;
+    assert_eq!(
+        store.saved_cursor(&cursor).await.unwrap(),
+        Some(0),
+        "held back"
+    );
+    proxy.refuse(false);
     let delivered = store.feed_end().await.unwrap();
     wait_for_cursor(&store, &cursor, delivered).await;
 
-    // Down: the open connection is cut at once, new ones are closed as they come.
+    // Down while it runs: the open connection is cut at once, new ones are closed as they
+    // come.
     proxy.refuse(true);
     proxy.cut_open_connections_after(0);
     add_parcel_events(&store, 3, 2).await;
     replica.notify();
-    // Three failed attempts: the first on the cut connection, two more on reconnections.
-    wait_until("three failed deliveries", || async {
-        match replica.metric(&failures) {
-            Some(n) if n >= 3 => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    // Three more failed attempts: the first on the cut connection, two on reconnections.
+    let before = failures(&replica, name);
+    wait_for_failures(&replica, name, before + 3).await;
     assert_eq!(
         store.saved_cursor(&cursor).await.unwrap(),
         Some(delivered),
@@ -462,6 +467,26 @@ async fn a_broker_that_is_down_holds_the_subscription_back_and_loses_nothing(bac
     check(&consumer.drain(0).await, &feed, "event");
     replica.stop().await;
     consumer.close().await;
+}
+
+/// Subscription `name`'s failed deliveries so far.
+fn failures(replica: &Replica, name: &str) -> i64 {
+    replica
+        .metric(&format!(
+            "shipfeed_subscription_delivery_failures_total{{subscription=\"{name}\"}}"
+        ))
+        .unwrap_or_default()
+}
+
+/// Waits until subscription `name` has failed `count` deliveries in all.
+async fn wait_for_failures(replica: &Replica, name: &str, count: i64) {
+    wait_until(&format!("{count} failed deliveries"), || async {
+        match failures(replica, name) {
+            n if n >= count => Ok(()),
+            n => Err(format!("{n} failed")),
+        }
+    })
+    .await;
 }
 
 /// The pids of the broker's connections named `connection_name`, from `rabbitmqctl`.
@@ -640,4 +665,30 @@ async fn pump(
         () = towards_broker => {}
         _ = towards_client => {}
     }
+}
+
+/// A broker that answers but refuses (here: the credentials) stops the start, with its reason;
+/// only one that cannot be reached lets its subscription start and wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_refuses_the_credentials_stops_the_start() {
+    let broker: lapin::uri::AMQPUri = rabbitmq_url().parse().unwrap();
+    let url = format!(
+        "amqp://{}:not-the-password@{}:{}/%2f",
+        broker.authority.userinfo.username, broker.authority.host, broker.authority.port
+    );
+    let db = TestDb::new(Backend::Sqlite).await;
+    let store = db.open().await;
+    let target = RabbitmqTarget::new(&url, "shipfeed").unwrap();
+    let subscription = Subscription::new("refused", Target::Rabbitmq(target), Start::End).unwrap();
+    let runner = shipfeed_subscriptions::Runner::new(
+        store,
+        Arc::new(tokio::sync::Notify::new()),
+        shipfeed_subscriptions::Metrics::default(),
+        shipfeed_subscriptions::Settings::default(),
+    );
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let error = runner.start(&[subscription], &shutdown).await.unwrap_err();
+    let shown = shipfeed_core::error_chain(&error);
+    assert!(shown.contains("subscription `refused`"), "{shown}");
+    assert!(!shown.contains("not-the-password"), "{shown}");
 }
