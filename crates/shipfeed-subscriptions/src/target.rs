@@ -31,6 +31,10 @@ pub const RABBITMQ_ROUTING_PREFIX: &str = "shipfeed";
 /// batch is published again on a new one.
 const RABBITMQ_CONFIRM_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long connecting to RabbitMQ (TCP, handshake, exchange, confirm mode) may take; then the
+/// broker counts as unreachable.
+const RABBITMQ_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// One way of handing a batch downstream.
 #[async_trait]
 pub(crate) trait Deliver: Send + Sync {
@@ -313,8 +317,24 @@ struct RabbitmqLink {
 
 impl RabbitmqLink {
     /// Connects, declares the exchange (durable topic; a no-op when it exists so) and puts a
-    /// channel in confirm mode.
+    /// channel in confirm mode, within [`RABBITMQ_CONNECT_TIMEOUT`] (a timeout is an I/O
+    /// error: the broker is unreachable).
     async fn open(name: &str, target: &RabbitmqTarget) -> Result<Self, lapin::Error> {
+        tokio::time::timeout(RABBITMQ_CONNECT_TIMEOUT, Self::open_now(name, target))
+            .await
+            .unwrap_or_else(|_| {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "no connection within {}s",
+                        RABBITMQ_CONNECT_TIMEOUT.as_secs()
+                    ),
+                )
+                .into())
+            })
+    }
+
+    async fn open_now(name: &str, target: &RabbitmqTarget) -> Result<Self, lapin::Error> {
         use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions};
 
         let properties = lapin::ConnectionProperties::default()
