@@ -28,6 +28,11 @@ pub(crate) const HELP: &str = "  bench normalize [--quick]
                        receiver vs a plain reqwest loop POSTing the same bodies at the same
                        concurrency (ratio, interleaved rounds); then ingest-to-receipt
                        latency at --rate deliveries/s
+  bench rabbitmq [--deliveries N] [--rounds N] [--batch N]
+                       a RabbitMQ subscription draining a projected backlog to the local
+                       broker (persistent messages, publisher confirms, a durable queue) vs a
+                       plain lapin loop publishing the same bodies with confirms, --batch at
+                       a time (ratio, interleaved rounds)
   bench load --requests FILE --port N --rate R --count N [--pool N]
                        the open-loop load generator alone (`bench ingest` runs it): sends the
                        first N requests of FILE once each at R/s, prints a JSON report
@@ -47,6 +52,7 @@ pub(crate) fn run(root: &Path, args: &[&str]) -> Result<()> {
         ["sqs", rest @ ..] => crate::bench_sqs::run(root, &Options::parse(rest)?),
         ["project", rest @ ..] => crate::bench_project::run(root, &Options::parse(rest)?),
         ["push", rest @ ..] => crate::bench_push::run(root, &Options::parse(rest)?),
+        ["rabbitmq", rest @ ..] => crate::bench_rabbitmq::run(root, &Options::parse(rest)?),
         ["load", rest @ ..] => crate::load::main(&Options::parse(rest)?),
         ["requests", rest @ ..] => crate::bench_ingest::requests(&Options::parse(rest)?),
         _ => bail!("usage:\n{HELP}"),
@@ -145,6 +151,8 @@ const BENCH_BINARIES: &[&str] = &[
     "shipfeed-subscriptions",
     "--example",
     "push_drain",
+    "--example",
+    "rabbitmq_drain",
     "-p",
     "xtask",
     "--bin",

@@ -39,6 +39,7 @@ pub(crate) fn run(root: &Path) -> Result<()> {
     crate::moto::ensure(root).context("install moto_server for the SQS tests")?;
     crate::services::ensure_postgres()?;
     crate::services::ensure_nats()?;
+    crate::services::ensure_rabbitmq()?;
     // The console's browser test drives Debian's Chromium through its ChromeDriver; the alert
     // rules are checked and unit-tested with Prometheus's own promtool.
     crate::debian::ensure("chromium", &["chromium", "chromium-driver"])?;

@@ -5,6 +5,7 @@ mod bench;
 mod bench_ingest;
 mod bench_project;
 mod bench_push;
+mod bench_rabbitmq;
 mod bench_sqs;
 mod ci;
 mod debian;

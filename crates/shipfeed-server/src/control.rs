@@ -31,6 +31,8 @@ pub enum SubscriptionKind {
     /// Signed HTTP POSTs (Standard Webhooks): the only kind that can be paused, resumed and
     /// redelivered.
     Http,
+    /// RabbitMQ (a topic exchange, publisher confirms).
+    Rabbitmq,
 }
 
 impl SubscriptionKind {
@@ -41,16 +43,18 @@ impl SubscriptionKind {
             Target::File(_) => SubscriptionKind::File,
             Target::Nats(_) => SubscriptionKind::Nats,
             Target::Http(_) => SubscriptionKind::Http,
+            Target::Rabbitmq(_) => SubscriptionKind::Rabbitmq,
         }
     }
 
-    /// Its name, as in the configuration: `stdout`, `file`, `nats`, `http`.
+    /// Its name, as in the configuration: `stdout`, `file`, `nats`, `http`, `rabbitmq`.
     pub fn as_str(self) -> &'static str {
         match self {
             SubscriptionKind::Stdout => "stdout",
             SubscriptionKind::File => "file",
             SubscriptionKind::Nats => "nats",
             SubscriptionKind::Http => "http",
+            SubscriptionKind::Rabbitmq => "rabbitmq",
         }
     }
 }

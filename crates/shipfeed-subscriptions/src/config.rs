@@ -42,8 +42,9 @@ pub struct SubscriptionConfig {
     pub name: String,
     /// Where the feed items go.
     pub kind: Kind,
-    /// The NATS server (kind `nats`), e.g. `nats://127.0.0.1:4222`, or the URL feed items
-    /// are POSTed to (kind `http`).
+    /// The NATS server (kind `nats`), e.g. `nats://127.0.0.1:4222`, the URL feed items
+    /// are POSTed to (kind `http`), or the RabbitMQ broker (kind `rabbitmq`), e.g.
+    /// `amqp://user:password@127.0.0.1:5672/%2f`.
     #[serde(default)]
     pub url: Option<String>,
     /// Kind `http`: the environment variable holding the signing secret (`whsec_...`; several,
@@ -74,6 +75,11 @@ pub struct SubscriptionConfig {
     /// POST.
     #[serde(default)]
     pub batch: Option<usize>,
+    /// Kind `rabbitmq`: the exchange items are published to (default
+    /// [`RABBITMQ_EXCHANGE`](crate::RABBITMQ_EXCHANGE)); declared as a durable topic exchange
+    /// when missing.
+    #[serde(default)]
+    pub exchange: Option<String>,
     /// The file JSON lines are appended to (kind `file` only).
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -102,6 +108,8 @@ pub enum Kind {
     Nats,
     /// Signed HTTP POSTs (`url`, `secret_env` or `secret_file`), Standard Webhooks.
     Http,
+    /// RabbitMQ (`url`, `exchange`): persistent messages, publisher confirms.
+    Rabbitmq,
 }
 
 impl Kind {
@@ -111,6 +119,7 @@ impl Kind {
             Kind::File => "file",
             Kind::Nats => "nats",
             Kind::Http => "http",
+            Kind::Rabbitmq => "rabbitmq",
         }
     }
 }
@@ -179,6 +188,67 @@ pub enum Target {
     Nats(String),
     /// Signed HTTP POSTs, one per item, retried per item on a schedule, in order per shipment.
     Http(Box<HttpTarget>),
+    /// RabbitMQ: one persistent message per item on a topic exchange, confirmed by the broker
+    /// before the cursor moves.
+    Rabbitmq(RabbitmqTarget),
+}
+
+/// Where a RabbitMQ subscription publishes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RabbitmqTarget {
+    /// The broker, `amqp://user:password@host:port/vhost` (the default vhost `/` is `%2f`).
+    pub url: String,
+    /// The topic exchange (declared durable when missing).
+    pub exchange: String,
+}
+
+impl fmt::Debug for RabbitmqTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RabbitmqTarget")
+            .field("url", &redacted(&self.url))
+            .field("exchange", &self.exchange)
+            .finish()
+    }
+}
+
+impl RabbitmqTarget {
+    /// A target for the broker at `url`, publishing to `exchange`.
+    ///
+    /// ```
+    /// use shipfeed_subscriptions::RabbitmqTarget;
+    /// let target = RabbitmqTarget::new("amqp://app:s3cret@127.0.0.1:5672/%2f", "shipfeed")?;
+    /// assert_eq!(target.exchange, "shipfeed");
+    /// assert!(RabbitmqTarget::new("amqps://h/%2f", "shipfeed").is_err(), "no TLS in this build");
+    /// assert!(RabbitmqTarget::new("amqp://h/%2f", "").is_err(), "the default exchange routes no topics");
+    /// # Ok::<(), shipfeed_subscriptions::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a URL that is not an `amqp://` one (`amqps://` included: this
+    /// build has no TLS for AMQP) or an exchange name RabbitMQ refuses (empty, longer than 255
+    /// bytes, or with characters other than letters, digits, `-`, `_`, `.` and `:`).
+    pub fn new(url: &str, exchange: &str) -> Result<Self, Error> {
+        let parsed: lapin::uri::AMQPUri = url.parse().map_err(|e| {
+            Error::Config(format!("`url` {} is not an AMQP URL: {e}", redacted(url)))
+        })?;
+        if parsed.scheme != lapin::uri::AMQPScheme::AMQP {
+            return Err(Error::Config(format!(
+                "`url` {}: amqps:// is not supported (no TLS for AMQP in this build); use \
+                 amqp:// on 127.0.0.1 or a private network",
+                redacted(url)
+            )));
+        }
+        let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':');
+        if exchange.is_empty() || exchange.len() > 255 || !exchange.chars().all(allowed) {
+            return Err(Error::Config(format!(
+                "`exchange` `{exchange}`: use 1 to 255 letters, digits, `-`, `_`, `.` and `:`"
+            )));
+        }
+        Ok(RabbitmqTarget {
+            url: url.to_owned(),
+            exchange: exchange.to_owned(),
+        })
+    }
 }
 
 /// Where and how an HTTP push subscription POSTs.
@@ -279,6 +349,12 @@ impl Target {
             Target::File(path) => format!("file {}", path.display()),
             Target::Nats(url) => format!("NATS server {url}"),
             Target::Http(_) => return None,
+            // Its messages would reach every queue bound to the exchange twice.
+            Target::Rabbitmq(rabbitmq) => format!(
+                "RabbitMQ exchange {} at {}",
+                rabbitmq.exchange,
+                redacted(&rabbitmq.url)
+            ),
         })
     }
 }
@@ -303,6 +379,13 @@ impl fmt::Display for Target {
                 }
                 write!(f, ", {} attempts)", http.retry_schedule.len() + 1)
             }
+            Target::Rabbitmq(rabbitmq) => write!(
+                f,
+                "RabbitMQ {}, topic exchange {}, routing keys {}.<type>.<provider>.<status>",
+                redacted(&rabbitmq.url),
+                rabbitmq.exchange,
+                crate::RABBITMQ_ROUTING_PREFIX
+            ),
         }
     }
 }
@@ -387,7 +470,7 @@ impl Subscription {
             Target::File(path) => format!("file:{}", path.display()),
             Target::Nats(_) => format!("nats:{}", crate::NATS_STREAM),
             // `sink` never names one.
-            Target::Http(_) => return None,
+            Target::Http(_) | Target::Rabbitmq(_) => return None,
         };
         Some(Subscription {
             name: SINK_NAME.to_owned(),
@@ -451,9 +534,22 @@ impl SubscriptionConfig {
                 _ => return Err(problem("kind \"nats\" needs `url`".to_owned())),
             },
             Kind::Http => Target::Http(Box::new(self.http_target().map_err(problem)?)),
+            Kind::Rabbitmq => match &self.url {
+                Some(url) if !url.is_empty() => Target::Rabbitmq(
+                    RabbitmqTarget::new(
+                        url,
+                        self.exchange.as_deref().unwrap_or(crate::RABBITMQ_EXCHANGE),
+                    )
+                    .map_err(|e| problem(e.to_string()))?,
+                ),
+                _ => return Err(problem("kind \"rabbitmq\" needs `url`".to_owned())),
+            },
         };
-        if self.url.is_some() && !matches!(self.kind, Kind::Nats | Kind::Http) {
+        if self.url.is_some() && !matches!(self.kind, Kind::Nats | Kind::Http | Kind::Rabbitmq) {
             return Err(extra("url", "nats"));
+        }
+        if self.exchange.is_some() && self.kind != Kind::Rabbitmq {
+            return Err(extra("exchange", "rabbitmq"));
         }
         if self.kind != Kind::Http {
             for (key, given) in [
@@ -722,6 +818,71 @@ mod tests {
             let error = table(&format!("name = 'a'\nkind = 'stdout'\n{text}")).unwrap_err();
             assert!(error.contains(says), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn a_rabbitmq_table_takes_url_and_exchange_and_its_password_is_never_shown() {
+        let plain = checked("name = 'r'\nkind = 'rabbitmq'\nurl = 'amqp://app:hunter2@h:5672/%2f'")
+            .unwrap();
+        let Target::Rabbitmq(target) = plain.target() else {
+            panic!("{:?}", plain.target());
+        };
+        assert_eq!(
+            target.exchange,
+            crate::RABBITMQ_EXCHANGE,
+            "the default exchange"
+        );
+        for shown in [format!("{target:?}"), plain.target().to_string()] {
+            assert!(!shown.contains("hunter2"), "{shown}");
+            assert!(shown.contains("app:***@h:5672"), "{shown}");
+        }
+        let named = checked(
+            "name = 'r'\nkind = 'rabbitmq'\nurl = 'amqp://h/%2f'\nexchange = 'tracking.v1'",
+        )
+        .unwrap();
+        assert!(matches!(named.target(), Target::Rabbitmq(t) if t.exchange == "tracking.v1"));
+        for (text, says) in [
+            (
+                "name = 'r'\nkind = 'rabbitmq'",
+                "kind \"rabbitmq\" needs `url`",
+            ),
+            (
+                "name = 'r'\nkind = 'rabbitmq'\nurl = 'amqps://h/%2f'",
+                "amqps:// is not supported",
+            ),
+            (
+                "name = 'r'\nkind = 'rabbitmq'\nurl = 'http://h/'",
+                "is not an AMQP URL",
+            ),
+            (
+                "name = 'r'\nkind = 'rabbitmq'\nurl = 'amqp://h/%2f'\nexchange = 'a b'",
+                "`exchange` `a b`",
+            ),
+            (
+                "name = 'r'\nkind = 'nats'\nurl = 'nats://h'\nexchange = 'x'",
+                "`exchange` is only for kind \"rabbitmq\"",
+            ),
+            (
+                "name = 'r'\nkind = 'rabbitmq'\nurl = 'amqp://h/%2f'\ntimeout = '5s'",
+                "`timeout` is only for kind \"http\"",
+            ),
+        ] {
+            let error = checked(text).unwrap_err();
+            assert!(error.contains(says), "{text}: {error}");
+        }
+        let tables: Vec<SubscriptionConfig> = [
+            "name = 'a'\nkind = 'rabbitmq'\nurl = 'amqp://h/%2f'",
+            "name = 'b'\nkind = 'rabbitmq'\nurl = 'amqp://h/%2f'",
+        ]
+        .iter()
+        .map(|t| table(t).unwrap())
+        .collect();
+        let error = plan(&tables, None).unwrap_err().to_string();
+        assert!(
+            error.contains("both write to RabbitMQ exchange shipfeed at amqp://h/%2f"),
+            "{error}"
+        );
+        assert_eq!(plan(&tables[..1], None).unwrap().len(), 1);
     }
 
     #[test]

@@ -13,7 +13,7 @@ pub enum Error {
     #[error("{0}")]
     Config(String),
     /// A subscription's target cannot be reached or set up (NATS unreachable, its stream
-    /// cannot be created).
+    /// cannot be created, a RabbitMQ broker refusing the credentials or the exchange).
     #[error("subscription `{name}`: {context}")]
     Target {
         /// The subscription.

@@ -1,11 +1,13 @@
 //! The subscription stage of shipfeed's pipeline: named consumers of the stored event feed.
 //!
 //! ```text
-//! transports ─▶ inbox ─▶ projector ─▶ feed ─▶ subscriptions (this crate: stdout, file, NATS)
+//! transports ─▶ inbox ─▶ projector ─▶ feed ─▶ subscriptions (this crate: stdout, file, NATS,
+//!                                                             RabbitMQ, HTTP push)
 //! ```
 //!
 //! A [`Subscription`] has a name, a [`Target`] (JSON lines on stdout, JSON lines appended to a
-//! file, or NATS JetStream), and its own durable cursor in the store
+//! file, NATS JetStream, a RabbitMQ topic exchange, or signed HTTP POSTs), and its own durable
+//! cursor in the store
 //! (`subscription:<name>`). The [`Runner`] drives each one in a task of its own:
 //!
 //! 1. hold the subscription's lease (`subscription:<name>`, with a fencing epoch: across
@@ -28,7 +30,8 @@
 //! The cursor is saved *after* the batch is delivered, so a crash (or a lost lease) between
 //! the two delivers that batch again. Consumers deduplicate on `event_id`: NATS JetStream does
 //! it for them within its duplicate window, since each message's `Nats-Msg-Id` is its
-//! `event_id`; a file or stdout consumer skips an `event_id` it has seen (or a `seq` not
+//! `event_id`; a RabbitMQ consumer deduplicates on each message's `message_id` (the same id);
+//! a file or stdout consumer skips an `event_id` it has seen (or a `seq` not
 //! greater than the last it processed).
 //!
 //! Every line and message is a feed item exactly as `GET /v1/events` lists it:
@@ -80,10 +83,14 @@ mod run;
 mod target;
 
 pub use config::{
-    plan, HttpTarget, Kind, Start, Subscription, SubscriptionConfig, Target, PREFIX, SINK_NAME,
+    plan, HttpTarget, Kind, RabbitmqTarget, Start, Subscription, SubscriptionConfig, Target,
+    PREFIX, SINK_NAME,
 };
 pub use error::{BoxError, Error};
 pub use http::{signature, Secret};
 pub use metrics::Metrics;
 pub use run::{replica_id, Runner, Settings};
-pub use target::{NATS_STREAM, NATS_SUBJECT_PREFIX};
+pub use target::{
+    rabbitmq_routing_key, NATS_STREAM, NATS_SUBJECT_PREFIX, RABBITMQ_EXCHANGE,
+    RABBITMQ_ROUTING_PREFIX,
+};

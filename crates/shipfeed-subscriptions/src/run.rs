@@ -164,7 +164,9 @@ impl Runner {
     ///
     /// # Errors
     /// [`Error::Target`] when a target cannot be set up (NATS unreachable, its stream cannot be
-    /// created); nothing is started then.
+    /// created, a RabbitMQ broker that refuses the credentials or the exchange); nothing is
+    /// started then. A RabbitMQ broker that cannot be reached is not an error: its
+    /// subscription starts, held back until the broker is there.
     pub async fn start(
         &self,
         subscriptions: &[Subscription],
