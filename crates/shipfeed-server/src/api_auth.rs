@@ -743,7 +743,7 @@ impl IntoResponse for Rejection {
 }
 
 /// Who made an authorized request: the token's name, `None` while the API is open. The
-/// [`require`] layer puts it in the request's extensions, for the handlers that record who
+/// `require` layer puts it in the request's extensions, for the handlers that record who
 /// did what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller(pub Option<String>);
