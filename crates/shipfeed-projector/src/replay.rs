@@ -209,7 +209,10 @@ impl Projector {
     ///
     /// # Errors
     /// As [`replay`](Projector::replay).
-    pub async fn replay_deliveries(&self, seqs: &BTreeSet<i64>) -> Result<ReplayReport, StoreError> {
+    pub async fn replay_deliveries(
+        &self,
+        seqs: &BTreeSet<i64>,
+    ) -> Result<ReplayReport, StoreError> {
         let filter = ReplayFilter {
             seqs: Some(seqs.clone()),
             ..ReplayFilter::default()

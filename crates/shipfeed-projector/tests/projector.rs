@@ -423,7 +423,11 @@ async fn replaying_deliveries_by_seq_says_what_became_of_each(store: Store) {
         ]
     );
     assert!(
-        report.deliveries[1].error.as_deref().unwrap().contains("parcel"),
+        report.deliveries[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("parcel"),
         "{report:?}"
     );
     let summary = &report.summary;
