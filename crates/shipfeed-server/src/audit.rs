@@ -2,7 +2,7 @@
 //! action (replay, redelivery, pause, resume) is recorded after it ran, with who asked for it
 //! and how it ended, whether through `/v1/...` or `shipfeed ...`. The actions themselves
 //! ([`SubscriptionAdmin`](crate::SubscriptionAdmin)'s changes, [`Service::replay`] and
-//! [`Service::replay_deliveries`]) call [`record`], so no handler or command records anything
+//! [`Service::replay_deliveries`]) call `record`, so no handler or command records anything
 //! by itself, and none can forget to.
 //!
 //! An entry holds names, parameters and counts only: no delivery body, no token, no

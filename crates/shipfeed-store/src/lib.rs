@@ -21,9 +21,12 @@
 //!   content changed), retractions, dead letters, recomputed shipment states (a
 //!   `shipment_state` item when a status changes), and each delivery's [`Projection`].
 //!
-//! Both are safe to read from a cursor ([`Store::deliveries`], [`Store::events_after`]): a row
-//! never becomes visible with a smaller `seq` than one already visible, so a consumer that
-//! saves the last `seq` it saw never skips one.
+//! Beside them it keeps the audit log of operators' actions ([`Store::record_audit`],
+//! [`Store::audit`]): appended only, read newest first.
+//!
+//! Both halves are safe to read from a cursor ([`Store::deliveries`],
+//! [`Store::events_after`]): a row never becomes visible with a smaller `seq` than one already
+//! visible, so a consumer that saves the last `seq` it saw never skips one.
 #![forbid(unsafe_code)]
 
 mod alerts;
