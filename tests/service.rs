@@ -606,9 +606,26 @@ fn tempfile_dir() -> std::path::PathBuf {
     dir
 }
 
+/// The `$USER` the commands run as: what the audit log names them (`cli:<user>`).
+const CLI_USER: &str = "e2e-operator";
+
+/// The `(actor, action, target, outcome)` of the entries of `shipfeed audit --json`'s body.
+fn audit_entries(body: &Value) -> Vec<[String; 4]> {
+    body["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| {
+            ["actor", "action", "target", "outcome"]
+                .map(|key| entry[key].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
 /// Runs `shipfeed <command> --config <the server's config> <args>`; its stdout.
 fn shipfeed_command(server: &Server, command: &str, args: &[&str]) -> String {
     let output = Command::new(support::binary())
+        .env("USER", CLI_USER)
         .arg(command)
         .arg("--config")
         .arg(server.config_path())
@@ -626,6 +643,7 @@ fn shipfeed_command(server: &Server, command: &str, args: &[&str]) -> String {
 /// Runs `shipfeed <args> --config <the server's config>`: its exit code, stdout and stderr.
 fn shipfeed_run(server: &Server, args: &[&str]) -> (Option<i32>, String, String) {
     let output = Command::new(support::binary())
+        .env("USER", CLI_USER)
         .args(args)
         .arg("--config")
         .arg(server.config_path())
@@ -741,6 +759,33 @@ async fn a_malformed_authentic_body_is_a_dead_letter_that_replay_recovers_after_
     assert_eq!(other_provider["replayed"], 0, "{other_provider}");
     let future = replay(&server, &["--since", "2999-01-01T00:00:00Z"]);
     assert_eq!(future["replayed"], 0, "{future}");
+    // Each replay is in the audit log, newest first, as the command line's user, with its
+    // filter and its counts.
+    let audit: Value = serde_json::from_str(&shipfeed_ok(&server, &["audit", "--json"])).unwrap();
+    let cli = format!("cli:{CLI_USER}");
+    let replayed = |target: &str| [cli.clone(), "replay".into(), target.into(), "ok".into()];
+    assert_eq!(
+        audit_entries(&audit),
+        [
+            replayed("all deliveries received since 2999-01-01T00:00:00Z"),
+            replayed("all deliveries of shipup"),
+            replayed("all deliveries"),
+            replayed("all dead letters of sendcloud"),
+        ]
+    );
+    let first_entry = &audit["entries"][3]["detail"];
+    assert_eq!(
+        first_entry["parameters"],
+        json!({"dead_letters_only": true, "provider": "sendcloud", "since": null, "seqs": null})
+    );
+    assert_eq!(
+        (
+            &first_entry["result"]["recovered"],
+            &first_entry["result"]["dead_letters"]
+        ),
+        (&json!(1), &json!(1)),
+        "{first_entry}"
+    );
 
     let server = server.restart().await;
     let events = feed(&http, &server.base).await;
@@ -1999,4 +2044,42 @@ start = "beginning"
         assert_eq!(code, Some(2), "{args:?}: {stdout}{stderr}");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+
+    // Every change is in the audit log as the command line's user (the refusals just above
+    // come from the configuration, before the store is opened: nothing ran, nothing is
+    // recorded), and the API serves the same log.
+    let audit: Value =
+        serde_json::from_str(&shipfeed_ok(&server, &["audit", "--json", "--limit", "10"])).unwrap();
+    let cli = format!("cli:{CLI_USER}");
+    let done = |action: &str| [cli.clone(), action.into(), "hooks".into(), "ok".into()];
+    assert_eq!(
+        audit_entries(&audit),
+        [
+            done("resume"),
+            done("redeliver"),
+            done("redeliver"),
+            done("pause")
+        ]
+    );
+    assert_eq!(
+        audit["entries"][1]["detail"]["result"],
+        json!({"redelivered": items.len()})
+    );
+    assert_eq!(
+        audit["entries"][2]["detail"]["parameters"],
+        json!({"since": "2999-01-01T00:00:00Z"})
+    );
+    let (status, served) = get(&http, &format!("{}/v1/audit?limit=10", server.base)).await;
+    assert_eq!(status, 200, "{served}");
+    assert_eq!(served, audit);
+    let table = shipfeed_ok(&server, &["audit", "--limit", "2"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[0].starts_with("ID  AT "), "{table}");
+    let cells: Vec<&str> = lines[1].split_whitespace().take(6).collect();
+    assert_eq!(
+        cells[2..],
+        [cli.as_str(), "resume", "hooks", "ok"],
+        "{table}"
+    );
 }

@@ -1,6 +1,7 @@
 //! `shipfeed`: normalize, verify and (with the service) ingest shipment events.
 #![forbid(unsafe_code)]
 
+mod audit;
 mod consume;
 mod drift;
 mod normalize;
@@ -45,6 +46,9 @@ enum Command {
     /// Put an HTTP push subscription's exhausted messages back on schedule, each under its
     /// webhook-id; the running service sends them at its next round.
     Redeliver(subscription::RedeliverArgs),
+    /// The audit log: operators' replays, redeliveries, pauses and resumes (through the API
+    /// and these commands), newest first, with who and how each ended.
+    Audit(audit::Args),
 }
 
 #[derive(clap::Args)]
@@ -71,6 +75,7 @@ fn main() -> ExitCode {
         Command::Drift(args) => drift::run(&args),
         Command::Subscription(args) => subscription::run(&args),
         Command::Redeliver(args) => subscription::redeliver(&args),
+        Command::Audit(args) => audit::run(&args),
         Command::Schema(args) => {
             if args.feed_item {
                 print!("{}", shipfeed::json_schema::<shipfeed_store::FeedItem>());

@@ -1,6 +1,7 @@
 //! `shipfeed serve`: the ingestion service on the embedded SQLite store (or a config file).
 //! `shipfeed replay`: re-normalize stored deliveries with this build's adapters, in place of the
-//! running projector (it takes the projector's lease over while it runs).
+//! running projector (it takes the projector's lease over while it runs); recorded in the
+//! audit log as `cli:<user>`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,7 @@ pub(crate) fn replay(args: &ReplayArgs) -> Result<ExitCode> {
         dead_letters_only: args.dead_letters,
         provider: args.provider,
         since: args.since,
+        seqs: None,
     };
     runtime()?.block_on(async {
         let service = open_service(&config).await?;
@@ -65,7 +67,7 @@ pub(crate) fn replay(args: &ReplayArgs) -> Result<ExitCode> {
             )?,
         );
         let summary = service
-            .replay(&filter, |s| {
+            .replay(&filter, &crate::audit::actor(), |s| {
                 bar.set_message(format!(
                     "{} replayed, {} new events, {} recovered, {} dead letters",
                     s.replayed, s.new_events, s.recovered, s.dead_letters

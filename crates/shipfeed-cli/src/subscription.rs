@@ -1,7 +1,8 @@
 //! `shipfeed subscription list|messages|pause|resume` and `shipfeed redeliver`: what an
 //! operator does with the subscriptions, on the store the configuration names (as
-//! `/v1/subscriptions` does it, through the same [`SubscriptionAdmin`]). The running service
-//! reads a change at its next round: no restart.
+//! `/v1/subscriptions` does it, through the same [`SubscriptionAdmin`], which records each
+//! change in the audit log as `cli:<user>`). The running service reads a change at its next
+//! round: no restart.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +23,13 @@ pub(crate) struct ConfigArg {
     /// The service's configuration (the same file `serve` uses; default: the embedded one).
     #[arg(long, short, env = "SHIPFEED_CONFIG", global = true)]
     config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The configuration file given, if any.
+    pub(crate) fn path(&self) -> Option<&std::path::Path> {
+        self.config.as_deref()
+    }
 }
 
 #[derive(clap::Args)]
@@ -151,11 +159,17 @@ pub(crate) fn run(args: &Args) -> Result<ExitCode> {
                 }
             }
             Command::Pause(change) => {
-                let state = opened.admin().pause(&change.name, Utc::now()).await?;
+                let state = opened
+                    .admin()
+                    .pause(&change.name, Utc::now(), &crate::audit::actor())
+                    .await?;
                 print_change(&state, change.json)?;
             }
             Command::Resume(change) => {
-                let state = opened.admin().resume(&change.name, Utc::now()).await?;
+                let state = opened
+                    .admin()
+                    .resume(&change.name, Utc::now(), &crate::audit::actor())
+                    .await?;
                 print_change(&state, change.json)?;
             }
         }
@@ -168,7 +182,12 @@ pub(crate) fn redeliver(args: &RedeliverArgs) -> Result<ExitCode> {
         let opened = Opened::new(&args.config, Some(&args.subscription)).await?;
         let count = opened
             .admin()
-            .redeliver(&args.subscription, args.since, Utc::now())
+            .redeliver(
+                &args.subscription,
+                args.since,
+                Utc::now(),
+                &crate::audit::actor(),
+            )
             .await?;
         if args.json {
             println!("{}", json!({ "redelivered": count }));

@@ -41,7 +41,9 @@ use shipfeed_store::{
 };
 use tokio::sync::{watch, Notify};
 
-pub use replay::{ReplayFilter, ReplaySummary, LISTED};
+pub use replay::{
+    ReplayFilter, ReplayOutcome, ReplayReport, ReplaySummary, ReplayedDelivery, LISTED,
+};
 
 /// The adapters of the configured endpoints and SQS sources, by name: a stored delivery is
 /// normalized by the adapter of the endpoint it arrived on, with that endpoint's settings.

@@ -13,7 +13,9 @@ use chrono::{DateTime, TimeDelta};
 use serde_json::{json, Value};
 use shipfeed::registry::{self, Settings};
 use shipfeed::{Adapter, Credentials, Error, Output, Provider, RawDelivery};
-use shipfeed_projector::{Adapters, ProjectionObserver, Projector, ProjectorOptions, ReplayFilter};
+use shipfeed_projector::{
+    Adapters, ProjectionObserver, Projector, ProjectorOptions, ReplayFilter, ReplayOutcome,
+};
 use shipfeed_store::{Arrival, LeaseHolder, ManualClock, Store, StoreError, PROJECTOR};
 use shipfeed_testkit::postgres::Schema;
 use tokio::sync::{watch, Notify};
@@ -66,6 +68,7 @@ on_both_stores!(
     each_delivery_is_projected_once_and_none_can_stop_the_cursor,
     a_stale_projector_is_fenced_and_its_successor_continues,
     replay_pauses_the_running_projector_which_resumes_after,
+    replaying_deliveries_by_seq_says_what_became_of_each,
     alerts_follow_the_projectors_clock_under_its_lease,
 );
 
@@ -343,6 +346,110 @@ async fn replay_pauses_the_running_projector_which_resumes_after(store: Store) {
     assert_eq!(feed_events(&store).await.len(), 2);
     stop.send(true).unwrap();
     task.await.unwrap();
+}
+
+/// Deliveries named by seq: a dead letter of an endpoint configured only since (the fix) is
+/// recovered, one whose payload is broken stays a dead letter with its reason, a good one is
+/// projected again, one the projector has not reached is left to it, an unknown seq is not
+/// found; before the fix, the moved endpoint's dead letter is skipped.
+async fn replaying_deliveries_by_seq_says_what_became_of_each(store: Store) {
+    let clock = clock();
+    let mut before_fix = Adapters::new();
+    before_fix.insert("sendcloud", sendcloud());
+    let mut fixed = before_fix.clone();
+    fixed.insert("sendcloud-eu", sendcloud());
+    let service = projector(&store, before_fix, "service", &clock, Arc::new(()));
+    let seqs = store
+        .append(vec![
+            arrival("sendcloud", parcel(30)),
+            arrival(
+                "sendcloud",
+                fixture_body("sendcloud/invalid/missing-parcel.json"),
+            ),
+            arrival("sendcloud-eu", parcel(31)),
+        ])
+        .await
+        .unwrap();
+    let lease = LeaseHolder::new(
+        store.clone(),
+        PROJECTOR,
+        "service",
+        TimeDelta::seconds(3),
+        clock.clone(),
+    )
+    .hold()
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(service.step(&lease).await.unwrap(), 3);
+    let [good, broken, moved] = [0, 1, 2].map(|i| seqs[i]);
+    assert!(projection(&store, moved).await.dead_letter.is_some());
+    let waiting = store
+        .append(vec![arrival("sendcloud", parcel(32))])
+        .await
+        .unwrap()[0];
+
+    let unfixed = service.replay_deliveries(&[moved].into()).await.unwrap();
+    assert_eq!(unfixed.deliveries.len(), 1);
+    assert_eq!(unfixed.deliveries[0].outcome, ReplayOutcome::Skipped);
+    assert!(
+        unfixed.deliveries[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("`sendcloud-eu`"),
+        "{unfixed:?}"
+    );
+    assert_eq!((unfixed.summary.skipped, unfixed.summary.replayed), (1, 0));
+
+    let operator = projector(&store, fixed, "operator", &clock, Arc::new(()));
+    let report = operator
+        .replay_deliveries(&[999_999, waiting, moved, broken, good].into())
+        .await
+        .unwrap();
+    let outcomes: Vec<(i64, ReplayOutcome, bool)> = report
+        .deliveries
+        .iter()
+        .map(|d| (d.seq, d.outcome, d.error.is_some()))
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            (good, ReplayOutcome::Projected, false),
+            (broken, ReplayOutcome::DeadLetter, true),
+            (moved, ReplayOutcome::Recovered, false),
+            (waiting, ReplayOutcome::Pending, false),
+            (999_999, ReplayOutcome::NotFound, false),
+        ]
+    );
+    assert!(
+        report.deliveries[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("parcel"),
+        "{report:?}"
+    );
+    let summary = &report.summary;
+    assert_eq!(
+        (
+            summary.replayed,
+            summary.recovered,
+            summary.dead_letters,
+            summary.new_events,
+            summary.duplicates
+        ),
+        (3, 1, 1, 1, 1),
+        "{summary:?}"
+    );
+    let recovered = projection(&store, moved).await;
+    assert_eq!((recovered.events.len(), recovered.dead_letter), (1, None));
+    assert!(
+        !store.delivery(waiting).await.unwrap().unwrap().projected,
+        "left to the projector"
+    );
+    assert_eq!(store.cursor(PROJECTOR).await.unwrap(), moved);
+    assert_eq!(feed_events(&store).await.len(), 2);
 }
 
 /// Seven Senders gives times without a zone. Stored while the source was configured as UTC,

@@ -5,18 +5,22 @@
 //! back on schedule.
 //!
 //! Every change is written to the store, where the replica driving the subscription reads it
-//! at its next round: no restart. (The API also wakes the subscriptions of the replica that
+//! at its next round: no restart. Every change asked for (pause, resume, redeliver) is
+//! recorded in the audit log once it ran, done or refused, with the [`Actor`] who asked. (The API also wakes the subscriptions of the replica that
 //! answered, so that its change takes effect at once there.) Only subscriptions of kind
 //! `http` have such a state; the others are always `active`.
 
 use chrono::{DateTime, Utc};
 use schemars::JsonSchema;
 use serde::Serialize;
+use serde_json::json;
 use shipfeed_store::{
-    ControlAction, PushMessage, PushState, Store, StoreError, SubscriptionControl,
+    AuditAction, ControlAction, PushMessage, PushState, Store, StoreError, SubscriptionControl,
     SubscriptionStatus,
 };
 use shipfeed_subscriptions::{Subscription, Target};
+
+use crate::audit::{self, Actor};
 
 /// The kind of a subscription's target, as its `kind` key names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
@@ -229,8 +233,8 @@ impl<'a> SubscriptionAdmin<'a> {
         Ok(self.store.push_messages(name, state, after, limit).await?)
     }
 
-    /// Pauses the push subscription `name` (at `now`): it sends nothing, its cursor waits.
-    /// Its state after the change.
+    /// Pauses the push subscription `name` (at `now`) for `actor`: it sends nothing, its
+    /// cursor waits. Its state after the change. Recorded in the audit log, done or refused.
     ///
     /// # Errors
     /// See [`push_subscription`](Self::push_subscription); [`ControlError::Store`] when
@@ -239,13 +243,15 @@ impl<'a> SubscriptionAdmin<'a> {
         &self,
         name: &str,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<SubscriptionControl, ControlError> {
-        self.change(name, ControlAction::Pause, now).await
+        self.change(name, (ControlAction::Pause, AuditAction::Pause), now, actor)
+            .await
     }
 
-    /// Resumes the push subscription `name` (at `now`) after a pause, or re-enables it after
-    /// it was disabled; how long it failed before no longer counts. Its state after the
-    /// change.
+    /// Resumes the push subscription `name` (at `now`) for `actor` after a pause, or
+    /// re-enables it after it was disabled; how long it failed before no longer counts. Its
+    /// state after the change. Recorded in the audit log, done or refused.
     ///
     /// # Errors
     /// See [`push_subscription`](Self::push_subscription); [`ControlError::Store`] when
@@ -254,23 +260,49 @@ impl<'a> SubscriptionAdmin<'a> {
         &self,
         name: &str,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<SubscriptionControl, ControlError> {
-        self.change(name, ControlAction::Resume, now).await
+        self.change(
+            name,
+            (ControlAction::Resume, AuditAction::Resume),
+            now,
+            actor,
+        )
+        .await
     }
 
     async fn change(
         &self,
         name: &str,
-        action: ControlAction,
+        (action, audited): (ControlAction, AuditAction),
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<SubscriptionControl, ControlError> {
-        self.push_subscription(name)?;
-        Ok(self.store.control_subscription(name, action, now).await?)
+        let result = match self.push_subscription(name) {
+            Ok(_) => self
+                .store
+                .control_subscription(name, action, now)
+                .await
+                .map_err(ControlError::from),
+            Err(refused) => Err(refused),
+        };
+        let recorded = audit::Action {
+            action: audited,
+            target: name,
+            parameters: json!({}),
+            at: now,
+        };
+        audit::record(self.store, actor, recorded, &result, |state| {
+            json!({"status": state.status, "reason": state.reason, "version": state.version})
+        })
+        .await;
+        result
     }
 
     /// Puts the exhausted messages of the push subscription `name` first parked at or after
     /// `since` (all when `None`) back on schedule, due at `now`, each under its
-    /// `webhook-id`; how many. (A paused or disabled subscription sends them once resumed.)
+    /// `webhook-id`, for `actor`; how many. (A paused or disabled subscription sends them
+    /// once resumed.) Recorded in the audit log, done or refused.
     ///
     /// # Errors
     /// See [`push_subscription`](Self::push_subscription); [`ControlError::Store`] when
@@ -280,9 +312,31 @@ impl<'a> SubscriptionAdmin<'a> {
         name: &str,
         since: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
+        actor: &Actor,
     ) -> Result<u64, ControlError> {
-        self.push_subscription(name)?;
-        Ok(self.store.redeliver(name, since, now).await?)
+        let result = match self.push_subscription(name) {
+            Ok(_) => self
+                .store
+                .redeliver(name, since, now)
+                .await
+                .map_err(ControlError::from),
+            Err(refused) => Err(refused),
+        };
+        let recorded = audit::Action {
+            action: AuditAction::Redeliver,
+            target: name,
+            parameters: json!({"since": since}),
+            at: now,
+        };
+        audit::record(
+            self.store,
+            actor,
+            recorded,
+            &result,
+            |count| json!({"redelivered": count}),
+        )
+        .await;
+        result
     }
 }
 

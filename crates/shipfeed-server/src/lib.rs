@@ -60,6 +60,7 @@
 #![forbid(unsafe_code)]
 
 pub mod api_auth;
+pub mod audit;
 pub mod config;
 mod console;
 pub mod control;
@@ -77,12 +78,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
@@ -96,6 +97,7 @@ use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 
 pub use api_auth::{ApiAuth, ApiConfig, ApiTokenConfig, Scope};
+pub use audit::Actor;
 pub use config::{
     Config, EndpointConfig, JwtConfig, KeyLocation, ProjectorConfig, SqsSourceConfig,
 };
@@ -105,7 +107,9 @@ pub use inbox::{Inbox, InboxError, InboxObserver};
 use metrics::{Metrics, Outcome};
 pub use openapi::BEARER_AUTH;
 use openapi::{Access, Route, Verb};
-pub use shipfeed_projector::{ReplayFilter, ReplaySummary};
+pub use shipfeed_projector::{
+    ReplayFilter, ReplayOutcome, ReplayReport, ReplaySummary, ReplayedDelivery,
+};
 pub use shipfeed_subscriptions::{NATS_STREAM, NATS_SUBJECT_PREFIX};
 pub use sqs::StoreInbox;
 
@@ -419,7 +423,8 @@ impl Service {
     }
 
     /// Projects the stored deliveries that match `filter` again with this build's adapters,
-    /// in place of the running projector (see [`Projector::replay`]).
+    /// in place of the running projector (see [`Projector::replay`]), for `actor`; recorded
+    /// in the audit log with its counts, or its error.
     ///
     /// # Errors
     /// [`shipfeed_store::StoreError`] when the store cannot be read or written; what was
@@ -427,9 +432,47 @@ impl Service {
     pub async fn replay(
         &self,
         filter: &ReplayFilter,
+        actor: &Actor,
         progress: impl FnMut(&ReplaySummary),
     ) -> Result<ReplaySummary, shipfeed_store::StoreError> {
-        self.projector().replay(filter, progress).await
+        let result = self.projector().replay(filter, progress).await;
+        let target = filter.to_string();
+        let recorded = audit::Action {
+            action: shipfeed_store::AuditAction::Replay,
+            target: &target,
+            parameters: serde_json::to_value(filter).unwrap_or_default(),
+            at: Utc::now(),
+        };
+        audit::record(self.store(), actor, recorded, &result, audit::replay_counts).await;
+        result
+    }
+
+    /// Projects exactly the deliveries `seqs` again with this build's adapters, as
+    /// [`replay`](Service::replay) does, for `actor`, saying of each what became of it (see
+    /// [`Projector::replay_deliveries`]); recorded in the audit log with its counts and the
+    /// `seq`s by outcome, or its error.
+    ///
+    /// # Errors
+    /// As [`replay`](Service::replay).
+    pub async fn replay_deliveries(
+        &self,
+        seqs: &std::collections::BTreeSet<i64>,
+        actor: &Actor,
+    ) -> Result<ReplayReport, shipfeed_store::StoreError> {
+        let result = self.projector().replay_deliveries(seqs).await;
+        let target = ReplayFilter {
+            seqs: Some(seqs.clone()),
+            ..ReplayFilter::default()
+        }
+        .to_string();
+        let recorded = audit::Action {
+            action: shipfeed_store::AuditAction::Replay,
+            target: &target,
+            parameters: json!({ "seqs": seqs }),
+            at: Utc::now(),
+        };
+        audit::record(self.store(), actor, recorded, &result, audit::replay_report).await;
+        result
     }
 
     /// The store behind the service.
@@ -537,6 +580,7 @@ fn routes() -> Vec<Route<Arc<Service>>> {
         Route::new(Get, "/v1/deliveries/{seq}", Token(Read), delivery, describe::delivery),
         Route::new(Get, "/v1/dead-letters", Token(Read), dead_letters, describe::dead_letters),
         Route::new(Get, "/v1/dead-letters/{seq}/body", Token(Admin), dead_letter_body, describe::dead_letter_body),
+        Route::new(Post, "/v1/dead-letters/replay", Token(Admin), replay_deliveries, describe::replay_dead_letters),
         Route::new(Get, "/v1/alerts", Token(Read), alerts, describe::alerts),
         Route::new(Get, "/v1/drift", Token(Read), drift, describe::drift),
         Route::new(Get, "/v1/subscriptions", Token(Read), list_subscriptions, describe::subscriptions),
@@ -544,6 +588,7 @@ fn routes() -> Vec<Route<Arc<Service>>> {
         Route::new(Post, "/v1/subscriptions/{name}/pause", Token(Admin), pause_subscription, describe::pause_subscription),
         Route::new(Post, "/v1/subscriptions/{name}/resume", Token(Admin), resume_subscription, describe::resume_subscription),
         Route::new(Post, "/v1/subscriptions/{name}/redeliver", Token(Admin), redeliver, describe::redeliver),
+        Route::new(Get, "/v1/audit", Token(Read), audit_log, describe::audit),
     ]
 }
 
@@ -1078,18 +1123,28 @@ fn changed(
 /// Pauses an HTTP push subscription.
 async fn pause_subscription(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<api_auth::Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    let result = service.subscription_admin().pause(&name, Utc::now()).await;
+    let actor = Actor::from(&caller);
+    let result = service
+        .subscription_admin()
+        .pause(&name, Utc::now(), &actor)
+        .await;
     changed(&service, result)
 }
 
 /// Resumes (re-enables) an HTTP push subscription.
 async fn resume_subscription(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<api_auth::Caller>,
     Path(name): Path<String>,
 ) -> Response {
-    let result = service.subscription_admin().resume(&name, Utc::now()).await;
+    let actor = Actor::from(&caller);
+    let result = service
+        .subscription_admin()
+        .resume(&name, Utc::now(), &actor)
+        .await;
     changed(&service, result)
 }
 
@@ -1119,9 +1174,11 @@ fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
 /// `{"redelivered": N}`.
 async fn redeliver(
     State(service): State<Arc<Service>>,
+    Extension(caller): Extension<api_auth::Caller>,
     Path(name): Path<String>,
     query: Result<Query<RedeliverQuery>, QueryRejection>,
 ) -> Response {
+    let actor = Actor::from(&caller);
     let query = match query {
         Ok(Query(query)) => query,
         Err(rejection) => return error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
@@ -1132,7 +1189,7 @@ async fn redeliver(
     };
     match service
         .subscription_admin()
-        .redeliver(&name, since, Utc::now())
+        .redeliver(&name, since, Utc::now(), &actor)
         .await
     {
         Ok(count) => {
@@ -1141,6 +1198,102 @@ async fn redeliver(
             Json(json!({"redelivered": count})).into_response()
         }
         Err(error) => refused(error),
+    }
+}
+
+/// The most deliveries one `POST /v1/dead-letters/replay` names.
+const MAX_REPLAY_SEQS: usize = 1000;
+
+/// The body of `POST /v1/dead-letters/replay`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ReplayRequest {
+    /// The inbox `seq`s of the deliveries to replay (their `delivery_seq`): 1 to 1000 of
+    /// them, each replayed once, whatever the order or repetitions.
+    #[schemars(length(min = 1, max = 1000))]
+    seqs: Vec<i64>,
+}
+
+/// Projects the deliveries named again with this build's adapters (after a fix), in place of
+/// the running projector: `{"summary": ..., "deliveries": [{"seq", "outcome", "error"}]}`.
+async fn replay_deliveries(
+    State(service): State<Arc<Service>>,
+    Extension(caller): Extension<api_auth::Caller>,
+    body: Result<Json<ReplayRequest>, JsonRejection>,
+) -> Response {
+    let actor = Actor::from(&caller);
+    let request = match body {
+        Ok(Json(request)) => request,
+        Err(rejection) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be JSON {{\"seqs\": [delivery_seq, ...]}} with \
+                     `Content-Type: application/json`: {}",
+                    rejection.body_text()
+                ),
+            )
+        }
+    };
+    if request.seqs.is_empty() || request.seqs.len() > MAX_REPLAY_SEQS {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`seqs` must name 1 to {MAX_REPLAY_SEQS} deliveries (it names {})",
+                request.seqs.len()
+            ),
+        );
+    }
+    let seqs = request.seqs.into_iter().collect();
+    match service.replay_deliveries(&seqs, &actor).await {
+        Ok(report) => {
+            tracing::info!(
+                actor = %actor,
+                deliveries = seqs.len(),
+                recovered = report.summary.recovered,
+                dead_letters = report.summary.dead_letters,
+                "deliveries replayed by an operator"
+            );
+            Json(report).into_response()
+        }
+        Err(error @ shipfeed_store::StoreError::Fenced { .. }) => error_response(
+            StatusCode::CONFLICT,
+            format!(
+                "another replay took the projector's lease over meanwhile ({error}); what was \
+                 replayed stays replayed: send the request again"
+            ),
+        ),
+        Err(error) => unavailable(error),
+    }
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    /// Only entries with a smaller id (the previous page's `next`).
+    before: Option<i64>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+}
+
+/// The audit log, newest first: `{"entries": [...], "next": id}`, where `next` is the
+/// `before` of the next page (`null` after the last one).
+async fn audit_log(
+    State(service): State<Arc<Service>>,
+    query: Result<Query<AuditQuery>, QueryRejection>,
+) -> Response {
+    let query = match query {
+        Ok(Query(query)) => query,
+        Err(rejection) => return error_response(StatusCode::BAD_REQUEST, rejection.body_text()),
+    };
+    let limit = query.limit.clamp(1, 1000);
+    match service.store().audit(query.before, limit).await {
+        Ok(entries) => {
+            let next = (entries.len() == limit)
+                .then(|| entries.last().map(|entry| entry.id))
+                .flatten();
+            Json(json!({"entries": entries, "next": next})).into_response()
+        }
+        Err(error) => unavailable(error),
     }
 }
 

@@ -197,7 +197,8 @@ pub(crate) fn document<S: Clone + Send + Sync + 'static>(
         ("feed", "The canonical feed and what it holds."),
         (
             "operations",
-            "The pipeline's state: deliveries, dead letters, drift, alerts.",
+            "The pipeline's state: deliveries, dead letters (and their replay), drift, \
+             alerts; the audit log of operators' actions.",
         ),
         (
             "subscriptions",
@@ -259,6 +260,9 @@ fn component_schemas() -> serde_json::Map<String, Value> {
     generator.subschema_for::<MessagesPage>();
     generator.subschema_for::<shipfeed_store::SubscriptionControl>();
     generator.subschema_for::<RedeliverAnswer>();
+    generator.subschema_for::<crate::ReplayRequest>();
+    generator.subschema_for::<shipfeed_projector::ReplayReport>();
+    generator.subschema_for::<AuditPage>();
     generator.take_definitions(true)
 }
 
@@ -386,6 +390,16 @@ struct MessagesPage {
     /// The `after` of the next page: the last message's `seq` (the `after` asked for when the
     /// page is empty).
     next_cursor: i64,
+}
+
+/// A page of the audit log.
+#[derive(JsonSchema)]
+#[allow(dead_code, reason = "a schema only: the handler answers with `json!`")]
+struct AuditPage {
+    /// Entries before the cursor, newest (greatest `id`) first.
+    entries: Vec<shipfeed_store::AuditEntry>,
+    /// The `before` of the next page; `null` after the last one.
+    next: Option<i64>,
 }
 
 /// What a redelivery put back on schedule.
@@ -839,6 +853,82 @@ pub(crate) mod describe {
         )
         .response("400", bad_query())
         .response("404", error("No dead letter with this sequence number."))
+        .response("503", unavailable())
+    }
+
+    /// `POST /v1/dead-letters/replay`.
+    pub(crate) fn replay_dead_letters() -> OperationBuilder {
+        operation(
+            "replayDeliveries",
+            "operations",
+            "Replay deliveries by seq (admin)",
+            "Projects the deliveries named (dead letters, after a fix; any stored delivery \
+             may be named) again with this build's adapters, as `shipfeed replay` does: in \
+             place of the running projector, which pauses meanwhile and goes on after. Says \
+             of each `seq` what became of it: `recovered` (a dead letter that normalizes \
+             now), `projected` (normalized before and still), `dead_letter` (still, or now, \
+             with the reason in `error`), `skipped` (its endpoint or SQS source is no longer \
+             configured), `pending` (the projector has not reached it yet: left to it) or \
+             `not_found`. Running it again is safe. Recorded in the audit log. **Admin \
+             scope**.",
+        )
+        .request_body(Some(
+            utoipa::openapi::request_body::RequestBodyBuilder::new()
+                .description(Some("The deliveries: 1 to 1000 `seq`s."))
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(schema_ref("ReplayRequest")))
+                        .example(Some(json!({"seqs": [12, 13]})))
+                        .build(),
+                )
+                .required(Some(Required::True))
+                .build(),
+        ))
+        .response(
+            "200",
+            json_response(
+                "The replay's counts, and each delivery's outcome, by `seq`.",
+                "ReplayReport",
+            ),
+        )
+        .response(
+            "400",
+            error("The body is not `{\"seqs\": [...]}` JSON, or names no `seq` or more than 1000."),
+        )
+        .response(
+            "409",
+            error(
+                "Another replay took the projector's lease over meanwhile: send the request again.",
+            ),
+        )
+        .response("503", unavailable())
+    }
+
+    /// `GET /v1/audit`.
+    pub(crate) fn audit() -> OperationBuilder {
+        operation(
+            "listAudit",
+            "operations",
+            "The audit log",
+            "Operators' actions through the API and the command line (replay, redeliver, \
+             pause, resume), newest first: when, who (the API token's name, `cli:<user>`, or \
+             `anonymous` when the API is open), what, to what, whether it was done, and its \
+             parameters and result counts (never a body, a token or a payload's text). Page \
+             with `before` = the previous page's `next`. Needs a `read` token.",
+        )
+        .parameter(query_param(
+            "before",
+            "Only entries with a smaller `id` (the previous page's `next`); absent: from the \
+             newest.",
+            integer(KnownFormat::Int64),
+        ))
+        .parameter(limit_param())
+        .response(
+            "200",
+            json_response("A page of the audit log.", "AuditPage"),
+        )
+        .response("400", error("A query parameter not of its type."))
         .response("503", unavailable())
     }
 

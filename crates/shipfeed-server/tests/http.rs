@@ -294,7 +294,11 @@ async fn replay_skips_and_reports_deliveries_whose_endpoint_is_gone() {
 
     let summary = running
         .service
-        .replay(&ReplayFilter::default(), |_| {})
+        .replay(
+            &ReplayFilter::default(),
+            &shipfeed_server::Actor::cli(Some("test")),
+            |_| {},
+        )
         .await
         .unwrap();
     assert_eq!(summary.replayed, 1, "{summary:?}");

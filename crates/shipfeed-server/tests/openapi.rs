@@ -175,6 +175,8 @@ fn the_document_lists_exactly_the_routes() {
         ("POST", "/v1/subscriptions/{name}/pause"),
         ("POST", "/v1/subscriptions/{name}/resume"),
         ("POST", "/v1/subscriptions/{name}/redeliver"),
+        ("POST", "/v1/dead-letters/replay"),
+        ("GET", "/v1/audit"),
     ] {
         assert!(
             routes.contains(&(expected.0.to_owned(), expected.1.to_owned())),

@@ -198,6 +198,20 @@ pub(crate) struct PushControlRow {
     pub(crate) version: i64,
 }
 
+/// An audit log entry as stored (see [`AuditEntry`](crate::AuditEntry)).
+#[derive(Debug, Clone)]
+pub(crate) struct AuditRow {
+    /// Given by the database on insert (ignored there).
+    pub(crate) id: i64,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) outcome: String,
+    /// The detail as JSON.
+    pub(crate) detail: String,
+}
+
 /// A stored raw delivery, read back.
 #[derive(Debug)]
 pub(crate) struct StoredRow {
@@ -406,6 +420,10 @@ pub(crate) trait WriteDriver: Send {
     /// Inserts or replaces a push subscription's state.
     async fn put_push_control(&mut self, row: &PushControlRow) -> Result<(), StoreError>;
 
+    /// Appends an entry to the audit log (its `id` is ignored); returns the id it was given,
+    /// greater than every id given before.
+    async fn insert_audit(&mut self, row: &AuditRow) -> Result<i64, StoreError>;
+
     /// Runs between two groups, outside any transaction (SQLite: the WAL catch-up).
     async fn after_group(&mut self) {}
 }
@@ -438,6 +456,9 @@ pub(crate) trait ReadDriver: Send + Sync {
         limit: i64,
         dead_letters_only: bool,
     ) -> Result<Vec<StoredRow>, StoreError>;
+
+    /// The deliveries with these `seq`s (those that are stored), in `seq` order.
+    async fn deliveries_at(&self, seqs: Vec<i64>) -> Result<Vec<StoredRow>, StoreError>;
 
     /// The place of one delivery in the pipeline.
     async fn delivery(&self, seq: i64) -> Result<Option<DeliveryStatusRow>, StoreError>;
@@ -480,6 +501,10 @@ pub(crate) trait ReadDriver: Send + Sync {
 
     /// The stored state of every push subscription (only `name`'s when given).
     async fn push_controls(&self, name: Option<&str>) -> Result<Vec<PushControlRow>, StoreError>;
+
+    /// Up to `limit` audit log entries with an id below `before` (all when `None`), newest
+    /// (greatest id) first.
+    async fn audit(&self, before: Option<i64>, limit: i64) -> Result<Vec<AuditRow>, StoreError>;
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -21,12 +21,16 @@
 //!   content changed), retractions, dead letters, recomputed shipment states (a
 //!   `shipment_state` item when a status changes), and each delivery's [`Projection`].
 //!
-//! Both are safe to read from a cursor ([`Store::deliveries`], [`Store::events_after`]): a row
-//! never becomes visible with a smaller `seq` than one already visible, so a consumer that
-//! saves the last `seq` it saw never skips one.
+//! Beside them it keeps the audit log of operators' actions ([`Store::record_audit`],
+//! [`Store::audit`]): appended only, read newest first.
+//!
+//! Both halves are safe to read from a cursor ([`Store::deliveries`],
+//! [`Store::events_after`]): a row never becomes visible with a smaller `seq` than one already
+//! visible, so a consumer that saves the last `seq` it saw never skips one.
 #![forbid(unsafe_code)]
 
 mod alerts;
+mod audit;
 mod driver;
 mod filter;
 mod lease;
@@ -53,6 +57,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use alerts::{
     alert_id, stalled_rule, Alert, AlertCleared, AlertItem, StalledRules, RAISE_LIMIT,
 };
+pub use audit::{AuditAction, AuditEntry, AuditOutcome, AuditRecord};
 use driver::{ReadDriver, ShipmentLookup, WriteDriver};
 pub use filter::{Context, Dimension, Filter, FilterError, FilterSpec, ItemType, Lookup};
 pub use lease::{Clock, Lease, LeaseHolder, ManualClock, SystemClock};
@@ -1009,6 +1014,57 @@ impl Store {
         }
     }
 
+    /// Appends an operator's action to the audit log, in a transaction of its own; returns
+    /// the id it was given (greater than every earlier entry's). Its `detail` must hold
+    /// nothing secret or personal: names, parameters, counts.
+    ///
+    /// # Errors
+    /// [`StoreError`] when nothing was stored.
+    pub async fn record_audit(&self, record: AuditRecord) -> Result<i64, StoreError> {
+        match self.submit(Work::RecordAudit(record)).await? {
+            Done::Audited(id) => Ok(id),
+            _ => Err(StoreError::internal("the writer answered another job")),
+        }
+    }
+
+    /// Up to `limit` entries of the audit log with an id below `before` (from the newest when
+    /// `None`), newest first: the next page's `before` is the last entry's id.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// use shipfeed_store::{AuditAction, AuditOutcome, AuditRecord};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = shipfeed_store::Store::sqlite(dir.path().join("shipfeed.db"))?;
+    /// let pause = |target: &str| AuditRecord {
+    ///     at: chrono::DateTime::UNIX_EPOCH,
+    ///     actor: "operator".into(),
+    ///     action: AuditAction::Pause,
+    ///     target: target.into(),
+    ///     outcome: AuditOutcome::Ok,
+    ///     detail: serde_json::json!({}),
+    /// };
+    /// let first = store.record_audit(pause("orders")).await?;
+    /// let second = store.record_audit(pause("billing")).await?;
+    /// assert!(second > first);
+    /// let newest = store.audit(None, 1).await?;
+    /// assert_eq!((newest[0].id, newest[0].target.as_str()), (second, "billing"));
+    /// assert_eq!(store.audit(Some(second), 10).await?[0].id, first);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn audit(
+        &self,
+        before: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        let rows = self.reader.audit(before, sql_limit(limit)).await?;
+        Ok(rows.into_iter().filter_map(audit::entry).collect())
+    }
+
     /// The stored state of an HTTP push subscription (active at version 0 when never changed).
     ///
     /// # Errors
@@ -1310,23 +1366,20 @@ impl Store {
             .reader
             .deliveries(after, sql_limit(limit), dead_letters_only)
             .await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let headers: Vec<(String, String)> = parse_stored(&row.headers, "headers")?;
-                Some(StoredDelivery {
-                    provider: parse_provider(&row.provider, row.seq)?,
-                    seq: row.seq,
-                    endpoint: row.endpoint,
-                    delivery: RawDelivery {
-                        body: row.body,
-                        headers: headers.into_iter().collect::<Headers>(),
-                        received_at: row.received_at,
-                    },
-                    dead_letter: row.error.is_some(),
-                })
-            })
-            .collect())
+        Ok(rows.into_iter().filter_map(stored_delivery).collect())
+    }
+
+    /// The stored raw deliveries with these `seq`s (those that exist), in `seq` order, for
+    /// replaying some deliveries by name.
+    ///
+    /// # Errors
+    /// [`StoreError`] when the store cannot be read.
+    pub async fn deliveries_at(&self, seqs: &[i64]) -> Result<Vec<StoredDelivery>, StoreError> {
+        if seqs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self.reader.deliveries_at(seqs.to_vec()).await?;
+        Ok(rows.into_iter().filter_map(stored_delivery).collect())
     }
 
     /// The saved position of a named feed consumer (0 when none).
@@ -1533,6 +1586,22 @@ fn feed_item(row: driver::StoredFeedRow) -> Option<FeedItem> {
             None
         }
     }
+}
+
+/// A stored delivery read back (left out when its headers or provider cannot be read).
+fn stored_delivery(row: driver::StoredRow) -> Option<StoredDelivery> {
+    let headers: Vec<(String, String)> = parse_stored(&row.headers, "headers")?;
+    Some(StoredDelivery {
+        provider: parse_provider(&row.provider, row.seq)?,
+        seq: row.seq,
+        endpoint: row.endpoint,
+        delivery: RawDelivery {
+            body: row.body,
+            headers: headers.into_iter().collect::<Headers>(),
+            received_at: row.received_at,
+        },
+        dead_letter: row.error.is_some(),
+    })
 }
 
 /// A stored provider name read back; one this build does not know is logged and left out.

@@ -73,7 +73,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::{Client, Config, IsolationLevel, NoTls, Statement, Transaction};
 
 use crate::driver::{
-    order_number_key, AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow,
+    order_number_key, AlertRow, AliasRow, AuditRow, CarrierScope, DeadLetterRow, DeliveryRow,
     DeliveryStatusRow, DriftRow, EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow,
     ReadDriver, ShipmentLookup, ShipmentRow, ShipmentRows, StalledQuery, StalledRow, StoredEvent,
     StoredFeedRow, StoredRow, WriteDriver,
@@ -308,6 +308,22 @@ ALTER TABLE shipments ADD COLUMN order_number text;
 UPDATE shipments SET order_number = NULLIF(lower(btrim(shipment::jsonb ->> 'order_number')), '')
     WHERE strpos(shipment, '\\u0000') = 0;
 CREATE INDEX shipments_by_order ON shipments (order_number);
+",
+    },
+    // The audit log (see the SQLite driver's migration 12). The feed writer appends to it,
+    // under its commit-order lock, so ids follow commit order across replicas.
+    Migration {
+        version: 10,
+        sql: "
+CREATE TABLE audit_log (
+    id      bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at      timestamptz NOT NULL,
+    actor   text NOT NULL,
+    action  text NOT NULL,
+    target  text NOT NULL,
+    outcome text NOT NULL,
+    detail  text NOT NULL
+);
 ",
     },
 ];
@@ -1522,6 +1538,26 @@ impl WriteDriver for PgWriter {
             .map_err(pg("store a push subscription's state"))?;
         Ok(())
     }
+
+    async fn insert_audit(&mut self, row: &AuditRow) -> Result<i64, StoreError> {
+        let (client, _) = self.open()?;
+        client
+            .query_one(
+                "INSERT INTO audit_log(at, actor, action, target, outcome, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                &[
+                    &row.at,
+                    &no_nul(&row.actor),
+                    &row.action,
+                    &no_nul(&row.target),
+                    &row.outcome,
+                    &no_nul(&row.detail),
+                ],
+            )
+            .await
+            .and_then(|row| row.try_get(0))
+            .map_err(pg("record an audit entry"))
+    }
 }
 
 /// The columns of [`PushControlRow`], from `push_subscriptions`.
@@ -1557,6 +1593,31 @@ fn push_row(row: &tokio_postgres::Row) -> Result<PushRow, tokio_postgres::Error>
         last_error: row.try_get(9)?,
         body: row.try_get(10)?,
     })
+}
+
+/// The columns of [`StoredRow`], from `deliveries`.
+const STORED_DELIVERY: &str = "SELECT seq, endpoint, provider, received_at, headers, body,
+    CASE WHEN dead_letter THEN COALESCE(error, '') END FROM deliveries";
+
+fn stored_rows(
+    rows: Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>,
+) -> Result<Vec<StoredRow>, StoreError> {
+    rows.and_then(|rows| {
+        rows.iter()
+            .map(|row| {
+                Ok(StoredRow {
+                    seq: row.try_get(0)?,
+                    endpoint: row.try_get(1)?,
+                    provider: row.try_get(2)?,
+                    received_at: row.try_get(3)?,
+                    headers: row.try_get(4)?,
+                    body: row.try_get(5)?,
+                    error: row.try_get(6)?,
+                })
+            })
+            .collect()
+    })
+    .map_err(pg("read deliveries"))
 }
 
 /// The first column of every row, as text.
@@ -1763,31 +1824,27 @@ impl ReadDriver for PgReader {
     ) -> Result<Vec<StoredRow>, StoreError> {
         let client = self.client().await?;
         let select = client
-            .prepare_cached(
-                "SELECT seq, endpoint, provider, received_at, headers, body,
-                        CASE WHEN dead_letter THEN COALESCE(error, '') END FROM deliveries
-                 WHERE seq > $1 AND (NOT $3 OR dead_letter) ORDER BY seq LIMIT $2",
-            )
+            .prepare_cached(&format!(
+                "{STORED_DELIVERY} WHERE seq > $1 AND (NOT $3 OR dead_letter) ORDER BY seq LIMIT $2"
+            ))
             .await
             .map_err(pg("prepare a statement"))?;
-        let rows = client
-            .query(&select, &[&after, &limit, &dead_letters_only])
+        stored_rows(
+            client
+                .query(&select, &[&after, &limit, &dead_letters_only])
+                .await,
+        )
+    }
+
+    async fn deliveries_at(&self, seqs: Vec<i64>) -> Result<Vec<StoredRow>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(&format!(
+                "{STORED_DELIVERY} WHERE seq = ANY($1) ORDER BY seq"
+            ))
             .await
-            .map_err(pg("read deliveries"))?;
-        rows.iter()
-            .map(|row| {
-                Ok(StoredRow {
-                    seq: row.try_get(0)?,
-                    endpoint: row.try_get(1)?,
-                    provider: row.try_get(2)?,
-                    received_at: row.try_get(3)?,
-                    headers: row.try_get(4)?,
-                    body: row.try_get(5)?,
-                    error: row.try_get(6)?,
-                })
-            })
-            .collect::<Result<_, tokio_postgres::Error>>()
-            .map_err(pg("read deliveries"))
+            .map_err(pg("prepare a statement"))?;
+        stored_rows(client.query(&select, &[&seqs]).await)
     }
 
     async fn delivery(&self, seq: i64) -> Result<Option<DeliveryStatusRow>, StoreError> {
@@ -1967,6 +2024,36 @@ impl ReadDriver for PgReader {
         row.map(|row| row.try_get(0))
             .transpose()
             .map_err(pg("read an alert"))
+    }
+
+    async fn audit(&self, before: Option<i64>, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let client = self.client().await?;
+        let select = client
+            .prepare_cached(
+                "SELECT id, at, actor, action, target, outcome, detail FROM audit_log
+                 WHERE $1::bigint IS NULL OR id < $1 ORDER BY id DESC LIMIT $2",
+            )
+            .await
+            .map_err(pg("prepare a statement"))?;
+        client
+            .query(&select, &[&before, &limit])
+            .await
+            .and_then(|rows| {
+                rows.iter()
+                    .map(|row| {
+                        Ok(AuditRow {
+                            id: row.try_get(0)?,
+                            at: row.try_get(1)?,
+                            actor: row.try_get(2)?,
+                            action: row.try_get(3)?,
+                            target: row.try_get(4)?,
+                            outcome: row.try_get(5)?,
+                            detail: row.try_get(6)?,
+                        })
+                    })
+                    .collect()
+            })
+            .map_err(pg("read the audit log"))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

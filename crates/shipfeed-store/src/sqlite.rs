@@ -21,7 +21,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::driver::{
-    order_number_key, AlertRow, AliasRow, CarrierScope, DeadLetterRow, DeliveryRow,
+    order_number_key, AlertRow, AliasRow, AuditRow, CarrierScope, DeadLetterRow, DeliveryRow,
     DeliveryStatusRow, DriftRow, EventRow, FeedRow, ProjectionRow, PushControlRow, PushRow,
     ReadDriver, ShipmentLookup, ShipmentRow, ShipmentRows, StalledQuery, StalledRow, StoredEvent,
     StoredFeedRow, StoredRow, WriteDriver,
@@ -305,6 +305,22 @@ UPDATE shipments SET order_number = lower(trim(json_extract(shipment, '$.order_n
     WHERE json_valid(shipment);
 UPDATE shipments SET order_number = NULL WHERE order_number = '';
 CREATE INDEX shipments_by_order ON shipments (order_number);
+",
+    },
+    // The audit log: operators' actions, appended only (AUTOINCREMENT: an id is never given
+    // twice, not even after the newest entry were deleted), read newest first by id.
+    Migration {
+        version: 12,
+        sql: "
+CREATE TABLE audit_log (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
 ",
     },
 ];
@@ -1216,9 +1232,45 @@ impl WriteDriver for SqliteWriter {
         Ok(())
     }
 
+    async fn insert_audit(&mut self, row: &AuditRow) -> Result<i64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit_log(at, actor, action, target, outcome, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .and_then(|mut insert| {
+                insert.insert(params![
+                    time_text(row.at),
+                    row.actor,
+                    row.action,
+                    row.target,
+                    row.outcome,
+                    row.detail,
+                ])
+            })
+            .map_err(db("record an audit entry"))
+    }
+
     async fn after_group(&mut self) {
         finish_checkpoint(&self.conn, &self.checkpoint_copied);
     }
+}
+
+/// The columns of [`StoredRow`], from the inbox's `deliveries` and `projections`.
+const STORED_DELIVERY: &str = "SELECT seq, endpoint, provider, received_at, headers, body,
+        CASE WHEN dead_letter = 1 THEN COALESCE(error, '') END
+    FROM deliveries LEFT JOIN projections USING (seq)";
+
+fn stored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredRow> {
+    Ok(StoredRow {
+        seq: r.get(0)?,
+        endpoint: r.get(1)?,
+        provider: r.get(2)?,
+        received_at: parse_time(&r.get::<_, String>(3)?),
+        headers: r.get(4)?,
+        body: r.get(5)?,
+        error: r.get(6)?,
+    })
 }
 
 /// The columns of [`PushControlRow`], from `push_subscriptions`.
@@ -1440,24 +1492,26 @@ impl ReadDriver for SqliteReader {
         dead_letters_only: bool,
     ) -> Result<Vec<StoredRow>, StoreError> {
         self.read("read deliveries", move |conn| {
-            let mut select = conn.prepare_cached(
-                "SELECT seq, endpoint, provider, received_at, headers, body,
-                        CASE WHEN dead_letter = 1 THEN COALESCE(error, '') END
-                 FROM deliveries LEFT JOIN projections USING (seq)
-                 WHERE seq > ?1 AND (?3 = 0 OR dead_letter = 1) ORDER BY seq LIMIT ?2",
-            )?;
-            let rows = select.query_map(params![after, limit, dead_letters_only], |r| {
-                Ok(StoredRow {
-                    seq: r.get(0)?,
-                    endpoint: r.get(1)?,
-                    provider: r.get(2)?,
-                    received_at: parse_time(&r.get::<_, String>(3)?),
-                    headers: r.get(4)?,
-                    body: r.get(5)?,
-                    error: r.get(6)?,
-                })
-            })?;
+            let mut select = conn.prepare_cached(&format!(
+                "{STORED_DELIVERY} WHERE seq > ?1 AND (?3 = 0 OR dead_letter = 1)
+                 ORDER BY seq LIMIT ?2"
+            ))?;
+            let rows = select.query_map(params![after, limit, dead_letters_only], stored_row)?;
             rows.collect()
+        })
+        .await
+    }
+
+    async fn deliveries_at(&self, mut seqs: Vec<i64>) -> Result<Vec<StoredRow>, StoreError> {
+        seqs.sort_unstable();
+        seqs.dedup();
+        self.read("read deliveries", move |conn| {
+            let mut select = conn.prepare_cached(&format!("{STORED_DELIVERY} WHERE seq = ?1"))?;
+            let mut rows = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                rows.extend(select.query_row([seq], stored_row).optional()?);
+            }
+            Ok(rows)
         })
         .await
     }
@@ -1608,6 +1662,28 @@ impl ReadDriver for SqliteReader {
                 "{PUSH_CONTROL} WHERE ?1 IS NULL OR name = ?1 ORDER BY name"
             ))?;
             let rows = select.query_map([name], push_control_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn audit(&self, before: Option<i64>, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        self.read("read the audit log", move |conn| {
+            let mut select = conn.prepare_cached(
+                "SELECT id, at, actor, action, target, outcome, detail FROM audit_log
+                 WHERE ?1 IS NULL OR id < ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = select.query_map(params![before, limit], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: parse_time(&r.get::<_, String>(1)?),
+                    actor: r.get(2)?,
+                    action: r.get(3)?,
+                    target: r.get(4)?,
+                    outcome: r.get(5)?,
+                    detail: r.get(6)?,
+                })
+            })?;
             rows.collect()
         })
         .await
@@ -2000,5 +2076,55 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.last().unwrap().version);
+    }
+
+    #[test]
+    fn a_new_database_has_every_migration_and_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        let (_inbox, writer, _reader) = open(&path).unwrap();
+        let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+        assert_eq!(
+            versions,
+            (1..=12).collect::<Vec<_>>(),
+            "one step each, in order"
+        );
+        let version: i64 = writer
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 12);
+        let mut select = writer
+            .conn
+            .prepare(
+                "SELECT name FROM main.sqlite_master WHERE type = 'table'
+                 AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .unwrap();
+        let tables: Vec<String> = select
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            tables,
+            [
+                "alerts",
+                "aliases",
+                "audit_log",
+                "cursors",
+                "drift",
+                "drift_deliveries",
+                "event_revisions",
+                "events",
+                "feed",
+                "leases",
+                "notices",
+                "projections",
+                "push_messages",
+                "push_subscriptions",
+                "shipments",
+            ]
+        );
     }
 }

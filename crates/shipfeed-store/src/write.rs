@@ -8,8 +8,8 @@ use tokio::sync::{mpsc, oneshot};
 use crate::driver::{DeliveryRow, WriteDriver};
 use crate::project::{self, Outcome};
 use crate::{
-    alerts, lease, push, Alert, Arrival, ControlAction, Lease, Projection, PushCommit,
-    StalledRules, StoreError, SubscriptionControl,
+    alerts, audit, lease, push, Alert, Arrival, AuditRecord, ControlAction, Lease, Projection,
+    PushCommit, StalledRules, StoreError, SubscriptionControl,
 };
 
 /// How many queued jobs one transaction takes at most.
@@ -74,6 +74,8 @@ pub(crate) enum Work {
         since: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
     },
+    /// An operator's action appended to the audit log.
+    RecordAudit(AuditRecord),
 }
 
 impl Work {
@@ -93,6 +95,7 @@ pub(crate) enum Done {
     Alerts(Vec<Alert>),
     Control(SubscriptionControl),
     Redelivered(u64),
+    Audited(i64),
 }
 
 pub(crate) struct Job {
@@ -293,5 +296,6 @@ async fn apply(driver: &mut impl WriteDriver, work: &Work) -> Result<Done, Store
         } => Ok(Done::Redelivered(
             push::redeliver(driver, subscription, *since, *now).await?,
         )),
+        Work::RecordAudit(record) => Ok(Done::Audited(audit::record(driver, record).await?)),
     }
 }

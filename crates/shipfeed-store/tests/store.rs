@@ -34,6 +34,8 @@ on_both_stores!(
     a_changed_id_is_one_retraction_plus_one_new_event,
     a_resent_history_replayed_twice_is_no_revision,
     shipments_are_found_by_order_number_in_any_case,
+    the_audit_log_is_read_newest_first_in_pages,
+    some_deliveries_are_read_by_their_seqs,
 );
 
 /// The feed's items after `after`, by kind, with the event or state each is about.
@@ -604,6 +606,97 @@ async fn arrival_order_never_changes_the_state(store: Store) {
         sort_timeline(&mut timeline);
         assert_eq!(view.timeline, timeline, "seed {seed}");
     }
+}
+
+/// Entries come back newest first, each with what was recorded and an increasing id; a page
+/// ends before the id it is given, and entries too old for a page are on the next.
+async fn the_audit_log_is_read_newest_first_in_pages(store: Store) {
+    use shipfeed_store::{AuditAction, AuditOutcome, AuditRecord};
+    assert!(store.audit(None, 10).await.unwrap().is_empty());
+    let at = support::at("2024-06-01T12:00:00.123456Z");
+    let record = |action, target: &str, outcome| AuditRecord {
+        at,
+        actor: "cli:ops".to_owned(),
+        action,
+        target: target.to_owned(),
+        outcome,
+        detail: serde_json::json!({"parameters": {"since": null}, "result": {"redelivered": 3}}),
+    };
+    let mut ids = Vec::new();
+    for (action, target, outcome) in [
+        (AuditAction::Pause, "orders", AuditOutcome::Ok),
+        (AuditAction::Redeliver, "orders", AuditOutcome::Ok),
+        (AuditAction::Resume, "nosuch", AuditOutcome::Error),
+        (AuditAction::Replay, "deliveries 12-13", AuditOutcome::Ok),
+    ] {
+        ids.push(
+            store
+                .record_audit(record(action, target, outcome))
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+
+    let newest = store.audit(None, 2).await.unwrap();
+    assert_eq!(
+        newest.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [ids[3], ids[2]]
+    );
+    assert_eq!(
+        (
+            newest[0].action,
+            newest[0].target.as_str(),
+            newest[0].outcome
+        ),
+        (AuditAction::Replay, "deliveries 12-13", AuditOutcome::Ok)
+    );
+    assert_eq!(
+        (newest[1].action, newest[1].outcome),
+        (AuditAction::Resume, AuditOutcome::Error)
+    );
+    assert_eq!(newest[0].at, at, "the time reads back exactly");
+    assert_eq!(newest[0].actor, "cli:ops");
+    assert_eq!(newest[0].detail["result"]["redelivered"], 3);
+    let older = store.audit(Some(newest[1].id), 2).await.unwrap();
+    assert_eq!(
+        older.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [ids[1], ids[0]]
+    );
+    assert!(store.audit(Some(ids[0]), 2).await.unwrap().is_empty());
+    assert_eq!(store.audit(None, 100).await.unwrap().len(), 4);
+    // Its entries stay out of the feed.
+    assert!(store.events_after(0, 10).await.unwrap().is_empty());
+}
+
+/// Deliveries named by their seqs: those stored, in seq order, each once, dead letter or not.
+async fn some_deliveries_are_read_by_their_seqs(store: Store) {
+    let committed = commit(
+        &store,
+        vec![
+            fixture(Provider::Sendcloud, ANNOUNCED),
+            fixture(Provider::Sendcloud, BROKEN),
+            fixture(Provider::Sendcloud, DELIVERED),
+        ],
+    )
+    .await
+    .unwrap();
+    let seqs: Vec<i64> = committed.iter().map(|p| p.delivery_seq).collect();
+    let read = store
+        .deliveries_at(&[seqs[2], 999_999, seqs[1], seqs[2], 0])
+        .await
+        .unwrap();
+    assert_eq!(
+        read.iter()
+            .map(|d| (d.seq, d.dead_letter))
+            .collect::<Vec<_>>(),
+        [(seqs[1], true), (seqs[2], false)]
+    );
+    assert_eq!(
+        read[1].delivery.body,
+        fixture(Provider::Sendcloud, DELIVERED).delivery.body
+    );
+    assert!(store.deliveries_at(&[]).await.unwrap().is_empty());
 }
 
 async fn dead_letter_then_replay(store: Store) {
@@ -1331,7 +1424,7 @@ mod replicas {
             .collect();
         assert_eq!(
             versions,
-            [1, 2, 3, 4, 5, 6, 7, 8, 9],
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
             "each migration applied once"
         );
         let tables: BTreeSet<String> = client
@@ -1347,6 +1440,7 @@ mod replicas {
         let expected = [
             "alerts",
             "aliases",
+            "audit_log",
             "cursors",
             "deliveries",
             "drift",
