@@ -340,6 +340,7 @@ mod tests {
                 reason: Some("paused by an operator".into()),
                 changed_at: Some(at(1_764_770_400)),
                 failing_since: None,
+                lag: Some(3),
             },
             SubscriptionSummary {
                 name: "audit".into(),
@@ -349,6 +350,7 @@ mod tests {
                 reason: None,
                 changed_at: None,
                 failing_since: None,
+                lag: None,
             },
         ];
         let text = subscriptions_table(&list);

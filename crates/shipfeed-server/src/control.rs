@@ -88,6 +88,9 @@ pub struct SubscriptionSummary {
     pub changed_at: Option<DateTime<Utc>>,
     /// Since when every attempt to deliver has failed (`null` while it delivers).
     pub failing_since: Option<DateTime<Utc>>,
+    /// Feed items past its cursor, before its filter (`null` before its first run): what
+    /// `shipfeed_subscription_lag` shows for the replica driving it.
+    pub lag: Option<i64>,
 }
 
 /// Why an operator's request about a subscription cannot be done.
@@ -182,6 +185,7 @@ impl<'a> SubscriptionAdmin<'a> {
     /// [`StoreError`] when the store cannot be read.
     pub async fn list(&self) -> Result<Vec<SubscriptionSummary>, StoreError> {
         let mut summaries = Vec::with_capacity(self.subscriptions.len());
+        let feed_end = self.store.feed_end().await?;
         for subscription in self.subscriptions {
             let name = subscription.name();
             let kind = SubscriptionKind::of(subscription.target());
@@ -201,6 +205,7 @@ impl<'a> SubscriptionAdmin<'a> {
                 reason: control.reason,
                 changed_at: control.changed_at,
                 failing_since: control.failing_since,
+                lag: cursor.map(|cursor| (feed_end - cursor).max(0)),
             });
         }
         Ok(summaries)

@@ -1086,6 +1086,7 @@ mod tests {
             reason: Some("the receiver answered 410".to_owned()),
             changed_at: None,
             failing_since: Some(at("2024-06-01T09:00:00Z")),
+            lag: Some(0),
         };
         metrics.subscriptions(&[summary], at("2024-06-01T10:00:00Z"));
         let text = render(&registry);
